@@ -1,0 +1,120 @@
+// Creation and shape ops with their gradients. Reshape shares storage; the rest copy on the GPU.
+import { Tensor, record, runtime, assertShape, sizeOf, fmt, type Shape, type DType } from '../tensor.js';
+import { fillKernel } from '../../kernels/elementwise.js';
+import {
+  permuteKernel,
+  broadcastToKernel,
+  sliceKernel,
+  writeRegion,
+  gatherRowsKernel,
+  scatterAddRowsKernel,
+  oneHotKernel,
+  broadcastShapes,
+  normAxes,
+} from '../../kernels/shape.js';
+import { sumTo } from './reduce.js';
+
+/** Uploads host values as a tensor. */
+export function tensor(values: ArrayLike<number>, shape: Shape, dtype: DType = 'f32'): Tensor {
+  assertShape('tensor', shape);
+  if (values.length !== sizeOf(shape)) throw new Error(`tensor: ${values.length} values do not fill shape ${fmt(shape)} (${sizeOf(shape)} elements)`);
+  const data = dtype === 'i32' ? Int32Array.from(values) : Float32Array.from(values);
+  const t = Tensor.empty(shape, dtype);
+  runtime().write(t.buffer, data);
+  return t;
+}
+
+export function scalar(value: number): Tensor {
+  return full([], value);
+}
+
+export function full(shape: Shape, value: number): Tensor {
+  assertShape('full', shape);
+  if (Number.isNaN(value)) throw new Error('full: fill value is NaN');
+  return fillKernel(shape, value);
+}
+
+export const zeros = (shape: Shape): Tensor => full(shape, 0);
+export const ones = (shape: Shape): Tensor => full(shape, 1);
+
+/** Same data, new shape; one dimension may be -1. Shares storage with x (no copy). */
+export function reshape(x: Tensor, shape: Shape): Tensor {
+  const known = shape.filter((d) => d !== -1);
+  const infer = shape.length - known.length;
+  if (infer > 1) throw new Error(`reshape: at most one -1 allowed in ${fmt(shape)}`);
+  const resolved = shape.map((d) => (d === -1 ? x.size / sizeOf(known) : d));
+  assertShape('reshape', resolved);
+  if (sizeOf(resolved) !== x.size) throw new Error(`reshape: cannot reshape ${fmt(x.shape)} (${x.size} elements) to ${fmt(shape)}`);
+  const y = new Tensor(x.sharedStorage, resolved, x.dtype);
+  return record(y, 'reshape', [x], (g) => [reshape(g, x.shape)]);
+}
+
+/** Permutes axes (default: reverses them). */
+export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+  const p = perm ?? [...Array(x.rank).keys()].reverse();
+  if (p.length !== x.rank || normAxes('transpose', p, x.rank).some((a, i) => a !== i)) {
+    throw new Error(`transpose: [${p.join(', ')}] is not a permutation of the ${x.rank} axes of ${fmt(x.shape)}`);
+  }
+  const inverse = new Array<number>(p.length);
+  p.forEach((a, i) => (inverse[a] = i));
+  return record(permuteKernel(x, p), 'transpose', [x], (g) => [transpose(g, inverse)]);
+}
+
+export function broadcastTo(x: Tensor, shape: Shape): Tensor {
+  const out = broadcastShapes(x.shape, shape);
+  if (out.length !== shape.length || out.some((d, k) => d !== shape[k])) {
+    throw new Error(`broadcastTo: ${fmt(x.shape)} cannot be broadcast to ${fmt(shape)}`);
+  }
+  return record(broadcastToKernel(x, shape), 'broadcastTo', [x], (g) => [sumTo(g, x.shape)]);
+}
+
+/** x[begin : begin + size] per axis; a size of -1 runs to the end. */
+export function slice(x: Tensor, begin: readonly number[], size?: readonly number[]): Tensor {
+  if (begin.length !== x.rank) throw new Error(`slice: begin has ${begin.length} entries for rank-${x.rank} tensor ${fmt(x.shape)}`);
+  const sz = x.shape.map((d, k) => (size?.[k] === undefined || size[k] === -1 ? d - begin[k] : size[k]));
+  sz.forEach((s, k) => {
+    if (!Number.isInteger(begin[k]) || begin[k] < 0 || s <= 0 || begin[k] + s > x.shape[k]) {
+      throw new Error(`slice: begin [${begin.join(', ')}] size [${sz.join(', ')}] is out of bounds for ${fmt(x.shape)}`);
+    }
+  });
+  return record(sliceKernel(x, begin, sz), 'slice', [x], (g) => {
+    const dx = full(x.shape, 0);
+    writeRegion(g, dx, begin);
+    return [dx];
+  });
+}
+
+export function concat(xs: Tensor[], axis = 0): Tensor {
+  if (xs.length === 0) throw new Error('concat: no tensors given');
+  const rank = xs[0].rank;
+  const [ax] = normAxes('concat', axis, rank);
+  for (const t of xs) {
+    if (t.rank !== rank || t.shape.some((d, k) => k !== ax && d !== xs[0].shape[k])) {
+      throw new Error(`concat: shapes ${xs.map((t) => fmt(t.shape)).join(', ')} differ outside axis ${ax}`);
+    }
+  }
+  const shape = [...xs[0].shape];
+  shape[ax] = xs.reduce((a, t) => a + t.shape[ax], 0);
+  const out = Tensor.empty(shape, xs[0].dtype);
+  const starts: number[] = [];
+  let start = 0;
+  for (const t of xs) {
+    starts.push(start);
+    writeRegion(t, out, shape.map((_, k) => (k === ax ? start : 0)));
+    start += t.shape[ax];
+  }
+  return record(out, 'concat', xs, (g) =>
+    xs.map((t, i) => slice(g, shape.map((_, k) => (k === ax ? starts[i] : 0)), t.shape)),
+  );
+}
+
+/** Rows of x (axis 0) picked by i32 indices: out.shape = [...indices.shape, ...x.shape.slice(1)]. */
+export function gather(x: Tensor, indices: Tensor): Tensor {
+  if (x.rank < 1) throw new Error('gather: x must have at least one axis');
+  return record(gatherRowsKernel(x, indices), 'gather', [x], (g) => [scatterAddRowsKernel(g, indices, x.shape[0])]);
+}
+
+export function oneHot(labels: Tensor, depth: number): Tensor {
+  if (!Number.isInteger(depth) || depth <= 0) throw new Error(`oneHot: depth must be a positive integer, got ${depth}`);
+  return oneHotKernel(labels, depth);
+}

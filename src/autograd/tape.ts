@@ -1,0 +1,92 @@
+// Reverse mode: topologically sort the graph behind an output, then run each node's backward closure.
+import { Tensor, noGrad, keep, fmt } from './tensor.js';
+import { add } from './ops/elementwise.js';
+import { full } from './ops/shape.js';
+
+function topoSort(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  // Iterative DFS: deep graphs (long training graphs, many attack iterations) must not overflow the stack.
+  const stack: [Tensor, number][] = [[root, 0]];
+  seen.add(root);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [node, i] = top;
+    if (i < node.parents.length) {
+      top[1]++;
+      const p = node.parents[i];
+      if (p.requiresGrad && !seen.has(p)) {
+        seen.add(p);
+        stack.push([p, 0]);
+      }
+    } else {
+      order.push(node);
+      stack.pop();
+    }
+  }
+  return order;
+}
+
+/** Gradients of `output` (seeded with `seed`, default ones) with respect to every tensor in its graph. */
+export function gradients(output: Tensor, seed?: Tensor): Map<Tensor, Tensor> {
+  if (!output.requiresGrad) throw new Error(`backward: output ${fmt(output.shape)} does not depend on any tensor that requires a gradient`);
+  if (!seed && output.size !== 1) throw new Error(`backward: output has shape ${fmt(output.shape)}; pass a seed gradient for non-scalar outputs`);
+  if (seed && seed.size !== output.size) throw new Error(`backward: seed ${fmt(seed.shape)} does not match output ${fmt(output.shape)}`);
+  return noGrad(() => {
+    const grads = new Map<Tensor, Tensor>([[output, seed ?? full(output.shape, 1)]]);
+    for (const node of topoSort(output).reverse()) {
+      const g = grads.get(node);
+      if (!g || !node.backwardFn) continue;
+      const need = node.parents.map((p) => p.requiresGrad);
+      const pgs = node.backwardFn(g, need);
+      node.parents.forEach((p, i) => {
+        const pg = pgs[i];
+        if (!pg || !need[i]) return;
+        const prev = grads.get(p);
+        grads.set(p, prev ? add(prev, pg) : pg);
+      });
+    }
+    return grads;
+  });
+}
+
+/** Accumulates d(output)/d(leaf) into `.grad` of every leaf that requires a gradient. */
+export function backward(output: Tensor, seed?: Tensor): void {
+  for (const [t, g] of gradients(output, seed)) {
+    if (t.parents.length > 0 || t === output) continue;
+    if (t.grad) {
+      const sum = noGrad(() => add(t.grad!, g));
+      t.grad.dispose();
+      t.grad = keep(sum);
+    } else {
+      // A gradient may alias another tensor (e.g. add passes g through); copy so `.grad` owns its buffer.
+      t.grad = keep(noGrad(() => add(g, full([], 0))));
+    }
+  }
+}
+
+/**
+ * Functional form: `valueAndGrad(f)(...args)` evaluates f and returns its scalar value with the gradient
+ * with respect to each argument. Arguments need not require gradients; they are watched for this call.
+ */
+export function valueAndGrad<A extends Tensor[]>(f: (...args: A) => Tensor) {
+  return (...args: A): { value: Tensor; grads: Tensor[] } => {
+    const saved = args.map((a) => a.requiresGrad);
+    args.forEach((a) => a.requireGrad(true));
+    try {
+      const value = f(...args);
+      const grads = gradients(value);
+      return {
+        value,
+        grads: args.map((a) => grads.get(a) ?? noGrad(() => full(a.shape, 0))),
+      };
+    } finally {
+      args.forEach((a, i) => (a.requiresGrad = saved[i]));
+    }
+  };
+}
+
+export function grad<A extends Tensor[]>(f: (...args: A) => Tensor) {
+  const vg = valueAndGrad(f);
+  return (...args: A): Tensor[] => vg(...args).grads;
+}

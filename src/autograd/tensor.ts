@@ -1,0 +1,199 @@
+// Tensors live in pooled GPU buffers. Each tensor made by a differentiable op remembers its parents and a
+// backward closure (micrograd-style); `record` attaches them only when gradients are being tracked.
+import { acquireDevice, type Backend } from '../device.js';
+import { Runtime } from '../kernels/runtime.js';
+
+export type DType = 'f32' | 'i32';
+export type Shape = readonly number[];
+/**
+ * Maps the gradient of an op's output to the gradients of its parents (null where none flows).
+ * `need[i]` says whether parent i wants one, so costly ops can skip the rest.
+ */
+export type BackwardFn = (grad: Tensor, need: boolean[]) => (Tensor | null)[];
+
+let current: Runtime | null = null;
+let initializing: Promise<Runtime> | null = null;
+
+/** Acquires the GPU once per process; `backend` (or env GENCLS_BACKEND) forces one. */
+export async function init(opts: { backend?: Backend } = {}): Promise<Runtime> {
+  if (current) return current;
+  initializing ??= acquireDevice(opts).then((d) => (current = new Runtime(d)));
+  return initializing;
+}
+
+export function runtime(): Runtime {
+  if (!current) throw new Error('GPU not initialised: call `await init()` first');
+  return current;
+}
+
+/** Releases the device (tests and short-lived commands call this so the process can exit). */
+export function shutdown(): void {
+  current?.destroy();
+  current = null;
+  initializing = null;
+}
+
+export function sizeOf(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function assertShape(op: string, shape: Shape): void {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d <= 0) throw new Error(`${op}: invalid shape [${shape.join(', ')}]: every dimension must be a positive integer`);
+  }
+}
+
+export const fmt = (s: Shape): string => `[${s.join(', ')}]`;
+
+// ---------- scopes ----------
+
+const scopes: Set<Tensor>[] = [];
+
+/** Runs `fn`, then disposes every tensor it created except those it returns (found in arrays/objects) or `keep`s. */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    scopes.pop();
+  }
+  const kept = new Set<Tensor>();
+  collectTensors(result!, kept);
+  for (const t of scope) {
+    if (kept.has(t)) scopes[scopes.length - 1]?.add(t);
+    else t.dispose();
+  }
+  return result!;
+}
+
+function collectTensors(v: unknown, out: Set<Tensor>, depth = 0): void {
+  if (depth > 4 || v === null || typeof v !== 'object') return;
+  if (v instanceof Tensor) out.add(v);
+  else if (Array.isArray(v)) for (const x of v) collectTensors(x, out, depth + 1);
+  else if (v instanceof Map) for (const x of v.values()) collectTensors(x, out, depth + 1);
+  else if (Object.getPrototypeOf(v) === Object.prototype) for (const x of Object.values(v)) collectTensors(x, out, depth + 1);
+}
+
+/** Takes a tensor out of every enclosing scope so it outlives them (parameters, optimiser state). */
+export function keep<T extends Tensor>(t: T): T {
+  for (const s of scopes) s.delete(t);
+  return t;
+}
+
+// ---------- gradient mode ----------
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` without recording any graph. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** A pooled buffer shared by the tensors that view it (reshape shares storage); released when the last one is disposed. */
+export class Storage {
+  refs = 0;
+  constructor(readonly buffer: GPUBuffer) {}
+}
+
+export class Tensor {
+  readonly shape: Shape;
+  readonly dtype: DType;
+  readonly size: number;
+  private storage: Storage | null;
+  requiresGrad = false;
+  grad: Tensor | null = null;
+  parents: Tensor[] = [];
+  backwardFn: BackwardFn | null = null;
+  op = 'leaf';
+
+  /** Wraps a runtime buffer (owned from now on by this tensor) or shares another tensor's storage. */
+  constructor(buffer: GPUBuffer | Storage, shape: Shape, dtype: DType = 'f32') {
+    this.storage = buffer instanceof Storage ? buffer : new Storage(buffer);
+    this.storage.refs++;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.size = sizeOf(shape);
+    scopes[scopes.length - 1]?.add(this);
+  }
+
+  static empty(shape: Shape, dtype: DType = 'f32'): Tensor {
+    return new Tensor(runtime().alloc(sizeOf(shape) * 4), shape, dtype);
+  }
+
+  get buffer(): GPUBuffer {
+    return this.sharedStorage.buffer;
+  }
+
+  get sharedStorage(): Storage {
+    if (!this.storage) throw new Error(`tensor ${fmt(this.shape)} (from ${this.op}) used after dispose`);
+    return this.storage;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  get disposed(): boolean {
+    return this.storage === null;
+  }
+
+  dispose(): void {
+    if (!this.storage) return;
+    if (--this.storage.refs === 0) runtime().release(this.storage.buffer);
+    this.storage = null;
+    for (const s of scopes) s.delete(this);
+  }
+
+  /** Downloads the values (batched with other reads issued before the next flush). */
+  async data(): Promise<Float32Array | Int32Array> {
+    const [ab] = await runtime().read([{ buffer: this.buffer, bytes: this.size * 4 }]);
+    return this.dtype === 'i32' ? new Int32Array(ab) : new Float32Array(ab);
+  }
+
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new Error(`item(): tensor has shape ${fmt(this.shape)}, expected a single element`);
+    return (await this.data())[0];
+  }
+
+  /** Marks this tensor as a leaf whose gradient `backward()` accumulates into `.grad`. */
+  requireGrad(flag = true): this {
+    if (flag && this.dtype !== 'f32') throw new Error('requireGrad: only f32 tensors can require gradients');
+    this.requiresGrad = flag;
+    return this;
+  }
+
+  toString(): string {
+    return `Tensor(${fmt(this.shape)}, ${this.dtype}, op=${this.op})`;
+  }
+}
+
+/** Reads several tensors in one submission. */
+export async function readAll(ts: Tensor[]): Promise<(Float32Array | Int32Array)[]> {
+  const abs = await runtime().read(ts.map((t) => ({ buffer: t.buffer, bytes: t.size * 4 })));
+  return abs.map((ab, i) => (ts[i].dtype === 'i32' ? new Int32Array(ab) : new Float32Array(ab)));
+}
+
+/** Attaches an op's backward closure to its output when any input needs a gradient; returns the output. */
+export function record(out: Tensor, op: string, parents: Tensor[], backward: BackwardFn): Tensor {
+  out.op = op;
+  if (gradEnabled && parents.some((p) => p.requiresGrad)) {
+    out.requiresGrad = true;
+    out.parents = parents;
+    out.backwardFn = backward;
+  }
+  return out;
+}

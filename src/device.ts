@@ -1,0 +1,109 @@
+// Acquires a WebGPU device from Dawn: the native backend first (Vulkan/Metal/D3D12, core feature level),
+// then Dawn's OpenGL backend in compatibility mode over EGL surfaceless (Mesa's llvmpipe on CPU-only machines).
+import { create, globals } from 'webgpu';
+
+export type Backend = 'auto' | 'native' | 'opengl';
+
+export interface AcquiredDevice {
+  device: GPUDevice;
+  adapter: GPUAdapter;
+  backend: Exclude<Backend, 'auto'>;
+  /** Human-readable adapter string recorded in every benchmark and run. */
+  description: string;
+  featureLevel: 'core' | 'compatibility';
+}
+
+export class NoAdapterError extends Error {
+  constructor(tried: string[]) {
+    super(
+      `No WebGPU adapter found. Tried: ${tried.join('; ')}.\n` +
+        'On a machine with a GPU, install its Vulkan driver (e.g. NVIDIA driver with libvulkan1).\n' +
+        'On a CPU-only Debian/Ubuntu machine install Mesa\'s software renderer:\n' +
+        '  apt-get install libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri\n' +
+        'and run with EGL_PLATFORM=surfaceless (set automatically when unset).',
+    );
+    this.name = 'NoAdapterError';
+  }
+}
+
+const BACKENDS: readonly Backend[] = ['auto', 'native', 'opengl'];
+
+export function parseBackend(value: string | undefined): Backend {
+  const v = (value ?? 'auto').toLowerCase();
+  if (!(BACKENDS as readonly string[]).includes(v)) {
+    throw new Error(`Unknown backend '${value}': expected one of ${BACKENDS.join(', ')} (option --backend or env GENCLS_BACKEND)`);
+  }
+  return v as Backend;
+}
+
+let globalsInstalled = false;
+function installGlobals(): void {
+  if (globalsInstalled) return;
+  // GPUBufferUsage, GPUMapMode, ... live on `globals`; Node does not define them.
+  for (const [k, v] of Object.entries(globals as Record<string, unknown>)) {
+    if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+  }
+  globalsInstalled = true;
+}
+
+function describe(info: GPUAdapterInfo, backend: string, featureLevel: string): string {
+  const parts = [info.vendor, info.architecture, info.device, info.description].filter((s) => s && s.length > 0);
+  return `${parts.join(' / ') || 'unknown adapter'} [dawn ${backend}, ${featureLevel}]`;
+}
+
+// Dawn keeps the GPU instance alive for the process; reuse it so repeated acquisitions don't leak instances.
+const gpus = new Map<string, GPU>();
+function gpuFor(backend: 'native' | 'opengl'): GPU {
+  let gpu = gpus.get(backend);
+  if (!gpu) {
+    gpu = create(backend === 'opengl' ? ['backend=opengl'] : []);
+    gpus.set(backend, gpu);
+  }
+  return gpu;
+}
+
+export async function acquireDevice(opts: { backend?: Backend } = {}): Promise<AcquiredDevice> {
+  installGlobals();
+  const backend = opts.backend ?? parseBackend(process.env.GENCLS_BACKEND);
+  const tried: string[] = [];
+  const order: Array<'native' | 'opengl'> = backend === 'auto' ? ['native', 'opengl'] : [backend];
+  for (const b of order) {
+    if (b === 'opengl' && !process.env.EGL_PLATFORM) process.env.EGL_PLATFORM = 'surfaceless';
+    const featureLevel = b === 'opengl' ? 'compatibility' : 'core';
+    let adapter: GPUAdapter | null = null;
+    try {
+      adapter = await gpuFor(b).requestAdapter({ featureLevel, powerPreference: 'high-performance' } as GPURequestAdapterOptions);
+    } catch (e) {
+      tried.push(`${b} (${featureLevel}): ${(e as Error).message}`);
+      continue;
+    }
+    if (!adapter) {
+      tried.push(`${b} (${featureLevel}): no adapter`);
+      continue;
+    }
+    // Compatibility-mode defaults are tiny; ask for everything the adapter offers.
+    const requiredLimits: Record<string, number> = {};
+    for (const key of LIMIT_KEYS) {
+      const v = (adapter.limits as unknown as Record<string, number>)[key];
+      if (typeof v === 'number') requiredLimits[key] = v;
+    }
+    const device = await adapter.requestDevice({ requiredLimits });
+    const info = adapter.info;
+    return { device, adapter, backend: b, description: describe(info, b, featureLevel), featureLevel };
+  }
+  throw new NoAdapterError(tried);
+}
+
+const LIMIT_KEYS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+  'maxUniformBufferBindingSize',
+  'maxBindGroups',
+] as const;

@@ -1,0 +1,122 @@
+// Row reductions over a [rows, cols] view: sum, max and a one-pass (online) logsumexp, plus softmax and
+// log-softmax that reuse the same workgroup reduction. One workgroup per row, a shared-memory tree inside it.
+// Reductions over arbitrary axes are arranged into this view by the caller (permuting when needed).
+import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
+import { Tensor, runtime } from '../autograd/tensor.js';
+import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
+
+const WG = 128;
+
+export type RowReduceOp = 'sum' | 'max' | 'logsumexp';
+export type RowNormalizeOp = 'softmax' | 'logSoftmax';
+
+function rowSource(op: RowReduceOp | RowNormalizeOp) {
+  const sumLike = op === 'sum';
+  const maxLike = op === 'max';
+  const lseLike = op === 'logsumexp' || op === 'softmax' || op === 'logSoftmax';
+  const normalize = op === 'softmax' || op === 'logSoftmax';
+  return {
+    key: `row:${op}`,
+    name: `rowReduce.${op}`,
+    wgsl: () => wgsl`
+struct U { rows: u32, cols: u32, scale: f32, pad: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
+var<workgroup> sm: array<f32, ${WG}>;
+var<workgroup> ss: array<f32, ${WG}>;
+${GROUP_INDEX_WGSL}
+const NEG_INF = -3.4028e+38f;
+// Merges two (max, sum of exp(x - max)) pairs; an empty side (max = -inf) contributes nothing.
+fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
+  if (s2 == 0.0) { return vec2<f32>(m1, s1); }
+  if (s1 == 0.0) { return vec2<f32>(m2, s2); }
+  let m = max(m1, m2);
+  return vec2<f32>(m, s1 * exp(m1 - m) + s2 * exp(m2 - m));
+}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = groupIndex(wid, nwg);
+  if (row >= u.rows) { return; }
+  let base = row * u.cols;
+#if ${sumLike}
+  var acc = 0.0;
+  for (var j = lid; j < u.cols; j += ${WG}u) { acc += xs[base + j]; }
+  sm[lid] = acc;
+#elif ${maxLike}
+  var acc = NEG_INF;
+  for (var j = lid; j < u.cols; j += ${WG}u) { acc = max(acc, xs[base + j]); }
+  sm[lid] = acc;
+#else
+  var m = NEG_INF;
+  var s = 0.0;
+  for (var j = lid; j < u.cols; j += ${WG}u) {
+    let r = lseMerge(m, s, xs[base + j], 1.0);
+    m = r.x;
+    s = r.y;
+  }
+  sm[lid] = m;
+  ss[lid] = s;
+#endif
+  workgroupBarrier();
+  for (var w = ${WG / 2}u; w > 0u; w = w / 2u) {
+    if (lid < w) {
+#if ${sumLike}
+      sm[lid] += sm[lid + w];
+#elif ${maxLike}
+      sm[lid] = max(sm[lid], sm[lid + w]);
+#else
+      let r = lseMerge(sm[lid], ss[lid], sm[lid + w], ss[lid + w]);
+      sm[lid] = r.x;
+      ss[lid] = r.y;
+#endif
+    }
+    workgroupBarrier();
+  }
+#if ${normalize}
+  let lse = sm[0] + log(ss[0]);
+  for (var j = lid; j < u.cols; j += ${WG}u) {
+#if ${op === 'softmax'}
+    ys[base + j] = exp(xs[base + j] - lse);
+#else
+    ys[base + j] = xs[base + j] - lse;
+#endif
+  }
+#else
+  if (lid == 0u) {
+#if ${lseLike}
+    ys[row] = sm[0] + log(ss[0]);
+#else
+    ys[row] = sm[0] * u.scale;
+#endif
+  }
+#endif
+}`,
+  };
+}
+
+/** Reduces each row of x viewed as [rows, cols]; `scale` multiplies sum/max results (1/cols gives a mean). */
+export function rowReduceKernel(op: RowReduceOp, x: Tensor, rows: number, cols: number, scale = 1): Tensor {
+  const rt = runtime();
+  const y = Tensor.empty([rows]);
+  rt.dispatch(rowSource(op), {
+    inputs: [x.buffer],
+    outputs: [y.buffer],
+    uniforms: new UniformWriter().u32(rows).u32(cols).f32(scale).u32(0).finish(),
+    workgroups: rt.groups1d(rows),
+  });
+  return y;
+}
+
+/** softmax or log-softmax of each row of x viewed as [rows, cols]; output has x's shape. */
+export function rowNormalizeKernel(op: RowNormalizeOp, x: Tensor, rows: number, cols: number): Tensor {
+  const rt = runtime();
+  const y = Tensor.empty(x.shape);
+  rt.dispatch(rowSource(op), {
+    inputs: [x.buffer],
+    outputs: [y.buffer],
+    uniforms: new UniformWriter().u32(rows).u32(cols).f32(1).u32(0).finish(),
+    workgroups: rt.groups1d(rows),
+  });
+  return y;
+}

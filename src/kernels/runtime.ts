@@ -1,0 +1,410 @@
+// The GPU runtime: a size-keyed buffer pool, a pipeline cache keyed by kernel name and compile-time flags,
+// per-dispatch uniforms packed into one arena per submission, many dispatches per command buffer, and
+// batched asynchronous reads. Every kernel in src/kernels runs through `Runtime.dispatch`.
+import type { AcquiredDevice } from '../device.js';
+
+export interface KernelSource {
+  /** Cache key: kernel name plus every compile-time flag that changes the WGSL. */
+  key: string;
+  /** Name reported in errors (e.g. 'conv2dBackwardFilter'). */
+  name: string;
+  /** Builds the WGSL on a cache miss. Bindings: 0 = uniforms (if any), then inputs (read), then outputs (read_write). */
+  wgsl: () => string;
+  entryPoint?: string;
+}
+
+export interface Dispatch {
+  inputs: GPUBuffer[];
+  outputs: GPUBuffer[];
+  /** Raw uniform bytes (see UniformWriter); omitted when the kernel has no uniforms. */
+  uniforms?: ArrayBuffer;
+  /** Workgroup counts; x beyond the per-dimension limit must be folded by the caller via `groups1d`. */
+  workgroups: [number, number?, number?];
+}
+
+export class KernelError extends Error {
+  constructor(kernel: string, message: string) {
+    super(`kernel '${kernel}': ${message}`);
+    this.name = 'KernelError';
+  }
+}
+
+export class DeviceLostError extends Error {
+  constructor(reason: string) {
+    super(`GPU device lost: ${reason}`);
+    this.name = 'DeviceLostError';
+  }
+}
+
+const USAGE_STORAGE = 0x80; // GPUBufferUsage.STORAGE
+const USAGE_COPY_SRC = 0x04;
+const USAGE_COPY_DST = 0x08;
+const USAGE_MAP_READ = 0x01;
+const USAGE_MAP_WRITE = 0x02;
+const USAGE_UNIFORM = 0x40;
+const MAP_READ = 0x1; // GPUMapMode.READ
+
+/** Rounds a byte size up to a pool bucket: 256-byte steps while small, then at most 12.5% slack. */
+export function bucketSize(bytes: number): number {
+  const b = Math.max(16, bytes);
+  if (b <= 4096) return Math.ceil(b / 256) * 256;
+  const shift = Math.max(0, Math.floor(Math.log2(b)) - 3);
+  const step = 2 ** shift;
+  return Math.ceil(b / step) * step;
+}
+
+export interface MemoryStats {
+  /** Bytes in buffers currently owned by live tensors. */
+  liveBytes: number;
+  /** Bytes in released buffers waiting in the pool for reuse. */
+  pooledBytes: number;
+  liveBuffers: number;
+  pooledBuffers: number;
+}
+
+const UNIFORM_ARENA_BYTES = 1 << 16;
+
+export class Runtime {
+  readonly device: GPUDevice;
+  readonly description: string;
+  readonly backend: string;
+  readonly limits: GPUSupportedLimits;
+  private readonly pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout; name: string }>();
+  private readonly layouts = new Map<string, GPUBindGroupLayout>();
+  private readonly free = new Map<number, GPUBuffer[]>();
+  private readonly sizes = new WeakMap<GPUBuffer, number>();
+  private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private pendingDispatches = 0;
+  private uniformChunks: { data: Uint8Array; used: number }[] = [];
+  private uniformBuffers: GPUBuffer[] = [];
+  private uniformArenaFree: GPUBuffer[] = [];
+  private readonly uniformAlign: number;
+  private stagingToDestroy: GPUBuffer[] = [];
+  private pendingChecks: Promise<void>[] = [];
+  private errors: Error[] = [];
+  private lost: string | null = null;
+  /** Dispatches per submission before an automatic flush; bounds latency and uniform arena growth. */
+  maxDispatchesPerSubmit = 512;
+  dispatchCount = 0;
+  submitCount = 0;
+
+  constructor(acquired: AcquiredDevice) {
+    this.device = acquired.device;
+    this.description = acquired.description;
+    this.backend = acquired.backend;
+    this.limits = acquired.device.limits;
+    this.uniformAlign = Math.max(16, this.limits.minUniformBufferOffsetAlignment);
+    this.device.lost.then((info) => {
+      this.lost = `${info.reason}: ${info.message}`;
+    });
+    this.device.addEventListener('uncapturederror', (ev) => {
+      const err = (ev as GPUUncapturedErrorEvent).error;
+      this.errors.push(new Error(`uncaptured WebGPU error: ${err.message}`));
+    });
+  }
+
+  // ---------- buffers ----------
+
+  /** A storage buffer of at least `bytes` bytes from the pool. */
+  alloc(bytes: number): GPUBuffer {
+    this.checkAlive();
+    const size = bucketSize(bytes);
+    if (size > this.limits.maxStorageBufferBindingSize) {
+      throw new Error(`tensor of ${bytes} bytes exceeds the adapter's maxStorageBufferBindingSize (${this.limits.maxStorageBufferBindingSize})`);
+    }
+    const list = this.free.get(size);
+    let buf = list?.pop();
+    if (buf) {
+      this.stats.pooledBytes -= size;
+      this.stats.pooledBuffers--;
+    } else {
+      buf = this.device.createBuffer({ size, usage: USAGE_STORAGE | USAGE_COPY_SRC | USAGE_COPY_DST });
+      this.sizes.set(buf, size);
+    }
+    this.stats.liveBytes += size;
+    this.stats.liveBuffers++;
+    return buf;
+  }
+
+  /** Returns a buffer to the pool. Later dispatches that reuse it are ordered after earlier ones, so this is safe mid-encoder. */
+  release(buf: GPUBuffer): void {
+    const size = this.sizes.get(buf);
+    if (size === undefined) throw new Error('release: buffer was not allocated by this runtime');
+    this.stats.liveBytes -= size;
+    this.stats.liveBuffers--;
+    this.stats.pooledBytes += size;
+    this.stats.pooledBuffers++;
+    let list = this.free.get(size);
+    if (!list) this.free.set(size, (list = []));
+    list.push(buf);
+  }
+
+  /** Destroys every pooled (unused) buffer. */
+  trimPool(): void {
+    for (const list of this.free.values()) for (const b of list) b.destroy();
+    this.free.clear();
+    this.stats.pooledBytes = 0;
+    this.stats.pooledBuffers = 0;
+  }
+
+  memory(): MemoryStats {
+    return { ...this.stats };
+  }
+
+  /**
+   * Copies host data into `buf` in stream order (through a mapped staging buffer), so it lands after every
+   * dispatch already encoded that touches a recycled buffer, without forcing a submission.
+   */
+  write(buf: GPUBuffer, data: ArrayBufferView, offsetBytes = 0): void {
+    this.checkAlive();
+    const size = Math.ceil(data.byteLength / 4) * 4;
+    if (size === 0) return;
+    const staging = this.device.createBuffer({ size, usage: USAGE_MAP_WRITE | USAGE_COPY_SRC, mappedAtCreation: true });
+    new Uint8Array(staging.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    staging.unmap();
+    this.copy(staging, 0, buf, offsetBytes, size);
+    this.stagingToDestroy.push(staging);
+  }
+
+  // ---------- pipelines ----------
+
+  private layoutFor(nIn: number, nOut: number, uniform: boolean): GPUBindGroupLayout {
+    const key = `${uniform ? 'u' : ''}${nIn}:${nOut}`;
+    let layout = this.layouts.get(key);
+    if (!layout) {
+      const entries: GPUBindGroupLayoutEntry[] = [];
+      let b = 0;
+      if (uniform) entries.push({ binding: b++, visibility: 4, buffer: { type: 'uniform' } });
+      for (let i = 0; i < nIn; i++) entries.push({ binding: b++, visibility: 4, buffer: { type: 'read-only-storage' } });
+      for (let i = 0; i < nOut; i++) entries.push({ binding: b++, visibility: 4, buffer: { type: 'storage' } });
+      layout = this.device.createBindGroupLayout({ entries });
+      this.layouts.set(key, layout);
+    }
+    return layout;
+  }
+
+  private pipeline(src: KernelSource, nIn: number, nOut: number, uniform: boolean) {
+    const cacheKey = `${src.key}|${uniform ? 'u' : ''}${nIn}:${nOut}`;
+    let entry = this.pipelines.get(cacheKey);
+    if (entry) return entry;
+    let code: string;
+    try {
+      code = src.wgsl();
+    } catch (e) {
+      throw new KernelError(src.name, `WGSL generation failed: ${(e as Error).message}`);
+    }
+    const layout = this.layoutFor(nIn, nOut, uniform);
+    this.device.pushErrorScope('validation');
+    const module = this.device.createShaderModule({ code, label: src.name });
+    const pipeline = this.device.createComputePipeline({
+      label: src.name,
+      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: src.entryPoint ?? 'main' },
+    });
+    // Compile errors are reported asynchronously; the next flush or read awaits them and throws with the kernel's name.
+    this.pendingChecks.push(
+      this.device.popErrorScope().then(async (err) => {
+        if (!err) return;
+        const info = await module.getCompilationInfo();
+        const msgs = info.messages.filter((m) => m.type === 'error').map((m) => `  line ${m.lineNum}:${m.linePos} ${m.message}`);
+        this.pipelines.delete(cacheKey);
+        this.errors.push(new KernelError(src.name, `failed to compile: ${err.message}${msgs.length ? '\n' + msgs.join('\n') : ''}`));
+      }),
+    );
+    entry = { pipeline, layout, name: src.name };
+    this.pipelines.set(cacheKey, entry);
+    return entry;
+  }
+
+  get pipelineCount(): number {
+    return this.pipelines.size;
+  }
+
+  // ---------- dispatch ----------
+
+  private uniformSlice(bytes: ArrayBuffer): { buffer: number; offset: number } {
+    const len = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
+    if (len > UNIFORM_ARENA_BYTES) throw new Error(`uniform block of ${len} bytes is too large`);
+    let chunk = this.uniformChunks[this.uniformChunks.length - 1];
+    let offset = chunk ? Math.ceil(chunk.used / this.uniformAlign) * this.uniformAlign : 0;
+    if (!chunk || offset + len > UNIFORM_ARENA_BYTES) {
+      chunk = { data: new Uint8Array(UNIFORM_ARENA_BYTES), used: 0 };
+      this.uniformChunks.push(chunk);
+      this.uniformBuffers.push(
+        this.uniformArenaFree.pop() ?? this.device.createBuffer({ size: UNIFORM_ARENA_BYTES, usage: USAGE_UNIFORM | USAGE_COPY_DST }),
+      );
+      offset = 0;
+    }
+    chunk.data.set(new Uint8Array(bytes), offset);
+    chunk.used = offset + len;
+    return { buffer: this.uniformChunks.length - 1, offset };
+  }
+
+  dispatch(src: KernelSource, d: Dispatch): void {
+    this.checkAlive();
+    const uniform = d.uniforms !== undefined;
+    const { pipeline, layout } = this.pipeline(src, d.inputs.length, d.outputs.length, uniform);
+    const entries: GPUBindGroupEntry[] = [];
+    let b = 0;
+    if (uniform) {
+      const slice = this.uniformSlice(d.uniforms!);
+      entries.push({ binding: b++, resource: { buffer: this.uniformBuffers[slice.buffer], offset: slice.offset, size: Math.max(16, Math.ceil(d.uniforms!.byteLength / 16) * 16) } });
+    }
+    for (const buf of d.inputs) entries.push({ binding: b++, resource: { buffer: buf } });
+    for (const buf of d.outputs) entries.push({ binding: b++, resource: { buffer: buf } });
+    const [x, y = 1, z = 1] = d.workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+    if (x > maxDim || y > maxDim || z > maxDim) {
+      throw new KernelError(src.name, `dispatch of ${x}x${y}x${z} workgroups exceeds the per-dimension limit ${maxDim}`);
+    }
+    const bindGroup = this.device.createBindGroup({ layout, entries });
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(x, y, z);
+    this.pendingDispatches++;
+    this.dispatchCount++;
+    if (this.pendingDispatches >= this.maxDispatchesPerSubmit) this.flush();
+  }
+
+  /** Folds a 1-D workgroup count into (x, y) under the per-dimension limit; kernels rebuild the index with `groupIndex()`. */
+  groups1d(count: number): [number, number] {
+    const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+    if (count <= maxDim) return [count, 1];
+    const y = Math.ceil(count / maxDim);
+    return [Math.ceil(count / y), y];
+  }
+
+  /** Submits everything encoded so far. */
+  flush(): void {
+    if (!this.encoder) return;
+    if (this.pass) this.pass.end();
+    this.pass = null;
+    this.uniformChunks.forEach((chunk, i) => this.device.queue.writeBuffer(this.uniformBuffers[i], 0, chunk.data.buffer, 0, chunk.used));
+    this.device.queue.submit([this.encoder.finish()]);
+    this.submitCount++;
+    // Queue order makes the arena reusable by the next submission's writeBuffer.
+    this.uniformArenaFree.push(...this.uniformBuffers);
+    this.uniformBuffers = [];
+    this.uniformChunks = [];
+    this.encoder = null;
+    this.pendingDispatches = 0;
+    for (const b of this.stagingToDestroy) b.destroy();
+    this.stagingToDestroy = [];
+  }
+
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.checkAlive();
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** Reads several buffers with one submission; resolves once all are mapped. */
+  async read(items: { buffer: GPUBuffer; bytes: number }[]): Promise<ArrayBuffer[]> {
+    this.checkAlive();
+    await this.surfaceErrors();
+    const stagings = items.map(({ buffer, bytes }) => {
+      const size = Math.ceil(Math.max(4, bytes) / 4) * 4;
+      const staging = this.device.createBuffer({ size, usage: USAGE_MAP_READ | USAGE_COPY_DST });
+      this.copy(buffer, 0, staging, 0, size);
+      return staging;
+    });
+    this.flush();
+    try {
+      await Promise.race([
+        Promise.all(stagings.map((s) => s.mapAsync(MAP_READ))),
+        this.device.lost.then((info) => {
+          throw new DeviceLostError(`${info.reason}: ${info.message}`);
+        }),
+      ]);
+      await this.surfaceErrors();
+      return stagings.map((s, i) => s.getMappedRange(0, items[i].bytes === 0 ? 0 : s.size).slice(0, items[i].bytes));
+    } finally {
+      for (const s of stagings) s.destroy();
+    }
+  }
+
+  /** Waits for all submitted work and rethrows any compile or validation error. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.surfaceErrors();
+  }
+
+  private async surfaceErrors(): Promise<void> {
+    if (this.pendingChecks.length) {
+      const checks = this.pendingChecks;
+      this.pendingChecks = [];
+      await Promise.all(checks);
+    }
+    if (this.errors.length) {
+      const errs = this.errors;
+      this.errors = [];
+      throw errs[0];
+    }
+    this.checkAlive();
+  }
+
+  private checkAlive(): void {
+    if (this.lost !== null) throw new DeviceLostError(this.lost);
+  }
+
+  destroy(): void {
+    this.flush();
+    this.trimPool();
+    this.device.destroy();
+  }
+}
+
+/** Packs a uniform block: 4-byte scalars in order, arrays as vec4-aligned blocks (WGSL uniform layout). */
+export class UniformWriter {
+  private words: number[] = [];
+  private kinds: ('u' | 'i' | 'f')[] = [];
+  u32(v: number): this {
+    this.words.push(v >>> 0);
+    this.kinds.push('u');
+    return this;
+  }
+  i32(v: number): this {
+    this.words.push(v | 0);
+    this.kinds.push('i');
+    return this;
+  }
+  f32(v: number): this {
+    this.words.push(v);
+    this.kinds.push('f');
+    return this;
+  }
+  /** An `array<vec4<u32>, ceil(len/4)>` member, padded with `pad`. Starts on a 16-byte boundary. */
+  u32Array(values: ArrayLike<number>, len: number, pad = 0): this {
+    while (this.words.length % 4) this.u32(0);
+    for (let i = 0; i < Math.ceil(len / 4) * 4; i++) this.u32(i < values.length ? values[i] : pad);
+    return this;
+  }
+  finish(): ArrayBuffer {
+    const n = Math.max(4, Math.ceil(this.words.length / 4) * 4);
+    const buf = new ArrayBuffer(n * 4);
+    const u = new Uint32Array(buf);
+    const i = new Int32Array(buf);
+    const f = new Float32Array(buf);
+    this.words.forEach((w, k) => {
+      if (this.kinds[k] === 'f') f[k] = w;
+      else if (this.kinds[k] === 'i') i[k] = w;
+      else u[k] = w;
+    });
+    return buf;
+  }
+}
+
+/** WGSL helper: the flat workgroup index of a (possibly folded) 1-D dispatch. */
+export const GROUP_INDEX_WGSL = /* wgsl */ `
+fn groupIndex(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.y * nwg.x + wid.x; }
+`;

@@ -1,0 +1,248 @@
+// Data-movement kernels: a strided copy (transpose/permute, slice, broadcastTo, writing into a region for
+// concat), row gather by integer index, and one-hot encoding. Plus the shape arithmetic they share.
+import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
+import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
+import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
+
+const WG = 256;
+export const COPY_MAX_RANK = 8;
+
+export function stridesOf(shape: Shape): number[] {
+  const st = new Array<number>(shape.length);
+  let s = 1;
+  for (let k = shape.length - 1; k >= 0; k--) {
+    st[k] = s;
+    s *= shape[k];
+  }
+  return st;
+}
+
+export function broadcastShapes(a: Shape, b: Shape): number[] {
+  const R = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let k = 0; k < R; k++) {
+    const da = a[a.length - R + k] ?? 1;
+    const db = b[b.length - R + k] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) throw new Error(`shapes ${fmt(a)} and ${fmt(b)} cannot be broadcast together`);
+    out.push(da === 1 ? db : da);
+  }
+  return out;
+}
+
+/** Normalises possibly-negative axes against a rank, rejecting out-of-range and repeated ones. */
+export function normAxes(op: string, axes: number | readonly number[] | undefined, rank: number): number[] {
+  if (axes === undefined) return [...Array(rank).keys()];
+  const list = typeof axes === 'number' ? [axes] : [...axes];
+  const out = list.map((a) => {
+    if (!Number.isInteger(a) || a < -rank || a >= rank) throw new Error(`${op}: axis ${a} is out of range for rank ${rank}`);
+    return a < 0 ? a + rank : a;
+  });
+  if (new Set(out).size !== out.length) throw new Error(`${op}: repeated axis in [${list.join(', ')}]`);
+  return out.sort((x, y) => x - y);
+}
+
+const copySource = {
+  key: 'stridedCopy',
+  name: 'stridedCopy',
+  wgsl: () => wgsl`
+struct U { n: u32, rank: u32, inOffset: u32, outOffset: u32,
+  shape: array<vec4<u32>, ${COPY_MAX_RANK / 4}>, inStrides: array<vec4<u32>, ${COPY_MAX_RANK / 4}>, outStrides: array<vec4<u32>, ${COPY_MAX_RANK / 4}> }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
+${GROUP_INDEX_WGSL}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = groupIndex(wid, nwg) * ${WG}u + lid;
+  if (i >= u.n) { return; }
+  var rem = i;
+  var src = u.inOffset;
+  var dst = u.outOffset;
+  for (var k = i32(u.rank) - 1; k >= 0; k--) {
+    let d = u.shape[k / 4][k % 4];
+    let c = rem % d;
+    rem = rem / d;
+    src += c * u.inStrides[k / 4][k % 4];
+    dst += c * u.outStrides[k / 4][k % 4];
+  }
+  ys[dst] = xs[src];
+}`,
+};
+
+/**
+ * For every index c of `shape`: dst[dstOffset + c·dstStrides] = src[srcOffset + c·srcStrides].
+ * Works on raw f32/i32 bits alike (a copy never interprets them).
+ */
+export function stridedCopy(
+  src: Tensor,
+  dst: Tensor,
+  shape: Shape,
+  srcStrides: readonly number[],
+  dstStrides: readonly number[],
+  srcOffset = 0,
+  dstOffset = 0,
+): void {
+  // Drop size-1 dims so higher-rank views still fit the uniform block.
+  const keep = shape.map((d, k) => (d === 1 ? -1 : k)).filter((k) => k >= 0);
+  if (keep.length > COPY_MAX_RANK) throw new Error(`stridedCopy: rank ${keep.length} exceeds ${COPY_MAX_RANK}`);
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n === 0) return;
+  const rt = runtime();
+  rt.dispatch(copySource, {
+    inputs: [src.buffer],
+    outputs: [dst.buffer],
+    uniforms: new UniformWriter()
+      .u32(n)
+      .u32(keep.length)
+      .u32(srcOffset)
+      .u32(dstOffset)
+      .u32Array(keep.map((k) => shape[k]), COPY_MAX_RANK, 1)
+      .u32Array(keep.map((k) => srcStrides[k]), COPY_MAX_RANK)
+      .u32Array(keep.map((k) => dstStrides[k]), COPY_MAX_RANK)
+      .finish(),
+    workgroups: rt.groups1d(Math.ceil(n / WG)),
+  });
+}
+
+/** Permutes axes: out.shape[k] = x.shape[perm[k]]. */
+export function permuteKernel(x: Tensor, perm: readonly number[]): Tensor {
+  const st = stridesOf(x.shape);
+  const shape = perm.map((p) => x.shape[p]);
+  const out = Tensor.empty(shape, x.dtype);
+  stridedCopy(x, out, shape, perm.map((p) => st[p]), stridesOf(shape));
+  return out;
+}
+
+/** Materialises x broadcast to `shape` (x's shape must broadcast to it). */
+export function broadcastToKernel(x: Tensor, shape: Shape): Tensor {
+  const R = shape.length;
+  const xs = [...Array(R - x.rank).fill(1), ...x.shape];
+  const st = stridesOf(xs);
+  const out = Tensor.empty(shape, x.dtype);
+  stridedCopy(x, out, shape, xs.map((d, k) => (d === 1 ? 0 : st[k])), stridesOf(shape));
+  return out;
+}
+
+/** x[begin[k] : begin[k] + size[k]] along every axis. */
+export function sliceKernel(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor {
+  const st = stridesOf(x.shape);
+  const out = Tensor.empty(size, x.dtype);
+  const offset = begin.reduce((acc, b, k) => acc + b * st[k], 0);
+  stridedCopy(x, out, size, st, stridesOf(size), offset, 0);
+  return out;
+}
+
+/** Writes x into the region of `dst` starting at `begin` (used by concat and by slice's gradient). */
+export function writeRegion(x: Tensor, dst: Tensor, begin: readonly number[]): void {
+  const dstSt = stridesOf(dst.shape);
+  const offset = begin.reduce((acc, b, k) => acc + b * dstSt[k], 0);
+  stridedCopy(x, dst, x.shape, stridesOf(x.shape), dstSt, 0, offset);
+}
+
+const gatherSource = {
+  key: 'gatherRows',
+  name: 'gatherRows',
+  wgsl: () => `
+struct U { n: u32, rowSize: u32, rows: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read> idx: array<i32>;
+@group(0) @binding(3) var<storage, read_write> ys: array<f32>;
+${GROUP_INDEX_WGSL}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = groupIndex(wid, nwg) * ${WG}u + lid;
+  if (i >= u.n) { return; }
+  let r = i / u.rowSize;
+  let j = idx[r];
+  // Out-of-range indices read as zero rather than out of bounds; the host validates indices it knows.
+  if (j < 0 || u32(j) >= u.rows) { ys[i] = 0.0; return; }
+  ys[i] = xs[u32(j) * u.rowSize + i % u.rowSize];
+}`,
+};
+
+/** out[i] = x[indices[i]] along axis 0. */
+export function gatherRowsKernel(x: Tensor, indices: Tensor): Tensor {
+  if (indices.dtype !== 'i32') throw new Error(`gather: indices must be i32, got ${indices.dtype}`);
+  const rowSize = x.size / x.shape[0];
+  const shape = [...indices.shape, ...x.shape.slice(1)];
+  const out = Tensor.empty(shape, x.dtype);
+  const rt = runtime();
+  rt.dispatch(gatherSource, {
+    inputs: [x.buffer, indices.buffer],
+    outputs: [out.buffer],
+    uniforms: new UniformWriter().u32(out.size).u32(rowSize).u32(x.shape[0]).u32(0).finish(),
+    workgroups: rt.groups1d(Math.ceil(out.size / WG)),
+  });
+  return out;
+}
+
+const scatterAddSource = {
+  key: 'scatterAddRows',
+  name: 'scatterAddRows',
+  wgsl: () => `
+struct U { n: u32, rowSize: u32, count: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read> idx: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+${GROUP_INDEX_WGSL}
+// One thread per output element sums every gathered row that came from it: no atomics on f32 needed.
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = groupIndex(wid, nwg) * ${WG}u + lid;
+  if (i >= u.n) { return; }
+  let r = i32(i / u.rowSize);
+  let c = i % u.rowSize;
+  var acc = 0.0;
+  for (var k = 0u; k < u.count; k++) {
+    if (idx[k] == r) { acc += g[k * u.rowSize + c]; }
+  }
+  out[i] = acc;
+}`,
+};
+
+/** Gradient of gatherRows: out[r] = sum of g[k] over k with indices[k] = r. */
+export function scatterAddRowsKernel(g: Tensor, indices: Tensor, rows: number): Tensor {
+  const rowSize = g.size / Math.max(1, indices.size);
+  const shape = [rows, ...g.shape.slice(indices.rank)];
+  const out = Tensor.empty(shape);
+  const rt = runtime();
+  rt.dispatch(scatterAddSource, {
+    inputs: [g.buffer, indices.buffer],
+    outputs: [out.buffer],
+    uniforms: new UniformWriter().u32(out.size).u32(rowSize).u32(indices.size).u32(0).finish(),
+    workgroups: rt.groups1d(Math.ceil(out.size / WG)),
+  });
+  return out;
+}
+
+const oneHotSource = {
+  key: 'oneHot',
+  name: 'oneHot',
+  wgsl: () => `
+struct U { n: u32, depth: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> labels: array<i32>;
+@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
+${GROUP_INDEX_WGSL}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = groupIndex(wid, nwg) * ${WG}u + lid;
+  if (i >= u.n) { return; }
+  ys[i] = select(0.0, 1.0, labels[i / u.depth] == i32(i % u.depth));
+}`,
+};
+
+export function oneHotKernel(labels: Tensor, depth: number): Tensor {
+  if (labels.dtype !== 'i32') throw new Error(`oneHot: labels must be i32, got ${labels.dtype}`);
+  const out = Tensor.empty([...labels.shape, depth]);
+  const rt = runtime();
+  rt.dispatch(oneHotSource, {
+    inputs: [labels.buffer],
+    outputs: [out.buffer],
+    uniforms: new UniformWriter().u32(out.size).u32(depth).u32(0).u32(0).finish(),
+    workgroups: rt.groups1d(Math.ceil(out.size / WG)),
+  });
+  return out;
+}

@@ -1,0 +1,3 @@
+// Tests import the engine through one module so they exercise the public surface.
+export * from '../src/index.js';
+export type { Runtime } from '../src/kernels/runtime.js';
