@@ -120,8 +120,11 @@ export class Tensor {
   backwardFn: BackwardFn | null = null;
   op = 'leaf';
 
-  /** Wraps a runtime buffer (owned from now on by this tensor) or shares another tensor's storage. */
-  constructor(buffer: GPUBuffer | Storage, shape: Shape, dtype: DType = 'f32') {
+  /**
+   * Wraps a runtime buffer (owned from now on by this tensor) or views another tensor's storage at
+   * `byteOffset` (a multiple of the adapter's minStorageBufferOffsetAlignment; parameter arenas use this).
+   */
+  constructor(buffer: GPUBuffer | Storage, shape: Shape, dtype: DType = 'f32', readonly byteOffset = 0) {
     this.storage = buffer instanceof Storage ? buffer : new Storage(buffer);
     this.storage.refs++;
     this.shape = Object.freeze([...shape]);
@@ -136,6 +139,11 @@ export class Tensor {
 
   get buffer(): GPUBuffer {
     return this.sharedStorage.buffer;
+  }
+
+  /** The binding a kernel reads or writes: this tensor's elements only. */
+  get binding(): GPUBufferBinding {
+    return { buffer: this.buffer, offset: this.byteOffset, size: this.size * 4 };
   }
 
   get sharedStorage(): Storage {
@@ -160,7 +168,7 @@ export class Tensor {
 
   /** Downloads the values (batched with other reads issued before the next flush). */
   async data(): Promise<Float32Array | Int32Array> {
-    const [ab] = await runtime().read([{ buffer: this.buffer, bytes: this.size * 4 }]);
+    const [ab] = await runtime().read([{ buffer: this.buffer, offset: this.byteOffset, bytes: this.size * 4 }]);
     return this.dtype === 'i32' ? new Int32Array(ab) : new Float32Array(ab);
   }
 
@@ -183,7 +191,7 @@ export class Tensor {
 
 /** Reads several tensors in one submission. */
 export async function readAll(ts: Tensor[]): Promise<(Float32Array | Int32Array)[]> {
-  const abs = await runtime().read(ts.map((t) => ({ buffer: t.buffer, bytes: t.size * 4 })));
+  const abs = await runtime().read(ts.map((t) => ({ buffer: t.buffer, offset: t.byteOffset, bytes: t.size * 4 })));
   return abs.map((ab, i) => (ts[i].dtype === 'i32' ? new Int32Array(ab) : new Float32Array(ab)));
 }
 

@@ -97,8 +97,8 @@ export function unaryKernel(op: UnaryOp, x: Tensor, a = 0, b = 0): Tensor {
   const rt = runtime();
   const y = Tensor.empty(x.shape);
   rt.dispatch(unarySource(op), {
-    inputs: [x.buffer],
-    outputs: [y.buffer],
+    inputs: [x.binding],
+    outputs: [y.binding],
     uniforms: new UniformWriter().u32(x.size).f32(a).f32(b).u32(0).finish(),
     workgroups: rt.groups1d(Math.ceil(x.size / WG)),
   });
@@ -191,8 +191,8 @@ export function binaryKernel(op: BinaryOp, x: Tensor, y: Tensor, a = 0, b = 0): 
   const uw = new UniformWriter().u32(n).u32(plan.shape.length).f32(a).f32(b);
   uw.u32Array(plan.shape, MAX_RANK, 1).u32Array(plan.strides[0], MAX_RANK).u32Array(plan.strides[1], MAX_RANK);
   rt.dispatch(binarySource(op, !same), {
-    inputs: [x.buffer, y.buffer],
-    outputs: [out.buffer],
+    inputs: [x.binding, y.binding],
+    outputs: [out.binding],
     uniforms: uw.finish(),
     workgroups: rt.groups1d(Math.ceil(n / WG)),
   });
@@ -220,7 +220,7 @@ export function fillKernel(shape: Shape, value: number): Tensor {
   const y = Tensor.empty(shape);
   rt.dispatch(fillSource, {
     inputs: [],
-    outputs: [y.buffer],
+    outputs: [y.binding],
     uniforms: new UniformWriter().u32(y.size).f32(value).u32(0).u32(0).finish(),
     workgroups: rt.groups1d(Math.ceil(y.size / WG)),
   });

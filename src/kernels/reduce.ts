@@ -100,8 +100,8 @@ export function rowReduceKernel(op: RowReduceOp, x: Tensor, rows: number, cols: 
   const rt = runtime();
   const y = Tensor.empty([rows]);
   rt.dispatch(rowSource(op), {
-    inputs: [x.buffer],
-    outputs: [y.buffer],
+    inputs: [x.binding],
+    outputs: [y.binding],
     uniforms: new UniformWriter().u32(rows).u32(cols).f32(scale).u32(0).finish(),
     workgroups: rt.groups1d(rows),
   });
@@ -113,8 +113,8 @@ export function rowNormalizeKernel(op: RowNormalizeOp, x: Tensor, rows: number, 
   const rt = runtime();
   const y = Tensor.empty(x.shape);
   rt.dispatch(rowSource(op), {
-    inputs: [x.buffer],
-    outputs: [y.buffer],
+    inputs: [x.binding],
+    outputs: [y.binding],
     uniforms: new UniformWriter().u32(rows).u32(cols).f32(1).u32(0).finish(),
     workgroups: rt.groups1d(rows),
   });

@@ -14,8 +14,9 @@ export interface KernelSource {
 }
 
 export interface Dispatch {
-  inputs: GPUBuffer[];
-  outputs: GPUBuffer[];
+  /** Whole buffers or sub-ranges (a tensor's `binding`). */
+  inputs: (GPUBuffer | GPUBufferBinding)[];
+  outputs: (GPUBuffer | GPUBufferBinding)[];
   /** Raw uniform bytes (see UniformWriter); omitted when the kernel has no uniforms. */
   uniforms?: ArrayBuffer;
   /** Workgroup counts; x beyond the per-dimension limit must be folded by the caller via `groups1d`. */
@@ -252,8 +253,7 @@ export class Runtime {
       const slice = this.uniformSlice(d.uniforms!);
       entries.push({ binding: b++, resource: { buffer: this.uniformBuffers[slice.buffer], offset: slice.offset, size: Math.max(16, Math.ceil(d.uniforms!.byteLength / 16) * 16) } });
     }
-    for (const buf of d.inputs) entries.push({ binding: b++, resource: { buffer: buf } });
-    for (const buf of d.outputs) entries.push({ binding: b++, resource: { buffer: buf } });
+    for (const r of [...d.inputs, ...d.outputs]) entries.push({ binding: b++, resource: 'buffer' in r ? r : { buffer: r } });
     const [x, y = 1, z = 1] = d.workgroups;
     if (x === 0 || y === 0 || z === 0) return;
     const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
@@ -308,13 +308,13 @@ export class Runtime {
   }
 
   /** Reads several buffers with one submission; resolves once all are mapped. */
-  async read(items: { buffer: GPUBuffer; bytes: number }[]): Promise<ArrayBuffer[]> {
+  async read(items: { buffer: GPUBuffer; offset?: number; bytes: number }[]): Promise<ArrayBuffer[]> {
     this.checkAlive();
     await this.surfaceErrors();
-    const stagings = items.map(({ buffer, bytes }) => {
+    const stagings = items.map(({ buffer, offset = 0, bytes }) => {
       const size = Math.ceil(Math.max(4, bytes) / 4) * 4;
       const staging = this.device.createBuffer({ size, usage: USAGE_MAP_READ | USAGE_COPY_DST });
-      this.copy(buffer, 0, staging, 0, size);
+      this.copy(buffer, offset, staging, 0, size);
       return staging;
     });
     this.flush();

@@ -89,8 +89,8 @@ export function stridedCopy(
   if (n === 0) return;
   const rt = runtime();
   rt.dispatch(copySource, {
-    inputs: [src.buffer],
-    outputs: [dst.buffer],
+    inputs: [src.binding],
+    outputs: [dst.binding],
     uniforms: new UniformWriter()
       .u32(n)
       .u32(keep.length)
@@ -169,8 +169,8 @@ export function gatherRowsKernel(x: Tensor, indices: Tensor): Tensor {
   const out = Tensor.empty(shape, x.dtype);
   const rt = runtime();
   rt.dispatch(gatherSource, {
-    inputs: [x.buffer, indices.buffer],
-    outputs: [out.buffer],
+    inputs: [x.binding, indices.binding],
+    outputs: [out.binding],
     uniforms: new UniformWriter().u32(out.size).u32(rowSize).u32(x.shape[0]).u32(0).finish(),
     workgroups: rt.groups1d(Math.ceil(out.size / WG)),
   });
@@ -209,8 +209,8 @@ export function scatterAddRowsKernel(g: Tensor, indices: Tensor, rows: number): 
   const out = Tensor.empty(shape);
   const rt = runtime();
   rt.dispatch(scatterAddSource, {
-    inputs: [g.buffer, indices.buffer],
-    outputs: [out.buffer],
+    inputs: [g.binding, indices.binding],
+    outputs: [out.binding],
     uniforms: new UniformWriter().u32(out.size).u32(rowSize).u32(indices.size).u32(0).finish(),
     workgroups: rt.groups1d(Math.ceil(out.size / WG)),
   });
@@ -239,8 +239,8 @@ export function oneHotKernel(labels: Tensor, depth: number): Tensor {
   const out = Tensor.empty([...labels.shape, depth]);
   const rt = runtime();
   rt.dispatch(oneHotSource, {
-    inputs: [labels.buffer],
-    outputs: [out.buffer],
+    inputs: [labels.binding],
+    outputs: [out.binding],
     uniforms: new UniformWriter().u32(out.size).u32(depth).u32(0).u32(0).finish(),
     workgroups: rt.groups1d(Math.ceil(out.size / WG)),
   });

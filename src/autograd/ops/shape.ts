@@ -45,7 +45,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
   const resolved = shape.map((d) => (d === -1 ? x.size / sizeOf(known) : d));
   assertShape('reshape', resolved);
   if (sizeOf(resolved) !== x.size) throw new Error(`reshape: cannot reshape ${fmt(x.shape)} (${x.size} elements) to ${fmt(shape)}`);
-  const y = new Tensor(x.sharedStorage, resolved, x.dtype);
+  const y = new Tensor(x.sharedStorage, resolved, x.dtype, x.byteOffset);
   return record(y, 'reshape', [x], (g) => [reshape(g, x.shape)]);
 }
 
