@@ -51,7 +51,7 @@ export function randomRef(shape: readonly number[], seed: number, lo = -1, hi = 
     s ^= s >>> 17;
     s ^= s << 5;
     s >>>= 0;
-    data[i] = lo + ((s >>> 0) / 2 ** 32) * (hi - lo);
+    data[i] = Math.fround(lo + ((s >>> 0) / 2 ** 32) * (hi - lo)); // f32-representable, so uploads are exact
   }
   return { shape: [...shape], data };
 }

@@ -297,6 +297,18 @@ export class Runtime {
     this.stagingToDestroy = [];
   }
 
+  private abandonBatch(): void {
+    if (this.pass) this.pass.end();
+    this.pass = null;
+    this.encoder = null;
+    this.pendingDispatches = 0;
+    this.uniformArenaFree.push(...this.uniformBuffers);
+    this.uniformBuffers = [];
+    this.uniformChunks = [];
+    for (const b of this.stagingToDestroy) b.destroy();
+    this.stagingToDestroy = [];
+  }
+
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.checkAlive();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
@@ -348,7 +360,10 @@ export class Runtime {
     if (this.errors.length) {
       const errs = this.errors;
       this.errors = [];
-      throw errs[0];
+      const compileError = errs.find((e) => e instanceof KernelError);
+      // The batch being encoded references the broken pipeline and would fail on submit: drop it with the error.
+      if (compileError) this.abandonBatch();
+      throw compileError ?? errs[0];
     }
     this.checkAlive();
   }

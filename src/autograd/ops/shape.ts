@@ -9,7 +9,6 @@ import {
   gatherRowsKernel,
   scatterAddRowsKernel,
   oneHotKernel,
-  broadcastShapes,
   normAxes,
 } from '../../kernels/shape.js';
 import { sumTo } from './reduce.js';
@@ -61,8 +60,8 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
 }
 
 export function broadcastTo(x: Tensor, shape: Shape): Tensor {
-  const out = broadcastShapes(x.shape, shape);
-  if (out.length !== shape.length || out.some((d, k) => d !== shape[k])) {
+  const lead = shape.length - x.rank;
+  if (lead < 0 || x.shape.some((d, k) => d !== 1 && d !== shape[lead + k])) {
     throw new Error(`broadcastTo: ${fmt(x.shape)} cannot be broadcast to ${fmt(shape)}`);
   }
   return record(broadcastToKernel(x, shape), 'broadcastTo', [x], (g) => [sumTo(g, x.shape)]);

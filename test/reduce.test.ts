@@ -1,0 +1,103 @@
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import * as T from './lib.js';
+import { useGpu, toGpu, download, expectClose, randomRef, arbShape, arbSeed, RUNS, checkVjp } from './helpers.js';
+import { refReduce, refSoftmax, refCrossEntropy } from '../src/reference/reduce.js';
+import { ref } from '../src/reference/tensor.js';
+
+useGpu();
+
+/** A shape plus a non-empty subset of its axes. */
+const arbShapeAxes = arbShape(1, 4, 11).chain((shape) =>
+  fc.subarray([...shape.keys()], { minLength: 1 }).map((axes) => ({ shape, axes })),
+);
+
+const kinds = ['sum', 'mean', 'max', 'logsumexp'] as const;
+
+describe('reductions along any axes match the float64 reference', () => {
+  for (const kind of kinds) {
+    it(kind, async () => {
+      await fc.assert(
+        fc.asyncProperty(arbShapeAxes, arbSeed, fc.boolean(), async ({ shape, axes }, seed, keepDims) => {
+          const x = randomRef(shape, seed, -3, 3);
+          const y = T[kind](toGpu(x), axes, keepDims);
+          const want = refReduce(x, axes, kind, keepDims);
+          expect(y.shape).toEqual(want.shape);
+          expectClose(await download(y), want, { rtol: 1e-5, atol: 1e-5 }, kind);
+        }),
+        RUNS,
+      );
+    });
+  }
+
+  it('reduces long rows and many rows (workgroup tree and folded dispatch)', async () => {
+    const x = randomRef([3, 5000], 7, -1, 1);
+    expectClose(await download(T.sum(toGpu(x), 1)), refReduce(x, [1], 'sum'), { rtol: 1e-5, atol: 1e-4 });
+    const many = randomRef([70000, 2], 8, -1, 1);
+    expectClose(await download(T.logsumexp(toGpu(many), 1)), refReduce(many, [1], 'logsumexp'), { rtol: 1e-5, atol: 1e-5 });
+  });
+
+  it('logsumexp is stable for huge and very negative inputs', async () => {
+    const x = ref([1000, 999, -1000, -1e30, -1e30, -1e30], [2, 3]);
+    expectClose(await download(T.logsumexp(toGpu(x), 1)), refReduce(x, [1], 'logsumexp'), { rtol: 1e-6, atol: 1e-3 });
+  });
+
+  it('softmax, log-softmax and cross-entropy', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbShape(1, 3, 12), arbSeed, async (shape, seed) => {
+        const x = randomRef(shape, seed, -20, 20);
+        expectClose(await download(T.softmax(toGpu(x))), refSoftmax(x), { rtol: 1e-5, atol: 1e-6 }, 'softmax');
+        expectClose(await download(T.logSoftmax(toGpu(x))), refSoftmax(x, true), { rtol: 1e-5, atol: 1e-5 }, 'logSoftmax');
+        if (shape.length === 2) {
+          const labels = Array.from({ length: shape[0] }, (_, i) => (seed + i) % shape[1]);
+          const ce = await download(T.crossEntropy(toGpu(x), T.tensor(labels, [shape[0]], 'i32')));
+          expectClose(ce, [refCrossEntropy(x, labels)], { rtol: 1e-5, atol: 1e-5 }, 'crossEntropy');
+        }
+      }),
+      RUNS,
+    );
+  });
+});
+
+describe('reduction gradients against finite differences', () => {
+  for (const kind of kinds) {
+    it(kind, async () => {
+      await fc.assert(
+        fc.asyncProperty(arbShapeAxes, arbSeed, fc.boolean(), async ({ shape, axes }, seed, keepDims) => {
+          // Distinct values keep max differentiable (no ties within the finite-difference step).
+          const x = randomRef(shape, seed, -3, 3);
+          await checkVjp((t) => T[kind](t, axes, keepDims), (r) => refReduce(r, axes, kind, keepDims), [x], seed, { what: kind });
+        }),
+        RUNS,
+      );
+    });
+  }
+
+  it('softmax, log-softmax, cross-entropy', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbShape(2, 2, 7), arbSeed, async (shape, seed) => {
+        const x = randomRef(shape, seed, -4, 4);
+        await checkVjp((t) => T.softmax(t), (r) => refSoftmax(r), [x], seed, { what: 'softmax' });
+        await checkVjp((t) => T.logSoftmax(t), (r) => refSoftmax(r, true), [x], seed, { what: 'logSoftmax' });
+        const labels = Array.from({ length: shape[0] }, (_, i) => (seed + 3 * i) % shape[1]);
+        await checkVjp(
+          (t) => T.crossEntropy(t, T.tensor(labels, [shape[0]], 'i32')),
+          (r) => ref([refCrossEntropy(r, labels)], []),
+          [x],
+          seed,
+          { what: 'crossEntropy' },
+        );
+      }),
+      RUNS,
+    );
+  });
+});
+
+describe('bad input', () => {
+  it('names the op and the offending axis', () => {
+    expect(() => T.sum(T.zeros([2, 3]), 2)).toThrow(/sum: axis 2 is out of range for rank 2/);
+    expect(() => T.mean(T.zeros([2, 3]), [1, -1])).toThrow(/mean: repeated axis/);
+    expect(() => T.softmax(T.zeros([2, 3]), 0)).toThrow(/softmax: only the last axis/);
+    expect(() => T.crossEntropy(T.zeros([2, 3]), T.tensor([0, 1, 2], [3], 'i32'))).toThrow(/crossEntropy: labels must be i32 \[2\]/);
+  });
+});
