@@ -59,6 +59,28 @@ describe('reductions along any axes match the float64 reference', () => {
   });
 });
 
+describe('argmax', () => {
+  it('picks the first largest entry of each row', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbShape(1, 3, 300), arbSeed, fc.boolean(), async (shape, seed, ties) => {
+        // With ties, values are coarse so equal maxima are common.
+        const x = randomRef(shape, seed, -3, 3);
+        if (ties) x.data.forEach((v, i) => (x.data[i] = Math.round(v)));
+        const cols = shape[shape.length - 1];
+        const want = Array.from({ length: x.data.length / cols }, (_, r) => {
+          const row = Array.from(x.data.subarray(r * cols, (r + 1) * cols));
+          return row.indexOf(Math.max(...row));
+        });
+        const got = T.argmax(toGpu(x));
+        expect(got.dtype).toBe('i32');
+        expect(got.shape).toEqual(shape.slice(0, -1));
+        expect(Array.from(await got.data())).toEqual(want);
+      }),
+      RUNS,
+    );
+  });
+});
+
 describe('reduction gradients against finite differences', () => {
   for (const kind of kinds) {
     it(kind, async () => {

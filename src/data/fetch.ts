@@ -10,6 +10,7 @@
  * prefix of either split is class-balanced, and the uncompressed IDX bytes are checked against
  * known SHA-256 sums before anything is written.
  */
+import { writeFileAtomic } from '../fsutil.js';
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -26,7 +27,6 @@ import {
   NUM_CLASSES,
   SPLIT_FILES,
   SPLIT_SIZES,
-  writeFileAtomic,
   type IdxKind,
   type Split,
 } from './idx.js';

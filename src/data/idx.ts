@@ -6,6 +6,7 @@
  * Images are 0x00000803 (count, rows, cols), labels 0x00000801 (count). The official release
  * gzips each file; both the gzipped (`*.gz`) and the raw names are accepted here.
  */
+import { writeFileAtomic } from '../fsutil.js';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -147,25 +148,6 @@ export function encodeIdx(kind: IdxKind, data: Uint8Array, dims: readonly number
   dims.forEach((d, i) => view.setUint32(4 + 4 * i, d, false));
   out.set(data, headerLen);
   return out;
-}
-
-/**
- * Writes `bytes` to `path` atomically: into a temporary file in the same directory, then renamed
- * over the target, so a reader never sees a half-written file.
- */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  try {
-    writeFileSync(tmp, bytes);
-    renameSync(tmp, path);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* already gone */
-    }
-    throw e;
-  }
 }
 
 /**

@@ -120,3 +120,53 @@ export function rowNormalizeKernel(op: RowNormalizeOp, x: Tensor, rows: number, 
   });
   return y;
 }
+
+const argmaxSource = {
+  key: 'row:argmax',
+  name: 'rowReduce.argmax',
+  wgsl: () => `
+struct U { rows: u32, cols: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ys: array<i32>;
+var<workgroup> bestValue: array<f32, ${WG}>;
+var<workgroup> bestIndex: array<u32, ${WG}>;
+${GROUP_INDEX_WGSL}
+// Ties go to the lowest index, so results do not depend on the reduction order.
+fn better(v: f32, i: u32, w: f32, j: u32) -> bool { return w > v || (w == v && j < i); }
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = groupIndex(wid, nwg);
+  if (row >= u.rows) { return; }
+  var v = -3.4028e+38f;
+  var i = 0xffffffffu;
+  for (var j = lid; j < u.cols; j += ${WG}u) {
+    let w = xs[row * u.cols + j];
+    if (better(v, i, w, j)) { v = w; i = j; }
+  }
+  bestValue[lid] = v;
+  bestIndex[lid] = i;
+  workgroupBarrier();
+  for (var w = ${WG / 2}u; w > 0u; w = w / 2u) {
+    if (lid < w && better(bestValue[lid], bestIndex[lid], bestValue[lid + w], bestIndex[lid + w])) {
+      bestValue[lid] = bestValue[lid + w];
+      bestIndex[lid] = bestIndex[lid + w];
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { ys[row] = i32(bestIndex[0]); }
+}`,
+};
+
+/** Index of the largest element of each row of x viewed as [rows, cols], as i32. */
+export function rowArgmaxKernel(x: Tensor, rows: number, cols: number): Tensor {
+  const rt = runtime();
+  const y = Tensor.empty([rows], 'i32');
+  rt.dispatch(argmaxSource, {
+    inputs: [x.binding],
+    outputs: [y.binding],
+    uniforms: new UniformWriter().u32(rows).u32(cols).u32(0).u32(0).finish(),
+    workgroups: rt.groups1d(rows),
+  });
+  return y;
+}

@@ -1,6 +1,6 @@
 // Reductions along any axes and the softmax family, with their gradients.
 import { Tensor, record, sizeOf, fmt, type Shape } from '../tensor.js';
-import { rowReduceKernel, rowNormalizeKernel, type RowReduceOp } from '../../kernels/reduce.js';
+import { rowReduceKernel, rowNormalizeKernel, rowArgmaxKernel, type RowReduceOp } from '../../kernels/reduce.js';
 import { permuteKernel, normAxes } from '../../kernels/shape.js';
 import { reshape, broadcastTo } from './shape.js';
 import { mul, sub, exp, eq, scale, neg } from './elementwise.js';
@@ -88,6 +88,16 @@ export function sumTo(g: Tensor, shape: Shape): Tensor {
   const axes = g.shape.map((d, k) => k).filter((k) => k < lead || (shape[k - lead] === 1 && g.shape[k] !== 1));
   const s = axes.length ? sum(g, axes, true) : g;
   return reshape(s, shape);
+}
+
+/** Index of the largest entry along the last axis (first on ties), as i32; not differentiable. */
+export function argmax(x: Tensor): Tensor {
+  if (x.rank < 1) throw new Error('argmax: needs at least one axis');
+  const cols = x.shape[x.rank - 1];
+  const y = rowArgmaxKernel(x, x.size / cols, cols);
+  const shaped = new Tensor(y.sharedStorage, x.shape.slice(0, -1), 'i32');
+  y.dispose();
+  return shaped;
 }
 
 /** Mean cross-entropy of softmax(logits) [N, C] against i32 labels [N]. */

@@ -1,0 +1,308 @@
+// The seven latent-variable classifiers of Li, Bradshaw & Sharma (2019). Each model is its factorisation of
+// log p(x, y, z); all share the amortised posterior q(z|x,y). Training maximises the ELBO
+//   log p(x, y, z) - log q(z|x, y),   z ~ q(z|x, y)   (one reparameterised sample),
+// and classification applies Bayes' rule to importance-sampled estimates of log p(x, y).
+import {
+  Tensor, ParameterSet, Rng, add, concat, slice, reshape, broadcastTo, exp, mul, oneHot, tensor, randomNormal, dropout,
+  logsumexp, addScalar, transpose, sub,
+} from '../index.js';
+import { SpecList, Mlp, ConvFeatures, ImageDecoder } from './layers.js';
+import { logGaussian, logStandardNormal, logCategorical, logImageLikelihood, type ImageLikelihood } from './distributions.js';
+
+export const MODEL_NAMES = ['gfz', 'dfz', 'dfx', 'dbx', 'gfy', 'gbz', 'gby'] as const;
+export type ModelName = (typeof MODEL_NAMES)[number];
+
+export const PRESETS = {
+  /** The reference sizes (GPU). */
+  paper: { channels: 64, hidden: 500, latent: 64 },
+  /** For machines without a GPU. */
+  compact: { channels: 16, hidden: 128, latent: 32 },
+} as const;
+export type PresetName = keyof typeof PRESETS;
+
+export interface ModelConfig {
+  model: ModelName;
+  preset: PresetName | 'custom';
+  channels: number;
+  hidden: number;
+  latent: number;
+  likelihood: ImageLikelihood;
+  /** Dropout on the conv feature vectors during training (0 = none, as in the reference code). */
+  dropout: number;
+  /** Seed of the parameter initialisation. */
+  seed: number;
+}
+
+export const NUM_CLASSES = 10;
+const LOG_UNIFORM_PRIOR_Y = Math.log(1 / NUM_CLASSES);
+
+export function modelConfig(model: string, preset: string, overrides: Partial<ModelConfig> = {}): ModelConfig {
+  if (!(MODEL_NAMES as readonly string[]).includes(model)) throw new Error(`unknown model '${model}': expected one of ${MODEL_NAMES.join(', ')}`);
+  if (!(preset in PRESETS)) throw new Error(`unknown preset '${preset}': expected one of ${Object.keys(PRESETS).join(', ')}`);
+  const cfg: ModelConfig = { model: model as ModelName, preset: preset as PresetName, ...PRESETS[preset as PresetName], likelihood: 'gaussian', dropout: 0, seed: 0, ...overrides };
+  if (!(cfg.dropout >= 0 && cfg.dropout < 1)) throw new Error(`dropout must be in [0, 1), got ${cfg.dropout}`);
+  if (cfg.likelihood !== 'gaussian' && cfg.likelihood !== 'bernoulli') throw new Error(`likelihood must be 'gaussian' or 'bernoulli', got '${cfg.likelihood}'`);
+  for (const k of ['channels', 'hidden', 'latent'] as const) {
+    if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new Error(`${k} must be a positive integer, got ${cfg[k]}`);
+  }
+  return cfg;
+}
+
+/** Repeats each row block R times: [N, ...] -> [R*N, ...] with row r*N + n = input row n. */
+export function tileRows(t: Tensor, r: number): Tensor {
+  if (r === 1) return t;
+  const [n, ...rest] = t.shape;
+  return reshape(broadcastTo(reshape(t, [1, n, ...rest]), [r, n, ...rest]), [r * n, ...rest]);
+}
+
+function splitGaussian(out: Tensor): { mu: Tensor; logSig: Tensor } {
+  const z = out.shape[1] / 2;
+  return { mu: slice(out, [0, 0], [out.shape[0], z]), logSig: slice(out, [0, z], [out.shape[0], z]) };
+}
+
+/** Everything a factorisation's log p(x, y, z) may need, for R draws per image (rows r*N + n). */
+export interface JointInputs {
+  /** Images [N, 784] (broadcast over draws by the image likelihood). */
+  x: Tensor;
+  /** One-hot labels [R*N, 10]. */
+  y: Tensor;
+  /** Latent samples [R*N, Z]. */
+  z: Tensor;
+  /** Per-image features of x-conditioned networks, tiled to [R*N, H]. */
+  features: Record<string, Tensor>;
+}
+
+export interface EvalOptions {
+  /** Seed of the reparameterisation noise; the same seed reproduces the same z draws. */
+  seed: number;
+  training?: boolean;
+}
+
+export abstract class LatentVariableClassifier {
+  abstract readonly factorisation: string;
+  readonly params: ParameterSet;
+  protected readonly encoderFeatures: ConvFeatures;
+  protected readonly encoderHead: Mlp;
+
+  constructor(readonly config: ModelConfig) {
+    const specs = new SpecList(new Rng(config.seed));
+    const { channels: C, hidden: H, latent: Z } = config;
+    // q(z|x,y): conv features of x, concat one-hot y, dense H + ReLU, dense 2Z -> (mu, log sigma).
+    this.encoderFeatures = ConvFeatures.declare(specs, 'encoder', C, H);
+    this.encoderHead = Mlp.declare(specs, 'encoder.head', [H + NUM_CLASSES, H, 2 * Z]);
+    // Subclass networks are `declare`d fields, so assigning them here survives field initialisation.
+    this.declareNetworks(specs);
+    this.params = new ParameterSet(specs.specs);
+  }
+
+  /** Declares the factorisation's own networks. */
+  protected abstract declareNetworks(specs: SpecList): void;
+
+  /** log p(x, y, z) per row. */
+  protected abstract logJoint(inputs: JointInputs): Tensor;
+
+  /** Per-image features of x-conditioned factors (computed once per image, then tiled over draws). */
+  protected features(_x: Tensor, _training: boolean, _seed: number): Record<string, Tensor> {
+    return {};
+  }
+
+  protected convFeatures(net: ConvFeatures, x: Tensor, training: boolean, seed: number): Tensor {
+    return dropout(net.apply(this.params, x), this.config.dropout, seed, training);
+  }
+
+  /**
+   * log p(x, y, z) - log q(z|x, y) for R = y.shape[0] / N label draws per image, z ~ q(z|x, y).
+   * x: [N, 1, 28, 28] in [0, 1]; y: one-hot [R*N, 10] with rows r*N + n.
+   */
+  logWeights(x: Tensor, y: Tensor, opts: EvalOptions): Tensor {
+    const n = x.shape[0];
+    const r = y.shape[0] / n;
+    const training = opts.training ?? false;
+    const seeds = new Rng(opts.seed);
+    const q = splitGaussian(this.encoderHead.apply(this.params, concat([tileRows(this.convFeatures(this.encoderFeatures, x, training, seeds.nextSeed()), r), y], 1)));
+    const eps = randomNormal(q.mu.shape, seeds.nextSeed());
+    const z = add(q.mu, mul(exp(q.logSig), eps));
+    const perImage = this.features(x, training, seeds.nextSeed());
+    const features = Object.fromEntries(Object.entries(perImage).map(([k, t]) => [k, tileRows(t, r)]));
+    const logP = this.logJoint({ x: reshape(x, [n, 784]), y, z, features });
+    return sub(logP, logGaussian(z, q.mu, q.logSig));
+  }
+
+  /** The ELBO of each (image, label) pair with one z sample: [N]. */
+  elbo(x: Tensor, labels: Tensor, opts: EvalOptions): Tensor {
+    return this.logWeights(x, oneHot(labels, NUM_CLASSES), opts);
+  }
+
+  /**
+   * Bayes' rule logits: log p(x, y=c) ~ logsumexp_k [log p(x, c, z_k) - log q(z_k|x, c)] - log K, with K samples
+   * per class; all classes and samples of a chunk go through the networks as one batch. [N, 10].
+   */
+  logits(x: Tensor, opts: EvalOptions & { samples?: number; maxRows?: number }): Tensor {
+    const k = opts.samples ?? 10;
+    if (!Number.isInteger(k) || k < 1) throw new Error(`samples (K) must be a positive integer, got ${k}`);
+    const n = x.shape[0];
+    const maxRows = opts.maxRows ?? 10_000;
+    const classesPerChunk = Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * n))));
+    const chunks: Tensor[] = [];
+    const seeds = new Rng(opts.seed);
+    for (let c0 = 0; c0 < NUM_CLASSES; c0 += classesPerChunk) {
+      const classes = Math.min(classesPerChunk, NUM_CLASSES - c0);
+      const labels = Array.from({ length: classes * k * n }, (_, row) => c0 + Math.floor(row / (k * n)));
+      const y = oneHot(tensor(labels, [labels.length], 'i32'), NUM_CLASSES);
+      const w = reshape(this.logWeights(x, y, { seed: seeds.nextSeed(), training: false }), [classes, k, n]);
+      chunks.push(logsumexp(w, 1));
+    }
+    const logJointPerClass = chunks.length === 1 ? chunks[0] : concat(chunks, 0);
+    return transpose(addScalar(logJointPerClass, -Math.log(k)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The factorisations. "p_D(x)" marks the discriminative ones, whose p(x) is the data distribution (no term).
+
+/** GFZ: p(z) p(y|z) p(x|y,z). */
+export class GFZ extends LatentVariableClassifier {
+  readonly factorisation = 'p(z) p(y|z) p(x|y,z)';
+  declare private pYgivenZ: Mlp;
+  declare private pXgivenYZ: ImageDecoder;
+  protected declareNetworks(s: SpecList): void {
+    const { channels: C, hidden: H, latent: Z } = this.config;
+    this.pYgivenZ = Mlp.declare(s, 'p_y_z', [Z, H, NUM_CLASSES]);
+    this.pXgivenYZ = ImageDecoder.declare(s, 'p_x_yz', Z + NUM_CLASSES, C, H);
+  }
+  protected logJoint({ x, y, z }: JointInputs): Tensor {
+    const p = this.params;
+    const logPz = logStandardNormal(z);
+    const logPyGivenZ = logCategorical(y, this.pYgivenZ.apply(p, z));
+    const logPxGivenYZ = logImageLikelihood(x, this.pXgivenYZ.apply(p, concat([z, y], 1)), this.config.likelihood);
+    return add(add(logPz, logPyGivenZ), logPxGivenYZ);
+  }
+}
+
+/** DFZ: p(z) p(x|z) p(y|x,z). */
+export class DFZ extends LatentVariableClassifier {
+  readonly factorisation = 'p(z) p(x|z) p(y|x,z)';
+  declare private pXgivenZ: ImageDecoder;
+  declare private pYgivenXZ: { features: ConvFeatures; head: Mlp };
+  protected declareNetworks(s: SpecList): void {
+    const { channels: C, hidden: H, latent: Z } = this.config;
+    this.pXgivenZ = ImageDecoder.declare(s, 'p_x_z', Z, C, H);
+    this.pYgivenXZ = { features: ConvFeatures.declare(s, 'p_y_xz', C, H), head: Mlp.declare(s, 'p_y_xz.head', [H + Z, H, NUM_CLASSES]) };
+  }
+  protected override features(x: Tensor, training: boolean, seed: number) {
+    return { y: this.convFeatures(this.pYgivenXZ.features, x, training, seed) };
+  }
+  protected logJoint({ x, y, z, features }: JointInputs): Tensor {
+    const p = this.params;
+    const logPz = logStandardNormal(z);
+    const logPxGivenZ = logImageLikelihood(x, this.pXgivenZ.apply(p, z), this.config.likelihood);
+    const logPyGivenXZ = logCategorical(y, this.pYgivenXZ.head.apply(p, concat([features.y, z], 1)));
+    return add(add(logPz, logPxGivenZ), logPyGivenXZ);
+  }
+}
+
+/** Shared by DFX and DBX: p(z|x) as a Gaussian from the conv stack. */
+function declareZgivenX(s: SpecList, cfg: ModelConfig) {
+  return { features: ConvFeatures.declare(s, 'p_z_x', cfg.channels, cfg.hidden), head: Mlp.declare(s, 'p_z_x.head', [cfg.hidden, cfg.hidden, 2 * cfg.latent]) };
+}
+
+/** DFX: p_D(x) p(z|x) p(y|x,z). */
+export class DFX extends LatentVariableClassifier {
+  readonly factorisation = 'p_D(x) p(z|x) p(y|x,z)';
+  declare private pZgivenX: { features: ConvFeatures; head: Mlp };
+  declare private pYgivenXZ: { features: ConvFeatures; head: Mlp };
+  protected declareNetworks(s: SpecList): void {
+    const { channels: C, hidden: H, latent: Z } = this.config;
+    this.pZgivenX = declareZgivenX(s, this.config);
+    this.pYgivenXZ = { features: ConvFeatures.declare(s, 'p_y_xz', C, H), head: Mlp.declare(s, 'p_y_xz.head', [H + Z, H, NUM_CLASSES]) };
+  }
+  protected override features(x: Tensor, training: boolean, seed: number) {
+    const seeds = new Rng(seed);
+    return {
+      z: this.pZgivenX.head.apply(this.params, this.convFeatures(this.pZgivenX.features, x, training, seeds.nextSeed())),
+      y: this.convFeatures(this.pYgivenXZ.features, x, training, seeds.nextSeed()),
+    };
+  }
+  protected logJoint({ y, z, features }: JointInputs): Tensor {
+    const pz = splitGaussian(features.z);
+    const logPzGivenX = logGaussian(z, pz.mu, pz.logSig);
+    const logPyGivenXZ = logCategorical(y, this.pYgivenXZ.head.apply(this.params, concat([features.y, z], 1)));
+    return add(logPzGivenX, logPyGivenXZ);
+  }
+}
+
+/** DBX: p_D(x) p(z|x) p(y|z). */
+export class DBX extends LatentVariableClassifier {
+  readonly factorisation = 'p_D(x) p(z|x) p(y|z)';
+  declare private pZgivenX: { features: ConvFeatures; head: Mlp };
+  declare private pYgivenZ: Mlp;
+  protected declareNetworks(s: SpecList): void {
+    this.pZgivenX = declareZgivenX(s, this.config);
+    this.pYgivenZ = Mlp.declare(s, 'p_y_z', [this.config.latent, this.config.hidden, NUM_CLASSES]);
+  }
+  protected override features(x: Tensor, training: boolean, seed: number) {
+    return { z: this.pZgivenX.head.apply(this.params, this.convFeatures(this.pZgivenX.features, x, training, seed)) };
+  }
+  protected logJoint({ y, z, features }: JointInputs): Tensor {
+    const pz = splitGaussian(features.z);
+    return add(logGaussian(z, pz.mu, pz.logSig), logCategorical(y, this.pYgivenZ.apply(this.params, z)));
+  }
+}
+
+/** GFY: p(y) p(z|y) p(x|y,z), with p(y) uniform. */
+export class GFY extends LatentVariableClassifier {
+  readonly factorisation = 'p(y) p(z|y) p(x|y,z)';
+  declare private pZgivenY: Mlp;
+  declare private pXgivenYZ: ImageDecoder;
+  protected declareNetworks(s: SpecList): void {
+    const { channels: C, hidden: H, latent: Z } = this.config;
+    this.pZgivenY = Mlp.declare(s, 'p_z_y', [NUM_CLASSES, H, 2 * Z]);
+    this.pXgivenYZ = ImageDecoder.declare(s, 'p_x_yz', Z + NUM_CLASSES, C, H);
+  }
+  protected logJoint({ x, y, z }: JointInputs): Tensor {
+    const pz = splitGaussian(this.pZgivenY.apply(this.params, y));
+    const logPzGivenY = addScalar(logGaussian(z, pz.mu, pz.logSig), LOG_UNIFORM_PRIOR_Y);
+    return add(logPzGivenY, logImageLikelihood(x, this.pXgivenYZ.apply(this.params, concat([z, y], 1)), this.config.likelihood));
+  }
+}
+
+/** GBZ: p(z) p(y|z) p(x|z). */
+export class GBZ extends LatentVariableClassifier {
+  readonly factorisation = 'p(z) p(y|z) p(x|z)';
+  declare private pYgivenZ: Mlp;
+  declare private pXgivenZ: ImageDecoder;
+  protected declareNetworks(s: SpecList): void {
+    const { channels: C, hidden: H, latent: Z } = this.config;
+    // The reference gives GBZ's p(y|z) two hidden layers.
+    this.pYgivenZ = Mlp.declare(s, 'p_y_z', [Z, H, H, NUM_CLASSES]);
+    this.pXgivenZ = ImageDecoder.declare(s, 'p_x_z', Z, C, H);
+  }
+  protected logJoint({ x, y, z }: JointInputs): Tensor {
+    const p = this.params;
+    const logPz = logStandardNormal(z);
+    return add(add(logPz, logCategorical(y, this.pYgivenZ.apply(p, z))), logImageLikelihood(x, this.pXgivenZ.apply(p, z), this.config.likelihood));
+  }
+}
+
+/** GBY: p(y) p(z|y) p(x|z), with p(y) uniform. */
+export class GBY extends LatentVariableClassifier {
+  readonly factorisation = 'p(y) p(z|y) p(x|z)';
+  declare private pZgivenY: Mlp;
+  declare private pXgivenZ: ImageDecoder;
+  protected declareNetworks(s: SpecList): void {
+    const { channels: C, hidden: H, latent: Z } = this.config;
+    this.pZgivenY = Mlp.declare(s, 'p_z_y', [NUM_CLASSES, H, 2 * Z]);
+    this.pXgivenZ = ImageDecoder.declare(s, 'p_x_z', Z, C, H);
+  }
+  protected logJoint({ x, y, z }: JointInputs): Tensor {
+    const pz = splitGaussian(this.pZgivenY.apply(this.params, y));
+    const logPzGivenY = addScalar(logGaussian(z, pz.mu, pz.logSig), LOG_UNIFORM_PRIOR_Y);
+    return add(logPzGivenY, logImageLikelihood(x, this.pXgivenZ.apply(this.params, z), this.config.likelihood));
+  }
+}
+
+const CLASSES: Record<ModelName, new (cfg: ModelConfig) => LatentVariableClassifier> = { gfz: GFZ, dfz: DFZ, dfx: DFX, dbx: DBX, gfy: GFY, gbz: GBZ, gby: GBY };
+
+export function createModel(cfg: ModelConfig): LatentVariableClassifier {
+  return new CLASSES[cfg.model](cfg);
+}
