@@ -63,7 +63,8 @@ export function decodeSafetensors(bytes: Uint8Array, path = 'safetensors'): { te
     if (!Array.isArray(offsets) || offsets[1] - offsets[0] !== n * 4 || offsets[0] < 0 || offsets[1] > dataLen) {
       throw new CheckpointError(path, `corrupt: tensor '${name}' [${shape.join(', ')}] has byte range [${offsets}] outside the ${dataLen} data bytes or of the wrong size`);
     }
-    const copy = bytes.slice(dataStart + offsets[0], dataStart + offsets[1]);
+    // A fresh copy: Node Buffers are views into a shared pool, and Float32Array needs 4-byte alignment.
+    const copy = new Uint8Array(bytes.subarray(dataStart + offsets[0], dataStart + offsets[1]));
     tensors[name] = { shape, data: new Float32Array(copy.buffer, 0, n) };
   }
   return { tensors, metadata: (header.__metadata__ as Record<string, string>) ?? {} };

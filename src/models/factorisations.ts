@@ -73,9 +73,11 @@ export interface JointInputs {
 }
 
 export interface EvalOptions {
-  /** Seed of the reparameterisation noise; the same seed reproduces the same z draws. */
+  /** Seed of the reparameterisation noise (and dropout); the same seed reproduces the same z draws. */
   seed: number;
   training?: boolean;
+  /** Standard-normal noise [rows, Z] to use instead of drawing it from the seed. */
+  noise?: Tensor;
 }
 
 export abstract class LatentVariableClassifier {
@@ -120,7 +122,8 @@ export abstract class LatentVariableClassifier {
     const training = opts.training ?? false;
     const seeds = new Rng(opts.seed);
     const q = splitGaussian(this.encoderHead.apply(this.params, concat([tileRows(this.convFeatures(this.encoderFeatures, x, training, seeds.nextSeed()), r), y], 1)));
-    const eps = randomNormal(q.mu.shape, seeds.nextSeed());
+    const noiseSeed = seeds.nextSeed();
+    const eps = opts.noise ?? randomNormal(q.mu.shape, noiseSeed);
     const z = add(q.mu, mul(exp(q.logSig), eps));
     const perImage = this.features(x, training, seeds.nextSeed());
     const features = Object.fromEntries(Object.entries(perImage).map(([k, t]) => [k, tileRows(t, r)]));
@@ -144,12 +147,15 @@ export abstract class LatentVariableClassifier {
     const maxRows = opts.maxRows ?? 10_000;
     const classesPerChunk = Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * n))));
     const chunks: Tensor[] = [];
-    const seeds = new Rng(opts.seed);
+    // One noise draw for every (class, sample, image) row, so chunking never changes the result.
+    const noise = randomNormal([NUM_CLASSES * k * n, this.config.latent], opts.seed);
     for (let c0 = 0; c0 < NUM_CLASSES; c0 += classesPerChunk) {
       const classes = Math.min(classesPerChunk, NUM_CLASSES - c0);
-      const labels = Array.from({ length: classes * k * n }, (_, row) => c0 + Math.floor(row / (k * n)));
-      const y = oneHot(tensor(labels, [labels.length], 'i32'), NUM_CLASSES);
-      const w = reshape(this.logWeights(x, y, { seed: seeds.nextSeed(), training: false }), [classes, k, n]);
+      const rows = classes * k * n;
+      const labels = Array.from({ length: rows }, (_, row) => c0 + Math.floor(row / (k * n)));
+      const y = oneHot(tensor(labels, [rows], 'i32'), NUM_CLASSES);
+      const chunkNoise = classes === NUM_CLASSES ? noise : slice(noise, [c0 * k * n, 0], [rows, this.config.latent]);
+      const w = reshape(this.logWeights(x, y, { seed: opts.seed, noise: chunkNoise }), [classes, k, n]);
       chunks.push(logsumexp(w, 1));
     }
     const logJointPerClass = chunks.length === 1 ? chunks[0] : concat(chunks, 0);
