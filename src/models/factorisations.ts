@@ -140,15 +140,21 @@ export abstract class LatentVariableClassifier {
    * Bayes' rule logits: log p(x, y=c) ~ logsumexp_k [log p(x, c, z_k) - log q(z_k|x, c)] - log K, with K samples
    * per class; all classes and samples of a chunk go through the networks as one batch. [N, 10].
    */
-  logits(x: Tensor, opts: EvalOptions & { samples?: number; maxRows?: number }): Tensor {
+  logits(x: Tensor, opts: EvalOptions & { samples?: number; maxRows?: number; replicas?: number }): Tensor {
     const k = opts.samples ?? 10;
     if (!Number.isInteger(k) || k < 1) throw new Error(`samples (K) must be a positive integer, got ${k}`);
     const n = x.shape[0];
+    const replicas = opts.replicas ?? 1;
+    if (!Number.isInteger(replicas) || replicas < 1 || n % replicas !== 0) throw new Error(`replicas must divide the batch of ${n}, got ${replicas}`);
     const maxRows = opts.maxRows ?? 10_000;
     const classesPerChunk = Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * n))));
     const chunks: Tensor[] = [];
-    // One noise draw for every (class, sample, image) row, so chunking never changes the result.
-    const noise = randomNormal([NUM_CLASSES * k * n, this.config.latent], opts.seed);
+    // One noise draw for every (class, sample, image) row, so chunking never changes the result. A batch made of
+    // `replicas` copies of the same images (DeepFool's per-class gradients) shares the draws across copies.
+    const perCopy = n / replicas;
+    const z = this.config.latent;
+    const drawn = randomNormal([NUM_CLASSES * k, 1, perCopy, z], opts.seed);
+    const noise = reshape(replicas === 1 ? drawn : broadcastTo(drawn, [NUM_CLASSES * k, replicas, perCopy, z]), [NUM_CLASSES * k * n, z]);
     for (let c0 = 0; c0 < NUM_CLASSES; c0 += classesPerChunk) {
       const classes = Math.min(classesPerChunk, NUM_CLASSES - c0);
       const rows = classes * k * n;

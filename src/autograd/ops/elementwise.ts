@@ -68,8 +68,8 @@ export const affine = (x: Tensor, a: number, b: number): Tensor => {
 };
 export const scale = (x: Tensor, a: number): Tensor => affine(x, a, 0);
 export const addScalar = (x: Tensor, b: number): Tensor => affine(x, 1, b);
-/** |x|^p for p >= 1 (used by L_p norms). */
+/** |x|^p for p > 0 (used by L_p norms); the gradient is taken as 0 at x = 0. */
 export const powAbs = (x: Tensor, p: number): Tensor => {
-  if (!(p >= 1) || !Number.isFinite(p)) throw new Error(`powAbs: exponent must be a finite number >= 1, got ${p}`);
+  if (!(p > 0) || !Number.isFinite(p)) throw new Error(`powAbs: exponent must be a finite number > 0, got ${p}`);
   return record(un('powAbs', x, p), 'powAbs', [x], (g) => [bin('powAbsGrad', g, x, p)]);
 };

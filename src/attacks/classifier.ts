@@ -1,0 +1,67 @@
+// What an attack sees: a differentiable map from images to logits. Generative classifiers are stochastic (their
+// logits are importance-sampled); `NoiseMode` says whether an attack sees the same z draws on every call
+// (fixed) or fresh draws averaged over several samples (expectation over noise, EOT).
+import { Tensor, Rng, crossEntropy, scale, add, gradients, noGrad, tidy, max, readAll } from '../index.js';
+import { fmt } from '../autograd/tensor.js';
+import type { LatentVariableClassifier } from '../models/factorisations.js';
+
+export type NoiseMode = { kind: 'fixed'; seed: number } | { kind: 'expectation'; seed: number; draws: number };
+
+export interface Classifier {
+  readonly name: string;
+  readonly numClasses: number;
+  /**
+   * Logits [N, C] of images [N, 1, 28, 28]; `draw` picks the noise draw (ignored by deterministic classifiers).
+   * When the batch is `replicas` copies of the same images, every copy sees the same noise.
+   */
+  logits(x: Tensor, draw: number, replicas?: number): Tensor;
+}
+
+/** Wraps a trained latent-variable model: Bayes-rule logits with K importance samples per class. */
+export function bayesClassifier(model: LatentVariableClassifier, opts: { samples?: number; noise: NoiseMode }): Classifier {
+  const samples = opts.samples ?? 10;
+  const { noise } = opts;
+  return {
+    name: model.config.model,
+    numClasses: 10,
+    logits: (x, draw, replicas = 1) => {
+      const seed = noise.kind === 'fixed' ? noise.seed : new Rng(noise.seed + draw).nextSeed();
+      return model.logits(x, { samples, seed, replicas });
+    },
+  };
+}
+
+/** Number of noise draws an attack averages its gradients over. */
+export const drawsOf = (noise: NoiseMode | undefined): number => (noise?.kind === 'expectation' ? noise.draws : 1);
+
+/** Checks the batch is [N, 1, H, W] with every value in [0, 1] (one small GPU reduction and read). */
+export async function checkImages(op: string, x: Tensor): Promise<void> {
+  if (x.dtype !== 'f32' || x.rank !== 4 || x.shape[1] !== 1) throw new Error(`${op}: images must be f32 [N, 1, H, W], got ${x.dtype} ${fmt(x.shape)}`);
+  const [lo, hi] = await readAll(tidy(() => [scale(max(scale(x, -1)), -1), max(x)]));
+  if (!(lo[0] >= 0 && hi[0] <= 1)) throw new Error(`${op}: image values must lie in [0, 1], got range [${lo[0]}, ${hi[0]}]`);
+}
+
+export function checkLabels(op: string, x: Tensor, labels: Tensor, numClasses: number): void {
+  if (labels.dtype !== 'i32' || labels.rank !== 1 || labels.shape[0] !== x.shape[0]) {
+    throw new Error(`${op}: labels must be i32 [${x.shape[0]}], got ${labels.dtype} ${fmt(labels.shape)}`);
+  }
+  void numClasses;
+}
+
+/**
+ * Gradient with respect to x of the mean cross-entropy of the classifier's softmax against `labels`, averaged
+ * over `draws` noise draws (starting at `draw0`). Returns [gradient, loss]; the graph is freed.
+ */
+export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draws: number, draw0 = 0): { grad: Tensor; loss: Tensor } {
+  return tidy(() => {
+    const xv = noGrad(() => scale(x, 1)).requireGrad();
+    let loss: Tensor | null = null;
+    for (let d = 0; d < draws; d++) {
+      // Sum (not mean) over the batch so each image's gradient is its own loss's gradient.
+      const l = scale(crossEntropy(clf.logits(xv, draw0 + d), labels), x.shape[0] / draws);
+      loss = loss ? add(loss, l) : l;
+    }
+    const g = gradients(loss!).get(xv)!;
+    return { grad: g, loss: loss! };
+  });
+}

@@ -1,0 +1,130 @@
+// Gradient-sign attacks: FGS (Goodfellow et al.), and the iterative attacks the paper also uses: PGD/BIM with
+// L_inf or L2 steps and an optional random start (Madry et al.), and MIM (momentum iterative, Dong et al.).
+// All operate on whole batches on the GPU; inputs are never modified.
+import { Tensor, tidy, sign, scale, add, sub, mul, clamp, div, sqrt, sum, square, abs, mean, addScalar, minimum, randomUniform, randomNormal, full, Rng } from '../index.js';
+import { type Classifier, type NoiseMode, lossGradient, drawsOf, checkImages, checkLabels } from './classifier.js';
+
+function checkEps(op: string, eps: number, what = 'eps'): void {
+  if (!Number.isFinite(eps) || eps < 0) throw new Error(`${op}: ${what} must be a finite number >= 0, got ${eps}`);
+}
+
+export interface FgsOptions {
+  eps: number;
+  /** Targeted: step down the loss of `target` instead of up the loss of the true label. */
+  target?: Tensor;
+  noise?: NoiseMode;
+}
+
+/** x_adv = clip(x + eps * sign(grad_x J), 0, 1), J the cross-entropy of the classifier's softmax. */
+export async function fgs(clf: Classifier, x: Tensor, labels: Tensor, opts: FgsOptions): Promise<Tensor> {
+  checkEps('fgs', opts.eps);
+  await checkImages('fgs', x);
+  checkLabels('fgs', x, opts.target ?? labels, clf.numClasses);
+  return tidy(() => {
+    if (opts.eps === 0) return scale(x, 1);
+    const { grad } = lossGradient(clf, x, opts.target ?? labels, drawsOf(opts.noise));
+    const step = scale(sign(grad), opts.target ? -opts.eps : opts.eps);
+    return clamp(add(x, step), 0, 1);
+  });
+}
+
+export type Norm = 'linf' | 'l2';
+
+export interface IterativeOptions {
+  eps: number;
+  norm: Norm;
+  /** Step size per iteration. */
+  stepSize: number;
+  iterations: number;
+  /** Start from a uniformly random point of the eps-ball (PGD) or from x (BIM). */
+  randomStart: boolean;
+  /** MIM's momentum decay (mu); 0 gives PGD/BIM. */
+  momentum?: number;
+  seed: number;
+  noise?: NoiseMode;
+}
+
+/** L2 norm of each image, kept broadcastable against [N, 1, H, W]. */
+function l2PerImage(t: Tensor): Tensor {
+  return sqrt(addScalar(sum(square(t), [1, 2, 3], true), 1e-24));
+}
+
+/** Projects the perturbation onto the eps-ball of the norm. */
+function project(delta: Tensor, eps: number, norm: Norm): Tensor {
+  if (norm === 'linf') return clamp(delta, -eps, eps);
+  const n = l2PerImage(delta);
+  return mul(delta, minimum(full([], 1), div(full([], eps), n)));
+}
+
+/** The steepest-ascent step of unit norm for the gradient: its sign (L_inf) or its direction (L2). */
+function ascentDirection(g: Tensor, norm: Norm): Tensor {
+  return norm === 'linf' ? sign(g) : div(g, l2PerImage(g));
+}
+
+/** PGD / BIM / MIM: iterated ascent steps on the loss, each projected onto the eps-ball around x and onto [0, 1]. */
+export async function iterativeAttack(clf: Classifier, x: Tensor, labels: Tensor, opts: IterativeOptions): Promise<Tensor> {
+  const op = opts.momentum ? 'mim' : 'pgd';
+  checkEps(op, opts.eps);
+  checkEps(op, opts.stepSize, 'stepSize');
+  await checkImages(op, x);
+  checkLabels(op, x, labels, clf.numClasses);
+  if (!Number.isInteger(opts.iterations) || opts.iterations < 1) throw new Error(`${op}: iterations must be a positive integer, got ${opts.iterations}`);
+  if (opts.norm !== 'linf' && opts.norm !== 'l2') throw new Error(`${op}: norm must be 'linf' or 'l2', got '${opts.norm}'`);
+  const rng = new Rng(opts.seed);
+  let adv = tidy(() => {
+    if (!opts.randomStart || opts.eps === 0) return scale(x, 1);
+    const start =
+      opts.norm === 'linf'
+        ? randomUniform(x.shape, rng.nextSeed(), -opts.eps, opts.eps)
+        : // Uniform in the L2 ball: a Gaussian direction scaled by eps * u^(1/d).
+          project(scale(randomNormal(x.shape, rng.nextSeed()), opts.eps / Math.sqrt(x.size / x.shape[0])), opts.eps, 'l2');
+    return clamp(add(x, start), 0, 1);
+  });
+  let velocity: Tensor | null = null;
+  const draws = drawsOf(opts.noise);
+  for (let i = 0; i < opts.iterations; i++) {
+    const next = tidy(() => {
+      const { grad } = lossGradient(clf, adv, labels, draws, i * draws);
+      let direction = grad;
+      if (opts.momentum) {
+        // MIM: accumulate L1-normalised gradients.
+        const normalised = div(grad, addScalar(mean(abs(grad), [1, 2, 3], true), 1e-12));
+        direction = velocity ? add(scale(velocity, opts.momentum), normalised) : normalised;
+      }
+      const stepped = add(adv, scale(ascentDirection(direction, opts.norm), opts.stepSize));
+      const delta = project(sub(stepped, x), opts.eps, opts.norm);
+      return { adv: clamp(add(x, delta), 0, 1), velocity: opts.momentum ? direction : null };
+    });
+    adv.dispose();
+    velocity?.dispose();
+    adv = next.adv;
+    velocity = next.velocity;
+  }
+  velocity?.dispose();
+  return adv;
+}
+
+/** Per-image L2 and L_inf norms of x_adv - x, on the host. */
+export async function perturbationNorms(x: Tensor, adv: Tensor): Promise<{ l2: Float64Array; linf: Float64Array; x2: Float64Array }> {
+  const [a, b] = await Promise.all([x.data(), adv.data()]);
+  const n = x.shape[0];
+  const d = x.size / n;
+  const l2 = new Float64Array(n);
+  const linf = new Float64Array(n);
+  const x2 = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    let m = 0;
+    let xs = 0;
+    for (let j = i * d; j < (i + 1) * d; j++) {
+      const e = b[j] - a[j];
+      s += e * e;
+      m = Math.max(m, Math.abs(e));
+      xs += a[j] * a[j];
+    }
+    l2[i] = Math.sqrt(s);
+    linf[i] = m;
+    x2[i] = Math.sqrt(xs);
+  }
+  return { l2, linf, x2 };
+}

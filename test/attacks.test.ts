@@ -1,0 +1,197 @@
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import * as T from './lib.js';
+import { useGpu, randomRef, arbSeed } from './helpers.js';
+import { type Classifier } from '../src/attacks/classifier.js';
+import { fgs, iterativeAttack, perturbationNorms } from '../src/attacks/gradient.js';
+import { deepfool } from '../src/attacks/deepfool.js';
+
+useGpu();
+
+/** An affine classifier f(x) = W x + b on [N, 1, 1, D] images. */
+function affine(w: number[][], b: number[]): Classifier & { w: number[][]; b: number[] } {
+  const c = w.length;
+  const d = w[0].length;
+  const W = T.keep(T.tensor(w.flat(), [c, d]));
+  const B = T.keep(T.tensor(b, [c]));
+  return { name: 'affine', numClasses: c, w, b, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) };
+}
+
+const dot = (a: number[], b: ArrayLike<number>) => a.reduce((s, v, i) => s + v * b[i], 0);
+const pnorm = (v: number[], p: number) => (p === Infinity ? Math.max(...v.map(Math.abs)) : Math.pow(v.reduce((s, e) => s + Math.abs(e) ** p, 0), 1 / p));
+
+/** Closed form for an affine classifier: the nearest face of the label's region in L_p, and the distance to it. */
+function nearestFace(clf: { w: number[][]; b: number[] }, x: number[], p: number) {
+  const q = p === Infinity ? 1 : p / (p - 1);
+  const f = clf.w.map((row, k) => dot(row, x) + clf.b[k]);
+  const l = f.indexOf(Math.max(...f));
+  let best = { k: -1, dist: Infinity };
+  clf.w.forEach((row, k) => {
+    if (k === l) return;
+    const wk = row.map((v, i) => v - clf.w[l][i]);
+    const dist = Math.abs(f[k] - f[l]) / pnorm(wk, q);
+    if (dist < best.dist) best = { k, dist };
+  });
+  return { label: l, ...best, f };
+}
+
+describe('DeepFool on an affine classifier is exact', () => {
+  for (const p of [2, Infinity, 3]) {
+    it(`p = ${p}: one iteration, perturbation = closed-form distance, class = brute-force nearest face`, async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 2, max: 6 }), fc.integer({ min: 2, max: 9 }), arbSeed, async (c, d, seed) => {
+          const w = Array.from({ length: c }, (_, k) => Array.from(randomRef([d], seed + k, -20, 20).data));
+          const b = Array.from(randomRef([c], seed + 99, -1, 1).data);
+          const x = Array.from(randomRef([d], seed + 7, 0.4, 0.6).data);
+          const clf = affine(w, b);
+          const want = nearestFace(clf, x, p);
+          fc.pre(want.dist < 0.05); // stays inside [0, 1], so clipping plays no part
+          const res = await deepfool(clf, T.tensor(x, [1, 1, 1, d]), { p, overshoot: 0.02 });
+          const adv = Array.from(await res.adversarial.data());
+          const r = adv.map((v, i) => (v - x[i]) / 1.02);
+          expect(res.iterations[0]).toBe(1);
+          expect(res.flipped[0]).toBe(1);
+          expect(res.originalLabels[0]).toBe(want.label);
+          expect(pnorm(r, p)).toBeCloseTo(want.dist, 4);
+          // x + r lies on the chosen face: f_k = f_l there.
+          const fr = w.map((row, k) => dot(row, x.map((v, i) => v + r[i])) + b[k]);
+          expect(Math.abs(fr[want.k] - fr[want.label])).toBeLessThan(1e-3 * (1 + Math.abs(want.f[want.label])));
+          const fAdv = w.map((row, k) => dot(row, adv) + b[k]);
+          expect(fAdv.indexOf(Math.max(...fAdv))).toBe(want.k);
+        }),
+        { numRuns: 20 },
+      );
+    });
+  }
+
+  it('3 classes: the nearest face is not the one between the two top classes', async () => {
+    // f_0 is top; class 1 is second by logit but far (gentle slope); class 2 is third but near (steep slope).
+    const clf = affine([[0, 0], [0.1, 0], [10, 0]], [0, -0.01, -5.5]);
+    const x = [0.5, 0.5];
+    const want = nearestFace(clf, x, 2);
+    expect(want.f[1]).toBeGreaterThan(want.f[2]);
+    expect(want.k).toBe(2);
+    const res = await deepfool(clf, T.tensor(x, [1, 1, 1, 2]), { p: 2 });
+    const adv = await res.adversarial.data();
+    const fAdv = clf.w.map((row, k) => dot(row, adv) + clf.b[k]);
+    expect(fAdv.indexOf(Math.max(...fAdv))).toBe(2);
+    expect(Math.hypot(adv[0] - 0.5, adv[1] - 0.5) / 1.02).toBeCloseTo(want.dist, 5);
+  });
+
+  it('unbounded DeepFool fools every point of a random linear softmax model', async () => {
+    const c = 5;
+    const d = 16;
+    const w = Array.from({ length: c }, (_, k) => Array.from(randomRef([d], 40 + k, -1, 1).data));
+    const clf = affine(w, new Array(c).fill(0));
+    const x = T.tensor(randomRef([12, 1, 4, 4], 3, 0.2, 0.8).data, [12, 1, 4, 4]);
+    const res = await deepfool(clf, x, { p: Infinity, maxIterations: 50 });
+    expect(Array.from(res.flipped).every((f) => f === 1)).toBe(true);
+  });
+
+  it('rejects p <= 1 and images outside [0, 1]', async () => {
+    const clf = affine([[1], [0]], [0, 0]);
+    await expect(deepfool(clf, T.tensor([0.5], [1, 1, 1, 1]), { p: 1 })).rejects.toThrow(/deepfool: p must be > 1/);
+    await expect(deepfool(clf, T.tensor([1.5], [1, 1, 1, 1]), { p: 2 })).rejects.toThrow(/deepfool: image values must lie in \[0, 1\], got range \[1.5, 1.5\]/);
+    await expect(deepfool(clf, T.tensor([0.5], [1, 1]), { p: 2 })).rejects.toThrow(/images must be f32 \[N, 1, H, W\]/);
+  });
+});
+
+describe('FGS', () => {
+  it('matches the closed form on a linear softmax model and respects the box and the budget', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 2, max: 6 }), fc.integer({ min: 1, max: 12 }), fc.double({ min: 0.001, max: 0.3, noNaN: true }), arbSeed, async (c, d, eps, seed) => {
+        const n = 4;
+        const w = Array.from({ length: c }, (_, k) => Array.from(randomRef([d], seed + k, -2, 2).data));
+        const clf = affine(w, new Array(c).fill(0));
+        const x = randomRef([n, 1, 1, d], seed + 50, 0, 1);
+        const labels = Array.from({ length: n }, (_, i) => (seed + i) % c);
+        const xt = T.tensor(x.data, x.shape);
+        const before = Array.from(await xt.data());
+        const adv = await (await fgs(clf, xt, T.tensor(labels, [n], 'i32'), { eps })).data();
+        expect(Array.from(await xt.data())).toEqual(before); // input untouched
+        for (let i = 0; i < n; i++) {
+          const xi = Array.from(x.data.subarray(i * d, (i + 1) * d));
+          const f = w.map((row) => dot(row, xi));
+          const m = Math.max(...f);
+          const p = f.map((v) => Math.exp(v - m));
+          const z = p.reduce((a, v) => a + v, 0);
+          // d CE / dx = sum_k (softmax_k - [k = y]) w_k
+          const g = xi.map((_, e) => w.reduce((s, row, k) => s + (p[k] / z - (k === labels[i] ? 1 : 0)) * row[e], 0));
+          for (let e = 0; e < d; e++) {
+            const want = Math.min(1, Math.max(0, xi[e] + Math.fround(eps) * Math.sign(g[e])));
+            if (Math.abs(g[e]) > 1e-5) expect(adv[i * d + e]).toBeCloseTo(want, 5);
+            expect(Math.abs(adv[i * d + e] - xi[e])).toBeLessThanOrEqual(eps + 1e-6);
+            expect(adv[i * d + e]).toBeGreaterThanOrEqual(0);
+            expect(adv[i * d + e]).toBeLessThanOrEqual(1);
+          }
+        }
+      }),
+      { numRuns: 20 },
+    );
+  });
+
+  it('eps = 0 returns the input; a targeted step lowers the target loss', async () => {
+    const clf = affine([[1, -1], [-1, 1], [0.5, 0.5]], [0, 0, 0]);
+    const x = T.tensor([0.3, 0.6, 0.7, 0.2], [2, 1, 1, 2]);
+    const labels = T.tensor([0, 1], [2], 'i32');
+    expect(Array.from(await (await fgs(clf, x, labels, { eps: 0 })).data())).toEqual(Array.from(await x.data()));
+    const target = T.tensor([2, 2], [2], 'i32');
+    const adv = await fgs(clf, x, labels, { eps: 0.1, target });
+    const [l0, l1] = await T.readAll([T.crossEntropy(clf.logits(x, 0), target), T.crossEntropy(clf.logits(adv, 0), target)]);
+    expect(l1[0]).toBeLessThan(l0[0]);
+  });
+
+  it('rejects negative eps and mismatched labels', async () => {
+    const clf = affine([[1], [0]], [0, 0]);
+    const x = T.tensor([0.5, 0.5], [2, 1, 1, 1]);
+    await expect(fgs(clf, x, T.tensor([0, 1], [2], 'i32'), { eps: -0.1 })).rejects.toThrow(/fgs: eps must be a finite number >= 0, got -0.1/);
+    await expect(fgs(clf, x, T.tensor([0], [1], 'i32'), { eps: 0.1 })).rejects.toThrow(/fgs: labels must be i32 \[2\]/);
+  });
+});
+
+describe('iterative attacks', () => {
+  const c = 4;
+  const d = 16;
+  const w = Array.from({ length: c }, (_, k) => Array.from(randomRef([d], 70 + k, -1, 1).data));
+  const n = 16;
+  const xRef = randomRef([n, 1, 4, 4], 5, 0.2, 0.8);
+  const labelsArr = Array.from({ length: n }, (_, i) => i % c);
+
+  const successRate = async (clf: Classifier, adv: T.Tensor, labels: T.Tensor) => {
+    const pred = await T.argmax(clf.logits(adv, 0)).data();
+    const truth = await labels.data();
+    return Array.from(pred).filter((p, i) => p !== truth[i]).length / pred.length;
+  };
+
+  it('same seed, same result; different seeds differ; the perturbation stays in the ball', async () => {
+    const clf = affine(w, new Array(c).fill(0));
+    const x = T.tensor(xRef.data, xRef.shape);
+    const labels = T.tensor(labelsArr, [n], 'i32');
+    for (const norm of ['linf', 'l2'] as const) {
+      const eps = norm === 'linf' ? 0.05 : 0.5;
+      const run = (seed: number) => iterativeAttack(clf, x, labels, { eps, norm, stepSize: eps / 4, iterations: 5, randomStart: true, seed });
+      const [a, b, other] = await T.readAll([await run(1), await run(1), await run(2)]);
+      expect(Array.from(b)).toEqual(Array.from(a));
+      expect(Array.from(other)).not.toEqual(Array.from(a));
+      const norms = await perturbationNorms(x, T.tensor(a, x.shape));
+      for (let i = 0; i < n; i++) expect(norm === 'linf' ? norms.linf[i] : norms.l2[i]).toBeLessThanOrEqual(eps * (1 + 1e-5) + 1e-6);
+    }
+  });
+
+  it('PGD and MIM are at least as strong as FGS, and success grows with eps', async () => {
+    const clf = affine(w, new Array(c).fill(0));
+    const x = T.tensor(xRef.data, xRef.shape);
+    const labels = T.tensor(labelsArr, [n], 'i32');
+    const rates: number[] = [];
+    for (const eps of [0.02, 0.05, 0.1, 0.2]) {
+      const f = await successRate(clf, await fgs(clf, x, labels, { eps }), labels);
+      const p = await successRate(clf, await iterativeAttack(clf, x, labels, { eps, norm: 'linf', stepSize: eps / 5, iterations: 10, randomStart: false, seed: 1 }), labels);
+      const m = await successRate(clf, await iterativeAttack(clf, x, labels, { eps, norm: 'linf', stepSize: eps / 5, iterations: 10, randomStart: false, momentum: 1, seed: 1 }), labels);
+      expect(p).toBeGreaterThanOrEqual(f);
+      expect(m).toBeGreaterThanOrEqual(f);
+      rates.push(f);
+    }
+    for (let i = 1; i < rates.length; i++) expect(rates[i]).toBeGreaterThanOrEqual(rates[i - 1]);
+    expect(rates[rates.length - 1]).toBeGreaterThan(rates[0]);
+  });
+});
