@@ -52,22 +52,23 @@ interface Case {
 }
 
 const BATCH = 100;
-// Encoder: 5x5 stride-2 'same' convs (padding 2) over 28 -> 14 -> 7 -> 4 grids. Every channel pair asked
-// for appears once, on the grid step where the model uses it (the 64 -> 64 conv at 7 -> 4 is the heaviest).
-const CONVS: Array<[cin: number, cout: number, hin: number]> = [
-  [1, 16, 28],
-  [16, 16, 14],
-  [16, 64, 7],
-  [64, 64, 7],
-];
-// Decoder: transposed convs k5 s2 p2 over 4 -> 7 -> 14 -> 28 (output_padding 0, 1, 1), 64/16 channels.
-const CONV_TS: Array<[cin: number, cout: number, hin: number, outPad: number]> = [
-  [64, 64, 4, 0],
-  [64, 16, 7, 1],
-  [16, 1, 14, 1],
-];
-// Dense layers at batch 100, and a square 1024^3 matmul as a reference point.
+// The models' layers (src/models/layers.ts) in both presets: C = 16 (compact) and C = 64 (paper).
+// Conv feature stacks: 5x5 stride-2 convs, padding 2, over 28 -> 14 -> 7 -> 4.
+const CONVS: Array<[cin: number, cout: number, hin: number]> = [16, 64].flatMap((c) => [
+  [1, c, 28] as [number, number, number],
+  [c, c, 14] as [number, number, number],
+  [c, c, 7] as [number, number, number],
+]);
+// Image decoder: transposed convs k5 s2 p2 over 4 -> 7 -> 14 -> 28 (output_padding 0, 1, 1).
+const CONV_TS: Array<[cin: number, cout: number, hin: number, outPad: number]> = [16, 64].flatMap((c) => [
+  [c, c, 4, 0] as [number, number, number, number],
+  [c, c, 7, 1] as [number, number, number, number],
+  [c, 1, 14, 1] as [number, number, number, number],
+]);
+// Dense layers at batch 100 (compact: 16C = 256 -> H = 128; paper: 1024 -> 500 and 500 -> 500), and a square
+// 1024^3 matmul as a reference point.
 const MATS: MatGeom[] = [
+  { m: BATCH, k: 256, n: 128 },
   { m: BATCH, k: 1024, n: 500 },
   { m: BATCH, k: 500, n: 500 },
   { m: 1024, k: 1024, n: 1024 },
