@@ -329,6 +329,13 @@ describe('bad input', () => {
   const fit = (over: Partial<{ logits: Float32Array; labels: Int32Array; numClasses: number }>, rate?: number) => () =>
     fitDetectors({ ...train, numClasses: 4, ...over }, { falsePositiveRate: rate });
 
+  it('fits a class with no well-classified sample on what is predicted as it, and says so', () => {
+    const relabelled = fitDetectors({ ...train, labels: train.labels.map((y) => (y === 3 ? 2 : y)), numClasses: 4 });
+    expect(relabelled.fallbacks[3]).toMatch(/no well-classified sample among 0 with label 3: fitted on the \d+ predicted as 3/);
+    expect(relabelled.logit[3].count).toBeGreaterThan(0);
+    expect(Object.keys(fitDetectors({ ...train, numClasses: 4 }).fallbacks)).toEqual([]);
+  });
+
   it('names the problem', () => {
     for (const rate of [0, 1, -0.1, 1.5, NaN]) expect(fit({}, rate)).toThrow(/falsePositiveRate must lie strictly between 0 and 1/);
     expect(fit({ labels: train.labels.subarray(1) })).toThrow(/logits has 800 values, expected 199 samples x 4 classes/);
@@ -339,7 +346,7 @@ describe('bad input', () => {
     const inf = train.logits.slice();
     inf[3] = Infinity;
     expect(fit({ logits: inf })).toThrow(/sample 0 class 3 is Infinity/);
-    expect(fit({ labels: train.labels.map((y) => (y === 3 ? 2 : y)) })).toThrow(/class 3 has no well-classified training samples \(0 with that label/);
+    expect(fit({ logits: train.logits.map((v, i) => (i % 4 === 0 ? 1e3 : 0)), labels: train.labels.map(() => 1) })).toThrow(/none of the 200 training samples is classified correctly/);
     const badLabel = train.labels.slice();
     badLabel[5] = 4;
     expect(fit({ labels: badLabel })).toThrow(/label 5 is 4, outside \[0, 4\)/);

@@ -50,6 +50,8 @@ export interface Detectors {
   kl: ThresholdStats[];
   /** p̄_c, the mean softmax over the well-classified training images of class c: [numClasses][numClasses]. */
   meanSoftmax: number[][];
+  /** Classes fitted on other samples because none of their training images was classified correctly, and why. */
+  fallbacks: Record<number, string>;
 }
 
 export interface DetectorScores {
@@ -175,9 +177,20 @@ export function fitDetectors(
     labelCounts[labels[i]]++;
     if (predicted[i] === labels[i]) members[labels[i]].push(i);
   }
+  const wellClassified = members.flat();
+  if (wellClassified.length === 0) throw new Error(`${op}: none of the ${n} training samples is classified correctly; is the model trained?`);
+  // A class none of whose images is classified correctly (a weak model, a tiny fitting set) is fitted on the
+  // samples predicted as it, else on every well-classified sample, and the report says so.
+  const fallbacks: Record<number, string> = {};
   members.forEach((m, c) => {
-    if (m.length === 0) {
-      throw new Error(`${op}: class ${c} has no well-classified training samples (${labelCounts[c]} with that label, none predicted as ${c}); every class needs at least one`);
+    if (m.length > 0) return;
+    const predictedAsC = [...Array(n).keys()].filter((i) => predicted[i] === c);
+    if (predictedAsC.length > 0) {
+      members[c] = predictedAsC;
+      fallbacks[c] = `no well-classified sample among ${labelCounts[c]} with label ${c}: fitted on the ${predictedAsC.length} predicted as ${c}`;
+    } else {
+      members[c] = wellClassified;
+      fallbacks[c] = `no well-classified sample among ${labelCounts[c]} with label ${c}, none predicted as ${c}: fitted on all well-classified samples`;
     }
   });
 
@@ -187,7 +200,6 @@ export function fitDetectors(
     return mean.map((v) => v / m.length);
   });
 
-  const wellClassified = members.flat();
   return {
     numClasses,
     falsePositiveRate: rate,
@@ -198,6 +210,7 @@ export function fitDetectors(
       return thresholdStats(Float64Array.from(m, (i) => klFromMean(meanSoftmax[c], logMean, logits, i * numClasses, logMarginal[i])), rate, 'upper');
     }),
     meanSoftmax,
+    fallbacks,
   };
 }
 
