@@ -2,3 +2,5 @@ export * from './elementwise.js';
 export * from './reduce.js';
 export * from './shape.js';
 export * from './random.js';
+export * from './matmul.js';
+export * from './conv.js';
