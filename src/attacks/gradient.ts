@@ -15,17 +15,35 @@ export interface FgsOptions {
   noise?: NoiseMode;
 }
 
-/** x_adv = clip(x + eps * sign(grad_x J), 0, 1), J the cross-entropy of the classifier's softmax. */
-export async function fgs(clf: Classifier, x: Tensor, labels: Tensor, opts: FgsOptions): Promise<Tensor> {
-  checkEps('fgs', opts.eps);
+/**
+ * The FGS step direction sign(grad_x J) (negated when targeted); every eps of a sweep reuses it, since
+ * x_adv(eps) = clip(x + eps * direction, 0, 1).
+ */
+export async function fgsDirection(clf: Classifier, x: Tensor, labels: Tensor, opts: Omit<FgsOptions, 'eps'> = {}): Promise<Tensor> {
   await checkImages('fgs', x);
   checkLabels('fgs', x, opts.target ?? labels, clf.numClasses);
   return tidy(() => {
-    if (opts.eps === 0) return scale(x, 1);
     const { grad } = lossGradient(clf, x, opts.target ?? labels, drawsOf(opts.noise));
-    const step = scale(sign(grad), opts.target ? -opts.eps : opts.eps);
-    return clamp(add(x, step), 0, 1);
+    return opts.target ? scale(sign(grad), -1) : sign(grad);
   });
+}
+
+export function fgsStep(x: Tensor, direction: Tensor, eps: number): Tensor {
+  checkEps('fgs', eps);
+  return tidy(() => clamp(add(x, scale(direction, eps)), 0, 1));
+}
+
+/** x_adv = clip(x + eps * sign(grad_x J), 0, 1), J the cross-entropy of the classifier's softmax. */
+export async function fgs(clf: Classifier, x: Tensor, labels: Tensor, opts: FgsOptions): Promise<Tensor> {
+  checkEps('fgs', opts.eps);
+  if (opts.eps === 0) {
+    await checkImages('fgs', x);
+    return scale(x, 1);
+  }
+  const direction = await fgsDirection(clf, x, labels, opts);
+  const adv = fgsStep(x, direction, opts.eps);
+  direction.dispose();
+  return adv;
 }
 
 export type Norm = 'linf' | 'l2';

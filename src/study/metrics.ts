@@ -13,9 +13,10 @@ export interface ImageResults {
   queries?: number[];
 }
 
+/** null where there is nothing to summarise (JSON has no NaN, and cached results must equal fresh ones). */
 export interface Summary {
-  mean: number;
-  median: number;
+  mean: number | null;
+  median: number | null;
 }
 
 export interface AttackMetrics {
@@ -23,18 +24,18 @@ export interface AttackMetrics {
   cleanAccuracy: number;
   adversarialAccuracy: number;
   /** Fraction of the points classified correctly before the attack that are misclassified after it. */
-  successRate: number;
+  successRate: number | null;
   /** Over successful adversarial examples. */
   l2: Summary;
   linf: Summary;
   /** The seed's robustness rho = mean ||eta||_2 / ||x||_2, over all attacked points and over successful ones. */
-  rhoAll: number;
-  rhoSuccessful: number;
+  rhoAll: number | null;
+  rhoSuccessful: number | null;
   queries?: Summary;
 }
 
 export function summarize(values: number[]): Summary {
-  if (values.length === 0) return { mean: NaN, median: NaN };
+  if (values.length === 0) return { mean: null, median: null };
   const s = [...values].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return { mean: values.reduce((a, b) => a + b, 0) / values.length, median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2 };
@@ -49,12 +50,12 @@ export function attackMetrics(r: ImageResults): AttackMetrics {
   const n = r.labels.length;
   const correctBefore = r.labels.filter((y, i) => r.cleanPredictions[i] === y).length;
   const success = successfulIndices(r);
-  const rho = (idx: number[]) => (idx.length ? idx.reduce((a, i) => a + r.l2[i] / r.xNorm[i], 0) / idx.length : NaN);
+  const rho = (idx: number[]) => (idx.length ? idx.reduce((a, i) => a + r.l2[i] / r.xNorm[i], 0) / idx.length : null);
   return {
     count: n,
     cleanAccuracy: correctBefore / n,
     adversarialAccuracy: r.labels.filter((y, i) => r.adversarialPredictions[i] === y).length / n,
-    successRate: correctBefore ? success.length / correctBefore : NaN,
+    successRate: correctBefore ? success.length / correctBefore : null,
     l2: summarize(success.map((i) => r.l2[i])),
     linf: summarize(success.map((i) => r.linf[i])),
     rhoAll: rho([...Array(n).keys()]),

@@ -5,8 +5,8 @@ import { writeFileAtomic } from '../fsutil.js';
 import { accuracyVsEps, rhoDistributions, rocCurves, imageGrid } from './plots.js';
 import type { JobResult, StudyResult } from './run.js';
 
-const pct = (v: number) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '–');
-const num = (v: number, digits = 3) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
+const pct = (v: number | null) => (v !== null && Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '–');
+const num = (v: number | null, digits = 3) => (v !== null && Number.isFinite(v) ? v.toFixed(digits) : '–');
 const DETECTORS = ['marginal', 'logit', 'kl'] as const;
 
 function attackTable(jobs: JobResult[]): string {
@@ -25,7 +25,7 @@ function detectionTable(jobs: JobResult[]): string {
   const rows = jobs.map((j) => {
     const cells = DETECTORS.map((d) => {
       const r = j.detection.detectors[d];
-      return `${pct(r.detectionRate ?? NaN)} / ${pct(r.falsePositiveRate)} / ${num(r.roc?.auc ?? NaN, 2)} / ${pct(r.accuracyWithDetection)}`;
+      return `${pct(r.detectionRate)} / ${pct(r.falsePositiveRate)} / ${num(r.roc?.auc ?? null, 2)} / ${pct(r.accuracyWithDetection)}`;
     });
     return `| ${j.model.toUpperCase()} | ${j.attack.toUpperCase()} | ${j.setting} | ${j.detection.successful} | ${cells.join(' | ')} |`;
   });

@@ -4,13 +4,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { Tensor, tidy, noGrad, readAll, argmax, runtime } from '../index.js';
+import { Tensor, tidy, noGrad, readAll, argmax, runtime, keep } from '../index.js';
 import { loadFashionMnist, resolveDataDir, type FashionMnistSplit } from '../data/idx.js';
 import { loadModel } from '../models/store.js';
 import { batchTensors } from '../models/train.js';
 import type { LatentVariableClassifier } from '../models/factorisations.js';
 import { bayesClassifier, type Classifier, type NoiseMode } from '../attacks/classifier.js';
-import { fgs, iterativeAttack, perturbationNorms } from '../attacks/gradient.js';
+import { fgsDirection, fgsStep, iterativeAttack, perturbationNorms } from '../attacks/gradient.js';
 import { deepfool } from '../attacks/deepfool.js';
 import { squareAttack } from '../attacks/square.js';
 import { fitDetectors, detectionReport, type Detectors, type DetectionReport } from '../attacks/detection.js';
@@ -72,9 +72,25 @@ function jobsFor(model: string, clf: Classifier, spec: AttackSpec, cfg: StudyCon
   const subset = Math.min(spec.subset ?? cfg.subset, cfg.subset);
   const noise = noiseMode(cfg);
   const seedOf = (batch: number) => cfg.seed * 1_000_003 + batch;
+  // FGS sweeps share one gradient per batch: directions are kept until the sweep's last eps has used them.
+  const fgsSweep = (source: Classifier, eps: number[]) => {
+    const directions = new Map<number, Tensor>();
+    return (e: number) => async (x: Tensor, y: Tensor, batch: number) => {
+      let direction = directions.get(batch);
+      if (!direction) directions.set(batch, (direction = keep(await fgsDirection(source, x, y, { noise }))));
+      const adversarial = fgsStep(x, direction, e);
+      if (e === eps[eps.length - 1]) {
+        direction.dispose();
+        directions.delete(batch);
+      }
+      return { adversarial };
+    };
+  };
   switch (spec.kind) {
-    case 'fgs':
-      return spec.eps.map((eps) => ({ id: `${model}-fgs-eps${eps}`, attack: 'fgs', setting: `eps=${eps}`, eps, subset, craft: async (x, y) => ({ adversarial: await fgs(clf, x, y, { eps, noise }) }) }));
+    case 'fgs': {
+      const sweep = fgsSweep(clf, spec.eps);
+      return spec.eps.map((eps) => ({ id: `${model}-fgs-eps${eps}`, attack: 'fgs', setting: `eps=${eps}`, eps, subset, craft: sweep(eps) }));
+    }
     case 'pgd':
     case 'mim':
       return spec.eps.map((eps) => ({
@@ -120,13 +136,14 @@ function jobsFor(model: string, clf: Classifier, spec: AttackSpec, cfg: StudyCon
     case 'transfer': {
       const substitute = classifiers.get(spec.from);
       if (model === spec.from || !substitute) return [];
+      const sweep = fgsSweep(substitute, spec.eps);
       return spec.eps.map((eps) => ({
         id: `${model}-transfer-from-${spec.from}-eps${eps}`,
         attack: 'transfer',
         setting: `FGS eps=${eps} crafted on ${spec.from}`,
         eps,
         subset,
-        craft: async (x, y) => ({ adversarial: await fgs(substitute, x, y, { eps, noise }) }),
+        craft: sweep(eps),
       }));
     }
   }
@@ -162,6 +179,8 @@ function predictionsOf(logits: ArrayLike<number>, n: number): number[] {
     return best;
   });
 }
+
+const fmtMaybe = (v: number | null, scale = 1, digits = 3) => (v === null ? '–' : (v * scale).toFixed(digits));
 
 function readJson<T>(path: string): T | null {
   if (!existsSync(path)) return null;
@@ -276,8 +295,8 @@ export async function runStudy(cfg: StudyConfig, opts: { out: string; dataDir?: 
         writeFileAtomic(path, JSON.stringify(result));
         jobs.push(result);
         opts.log(
-          `${job.id}: accuracy ${(100 * metrics.adversarialAccuracy).toFixed(1)}%, success ${(100 * metrics.successRate).toFixed(1)}%, ` +
-            `median L2 ${metrics.l2.median.toFixed(3)}, rho ${metrics.rhoSuccessful.toFixed(3)} (${result.seconds.toFixed(0)} s)`,
+          `${job.id}: accuracy ${(100 * metrics.adversarialAccuracy).toFixed(1)}%, success ${fmtMaybe(metrics.successRate, 100, 1)}%, ` +
+            `median L2 ${fmtMaybe(metrics.l2.median)}, rho ${fmtMaybe(metrics.rhoSuccessful)} (${result.seconds.toFixed(0)} s)`,
         );
       }
     }

@@ -1,0 +1,87 @@
+import { describe, it, expect } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { useGpu } from './helpers.js';
+import { createModel, modelConfig } from '../src/models/factorisations.js';
+import { saveCheckpoint } from '../src/models/store.js';
+import { defaultConfig, checkConfig, type StudyConfig } from '../src/study/config.js';
+import { runStudy } from '../src/study/run.js';
+import { writeReport } from '../src/study/report.js';
+
+useGpu();
+
+const shared = resolve(__dirname, '..', '..', 'shared', 'fashion-mnist');
+
+describe('config', () => {
+  it('defaults validate, bad fields are named', () => {
+    expect(checkConfig(defaultConfig(false)).subset).toBe(100);
+    expect(checkConfig(defaultConfig(true)).subset).toBe(10_000);
+    const bad = (patch: Partial<StudyConfig>) => () => checkConfig({ ...defaultConfig(false), ...patch });
+    expect(bad({ models: ['nope'] })).toThrow(/config: unknown model 'nope'/);
+    expect(bad({ subset: 0 })).toThrow(/config: subset must be a positive integer/);
+    expect(bad({ attacks: [{ kind: 'fgs', eps: [-0.1] }] })).toThrow(/attacks\[0\] \(fgs\): eps must be finite and >= 0, got -0.1/);
+    expect(bad({ attacks: [{ kind: 'deepfool', p: [1], maxIterations: 5, overshoot: 0.02 }] })).toThrow(/p must be > 1 or 'inf', got 1/);
+  });
+});
+
+describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
+  it('runs every attack and detector, writes the report, and resumes from finished jobs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gencls-study-'));
+    for (const m of ['dfz', 'gfz']) {
+      const model = createModel(modelConfig(m, 'compact', { channels: 2, hidden: 8, latent: 2, seed: 3, preset: 'custom' }));
+      await saveCheckpoint(join(dir, `${m}-custom.safetensors`), model, { train: { epochs: 0, batchSize: 1, lr: 1, seed: 1, evalSubset: 1, evalSamples: 1, trainLimit: 1 }, epoch: 0, history: [] });
+      model.params.dispose();
+    }
+    const cfg = checkConfig({
+      ...defaultConfig(false),
+      checkpoints: dir,
+      preset: 'custom',
+      subset: 4,
+      batchSize: 2,
+      samples: 2,
+      attacks: [
+        { kind: 'fgs', eps: [0.05, 0.3] },
+        { kind: 'pgd', norm: 'l2', eps: [1], iterations: 2, stepSize: 0.5, randomStart: true },
+        { kind: 'mim', eps: [0.1], iterations: 2, stepSize: 0.05, momentum: 1 },
+        { kind: 'deepfool', p: [2], maxIterations: 2, overshoot: 0.02, subset: 2 },
+        { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: 3, subset: 2 },
+        { kind: 'transfer', from: 'dfz', eps: [0.1] },
+      ],
+      detection: { trainImages: 20, falsePositiveRate: 0.1 },
+      gridImages: 2,
+    });
+    const out = join(dir, 'report');
+    const logs: string[] = [];
+    const study = await runStudy(cfg, { out, dataDir: shared, log: (l) => logs.push(l) });
+    // 2 models x (2 fgs + pgd + mim + deepfool + square) + 1 transfer (onto gfz)
+    expect(study.jobs.length).toBe(13);
+    for (const j of study.jobs) {
+      expect(j.metrics.adversarialAccuracy).toBeGreaterThanOrEqual(0);
+      expect(j.metrics.adversarialAccuracy).toBeLessThanOrEqual(1);
+      if (j.attack === 'fgs' || j.attack === 'mim') for (const v of j.results.linf) expect(v).toBeLessThanOrEqual(j.eps! + 1e-6);
+      if (j.attack === 'pgd') for (const v of j.results.l2) expect(v).toBeLessThanOrEqual(j.eps! + 1e-4);
+      if (j.attack === 'square') for (const q of j.results.queries!) expect(q).toBeLessThanOrEqual(3);
+      for (const d of ['marginal', 'logit', 'kl'] as const) expect(j.detection.detectors[d].falsePositiveRate).toBeGreaterThanOrEqual(0);
+    }
+    const files = await writeReport(study, out, 'test');
+    for (const f of ['report.md', 'report.json', 'accuracy-vs-eps.svg', 'rho-deepfool.svg', 'roc-dfz.svg', 'grid-gfz.png']) expect(files).toContain(join(out, f));
+    expect(readFileSync(join(out, 'accuracy-vs-eps.svg'), 'utf8')).toMatch(/^<svg/);
+    expect(readFileSync(join(out, 'grid-dfz.png')).subarray(1, 4).toString()).toBe('PNG');
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
+    expect(report.jobs.length).toBe(13);
+    expect(report.noiseMode).toMatch(/fixed noise/);
+    expect(readFileSync(join(out, 'report.md'), 'utf8')).toMatch(/\| GFZ \| TRANSFER \| FGS eps=0.1 crafted on dfz \|/);
+
+    const again = await runStudy(cfg, { out, dataDir: shared, log: (l) => logs.push(l) });
+    expect(logs.filter((l) => l.endsWith(': cached')).length).toBe(13);
+    expect(again.jobs.map((j) => j.metrics)).toEqual(study.jobs.map((j) => j.metrics));
+  });
+
+  it('names the missing checkpoint and how to make it', async () => {
+    const cfg = checkConfig({ ...defaultConfig(false), checkpoints: '/nonexistent', models: ['gbz'], attacks: [] });
+    await expect(runStudy(cfg, { out: mkdtempSync(join(tmpdir(), 'gencls-study-')), dataDir: shared, log: () => {} })).rejects.toThrow(
+      /no checkpoint for model 'gbz' at \/nonexistent\/gbz-compact.safetensors: train it with `npx tsx src\/cli.ts train --model gbz --preset compact`/,
+    );
+  });
+});
