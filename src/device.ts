@@ -94,7 +94,8 @@ export async function acquireDevice(opts: { backend?: Backend } = {}): Promise<A
   throw new NoAdapterError(tried);
 }
 
-const LIMIT_KEYS = [
+/** The limits the engine requests at the adapter's own values (and `info` prints). */
+export const LIMIT_KEYS = [
   'maxStorageBufferBindingSize',
   'maxBufferSize',
   'maxComputeWorkgroupStorageSize',
@@ -106,4 +107,6 @@ const LIMIT_KEYS = [
   'maxStorageBuffersPerShaderStage',
   'maxUniformBufferBindingSize',
   'maxBindGroups',
+  'minStorageBufferOffsetAlignment',
+  'minUniformBufferOffsetAlignment',
 ] as const;

@@ -1,21 +1,7 @@
 // `info` (alias `device`): acquires the WebGPU device the engine would use and prints what it is.
-import { acquireDevice, parseBackend, NoAdapterError } from '../device.js';
+import { acquireDevice, parseBackend, NoAdapterError, LIMIT_KEYS } from '../device.js';
 import { BACKEND_OPTION, CliError, boolOpt, stringOpt, type Command } from './command.js';
 
-const KEY_LIMITS = [
-  'maxStorageBufferBindingSize',
-  'maxBufferSize',
-  'maxStorageBuffersPerShaderStage',
-  'maxUniformBufferBindingSize',
-  'maxComputeWorkgroupStorageSize',
-  'maxComputeInvocationsPerWorkgroup',
-  'maxComputeWorkgroupSizeX',
-  'maxComputeWorkgroupSizeY',
-  'maxComputeWorkgroupSizeZ',
-  'maxComputeWorkgroupsPerDimension',
-  'minStorageBufferOffsetAlignment',
-  'minUniformBufferOffsetAlignment',
-] as const;
 
 function humanBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -62,7 +48,7 @@ export const command: Command = {
     try {
       const info = adapter.info;
       const limits: Record<string, number> = {};
-      for (const k of KEY_LIMITS) {
+      for (const k of LIMIT_KEYS) {
         const v = (device.limits as unknown as Record<string, number | undefined>)[k];
         if (typeof v === 'number') limits[k] = v;
       }

@@ -287,24 +287,23 @@ export class Runtime {
     this.uniformChunks.forEach((chunk, i) => this.device.queue.writeBuffer(this.uniformBuffers[i], 0, chunk.data.buffer, 0, chunk.used));
     this.device.queue.submit([this.encoder.finish()]);
     this.submitCount++;
+    this.endBatch();
+  }
+
+  /** Drops the batch being encoded (it references a pipeline that failed to compile). */
+  private abandonBatch(): void {
+    if (this.pass) this.pass.end();
+    this.pass = null;
+    this.endBatch();
+  }
+
+  private endBatch(): void {
     // Queue order makes the arena reusable by the next submission's writeBuffer.
     this.uniformArenaFree.push(...this.uniformBuffers);
     this.uniformBuffers = [];
     this.uniformChunks = [];
     this.encoder = null;
     this.pendingDispatches = 0;
-    for (const b of this.stagingToDestroy) b.destroy();
-    this.stagingToDestroy = [];
-  }
-
-  private abandonBatch(): void {
-    if (this.pass) this.pass.end();
-    this.pass = null;
-    this.encoder = null;
-    this.pendingDispatches = 0;
-    this.uniformArenaFree.push(...this.uniformBuffers);
-    this.uniformBuffers = [];
-    this.uniformChunks = [];
     for (const b of this.stagingToDestroy) b.destroy();
     this.stagingToDestroy = [];
   }
