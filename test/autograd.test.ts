@@ -89,6 +89,10 @@ describe('scopes and memory', () => {
     expect(rt.memory().liveBytes).toBe(before);
   });
 
+  it('tidy refuses async functions, whose tensors would escape the scope', () => {
+    expect(() => T.tidy(async () => T.zeros([1]))).toThrow(/tidy: the function returned a Promise/);
+  });
+
   it('use after dispose names the tensor', () => {
     const x = T.zeros([2, 2]);
     x.dispose();

@@ -61,6 +61,9 @@ export function tidy<T>(fn: () => T): T {
   } finally {
     scopes.pop();
   }
+  if (result! instanceof Promise) {
+    throw new Error('tidy: the function returned a Promise; tidy scopes must be synchronous (await outside them)');
+  }
   const kept = new Set<Tensor>();
   collectTensors(result!, kept);
   for (const t of scope) {
