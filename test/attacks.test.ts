@@ -14,7 +14,7 @@ function affine(w: number[][], b: number[]): Classifier & { w: number[][]; b: nu
   const d = w[0].length;
   const W = T.keep(T.tensor(w.flat(), [c, d]));
   const B = T.keep(T.tensor(b, [c]));
-  return { name: 'affine', numClasses: c, w, b, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) };
+  return { name: 'affine', numClasses: c, draws: 1, w, b, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) };
 }
 
 const dot = (a: number[], b: ArrayLike<number>) => a.reduce((s, v, i) => s + v * b[i], 0);

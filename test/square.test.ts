@@ -14,7 +14,7 @@ function affine(w: number[][], b: number[]): Classifier {
   const c = w.length;
   const W = T.keep(T.tensor(w.flat(), [c, w[0].length]));
   const B = T.keep(T.tensor(b, [c]));
-  return { name: 'affine', numClasses: c, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) };
+  return { name: 'affine', numClasses: c, draws: 1, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) };
 }
 
 const c = 4;

@@ -10,6 +10,8 @@ export type NoiseMode = { kind: 'fixed'; seed: number } | { kind: 'expectation';
 export interface Classifier {
   readonly name: string;
   readonly numClasses: number;
+  /** Noise draws an attack averages over per step: 1 for deterministic classifiers and fixed noise, M under EOT. */
+  readonly draws: number;
   /**
    * Logits [N, C] of images [N, 1, 28, 28]; `draw` picks the noise draw (ignored by deterministic classifiers).
    * When the batch is `replicas` copies of the same images, every copy sees the same noise.
@@ -24,15 +26,13 @@ export function bayesClassifier(model: LatentVariableClassifier, opts: { samples
   return {
     name: model.config.model,
     numClasses: 10,
+    draws: noise.kind === 'expectation' ? noise.draws : 1,
     logits: (x, draw, replicas = 1) => {
       const seed = noise.kind === 'fixed' ? noise.seed : new Rng(noise.seed + draw).nextSeed();
       return model.logits(x, { samples, seed, replicas });
     },
   };
 }
-
-/** Number of noise draws an attack averages its gradients over. */
-export const drawsOf = (noise: NoiseMode | undefined): number => (noise?.kind === 'expectation' ? noise.draws : 1);
 
 /** Checks the batch is [N, 1, H, W] with every value in [0, 1] (one small GPU reduction and read). */
 export async function checkImages(op: string, x: Tensor): Promise<void> {
@@ -49,10 +49,11 @@ export function checkLabels(op: string, x: Tensor, labels: Tensor, numClasses: n
 }
 
 /**
- * Gradient with respect to x of the mean cross-entropy of the classifier's softmax against `labels`, averaged
- * over `draws` noise draws (starting at `draw0`). Returns [gradient, loss]; the graph is freed.
+ * Gradient with respect to x of the cross-entropy of the classifier's softmax against `labels`, averaged over
+ * the classifier's `draws` noise draws (numbered from `draw0`). Returns [gradient, loss]; the graph is freed.
  */
-export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draws: number, draw0 = 0): { grad: Tensor; loss: Tensor } {
+export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draw0 = 0): { grad: Tensor; loss: Tensor } {
+  const { draws } = clf;
   return tidy(() => {
     const xv = noGrad(() => scale(x, 1)).requireGrad();
     let loss: Tensor | null = null;

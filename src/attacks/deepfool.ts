@@ -7,14 +7,13 @@
 // One iteration evaluates all class gradients of all still-active images in a single backward pass: the batch
 // is replicated once per class and the output gradient seeds class c in copy c.
 import { Tensor, tidy, keep, reshape, broadcastTo, gradients, slice, tensor, gather, sub, sum, abs, square, powAbs, sign, mul, noGrad, argmax, readAll, oneHot } from '../index.js';
-import { type Classifier, type NoiseMode, checkImages } from './classifier.js';
+import { type Classifier, checkImages } from './classifier.js';
 
 export interface DeepFoolOptions {
   /** The norm: 2, Infinity, or any p > 1. */
   p: number;
   overshoot?: number;
   maxIterations?: number;
-  noise?: NoiseMode;
   /** Called after every iteration with the number of points still active. */
   onIteration?: (iteration: number, active: number) => void;
 }
@@ -75,7 +74,8 @@ export async function deepfool(clf: Classifier, x0: Tensor, opts: DeepFoolOption
       const x = tensor(xi, [m, ...imageShape]);
       // c copies of the active images, rows (copy, image); copy k's output gradient selects logit k.
       const xr = noGrad(() => reshape(broadcastTo(reshape(x, [1, m, d]), [c, m, d]), [c * m, ...imageShape])).requireGrad();
-      const logits = clf.logits(xr, 0, c);
+      // A fresh noise draw per iteration under expectation over noise (fixed noise ignores the draw index).
+      const logits = clf.logits(xr, it, c);
       const seedGrad = reshape(broadcastTo(reshape(oneHot(tensor(Array.from({ length: c }, (_, k) => k), [c], 'i32'), c), [c, 1, c]), [c, m, c]), [c * m, c]);
       const g = reshape(gradients(logits, seedGrad).get(xr)!, [c * m, d]);
       const f = slice(logits, [0, 0], [m, c]);

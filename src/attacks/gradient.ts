@@ -2,7 +2,7 @@
 // L_inf or L2 steps and an optional random start (Madry et al.), and MIM (momentum iterative, Dong et al.).
 // All operate on whole batches on the GPU; inputs are never modified.
 import { Tensor, tidy, sign, scale, add, sub, mul, clamp, div, sqrt, sum, square, abs, mean, addScalar, minimum, randomUniform, randomNormal, full, Rng } from '../index.js';
-import { type Classifier, type NoiseMode, lossGradient, drawsOf, checkImages, checkLabels } from './classifier.js';
+import { type Classifier, lossGradient, checkImages, checkLabels } from './classifier.js';
 
 function checkEps(op: string, eps: number, what = 'eps'): void {
   if (!Number.isFinite(eps) || eps < 0) throw new Error(`${op}: ${what} must be a finite number >= 0, got ${eps}`);
@@ -12,7 +12,6 @@ export interface FgsOptions {
   eps: number;
   /** Targeted: step down the loss of `target` instead of up the loss of the true label. */
   target?: Tensor;
-  noise?: NoiseMode;
 }
 
 /**
@@ -23,7 +22,7 @@ export async function fgsDirection(clf: Classifier, x: Tensor, labels: Tensor, o
   await checkImages('fgs', x);
   checkLabels('fgs', x, opts.target ?? labels, clf.numClasses);
   return tidy(() => {
-    const { grad } = lossGradient(clf, x, opts.target ?? labels, drawsOf(opts.noise));
+    const { grad } = lossGradient(clf, x, opts.target ?? labels);
     return opts.target ? scale(sign(grad), -1) : sign(grad);
   });
 }
@@ -59,7 +58,6 @@ export interface IterativeOptions {
   /** MIM's momentum decay (mu); 0 gives PGD/BIM. */
   momentum?: number;
   seed: number;
-  noise?: NoiseMode;
 }
 
 /** L2 norm of each image, kept broadcastable against [N, 1, H, W]. */
@@ -99,10 +97,9 @@ export async function iterativeAttack(clf: Classifier, x: Tensor, labels: Tensor
     return clamp(add(x, start), 0, 1);
   });
   let velocity: Tensor | null = null;
-  const draws = drawsOf(opts.noise);
   for (let i = 0; i < opts.iterations; i++) {
     const next = tidy(() => {
-      const { grad } = lossGradient(clf, adv, labels, draws, i * draws);
+      const { grad } = lossGradient(clf, adv, labels, i * clf.draws);
       let direction = grad;
       if (opts.momentum) {
         // MIM: accumulate L1-normalised gradients.

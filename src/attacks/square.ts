@@ -9,7 +9,7 @@
 import { Tensor, tensor, tidy, noGrad, add, scale } from '../index.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
 import { fmt } from '../autograd/tensor.js';
-import { type Classifier, type NoiseMode, checkImages, checkLabels, drawsOf } from './classifier.js';
+import { type Classifier, checkImages, checkLabels } from './classifier.js';
 import type { Norm } from './gradient.js';
 
 export interface SquareOptions {
@@ -20,8 +20,6 @@ export interface SquareOptions {
   /** Initial fraction of the image a window covers (default 0.05 for L_inf, 0.1 for L2, the paper's MNIST values). */
   pInit?: number;
   seed: number;
-  /** Under 'expectation', each query averages the logits of `draws` noise draws (and still counts as one query). */
-  noise?: NoiseMode;
   /** Called after every iteration with the number of images still being attacked. */
   onIteration?: (iteration: number, active: number) => void;
 }
@@ -102,7 +100,8 @@ export async function squareAttack(clf: Classifier, x: Tensor, labels: Tensor, o
     if (!(l >= 0 && l < numClasses)) throw new Error(`square: labels must lie in [0, ${numClasses}), got ${l}`);
   });
   const rng = new Rng(opts.seed);
-  const draws = drawsOf(opts.noise);
+  // Under expectation over noise, each query averages the classifier's draws (and still counts as one query).
+  const { draws } = clf;
 
   /** Margins of the images in `rows` of `images` ([rows.length * d] values), one batched query. */
   const margins = async (images: Float32Array, rows: number[], iteration: number): Promise<Float64Array> => {

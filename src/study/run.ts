@@ -70,14 +70,13 @@ interface Job {
 
 function jobsFor(model: string, clf: Classifier, spec: AttackSpec, cfg: StudyConfig, classifiers: Map<string, Classifier>): Job[] {
   const subset = Math.min(spec.subset ?? cfg.subset, cfg.subset);
-  const noise = noiseMode(cfg);
   const seedOf = (batch: number) => cfg.seed * 1_000_003 + batch;
   // FGS sweeps share one gradient per batch: directions are kept until the sweep's last eps has used them.
   const fgsSweep = (source: Classifier, eps: number[]) => {
     const directions = new Map<number, Tensor>();
     return (e: number) => async (x: Tensor, y: Tensor, batch: number) => {
       let direction = directions.get(batch);
-      if (!direction) directions.set(batch, (direction = keep(await fgsDirection(source, x, y, { noise }))));
+      if (!direction) directions.set(batch, (direction = keep(await fgsDirection(source, x, y))));
       const adversarial = fgsStep(x, direction, e);
       if (e === eps[eps.length - 1]) {
         direction.dispose();
@@ -108,7 +107,6 @@ function jobsFor(model: string, clf: Classifier, spec: AttackSpec, cfg: StudyCon
             randomStart: spec.kind === 'pgd' ? spec.randomStart : false,
             momentum: spec.kind === 'mim' ? spec.momentum : 0,
             seed: seedOf(batch),
-            noise,
           }),
         }),
       }));
@@ -119,7 +117,7 @@ function jobsFor(model: string, clf: Classifier, spec: AttackSpec, cfg: StudyCon
         setting: `p=${p === 'inf' ? '∞' : p}`,
         p,
         subset,
-        craft: async (x) => ({ adversarial: (await deepfool(clf, x, { p: p === 'inf' ? Infinity : p, maxIterations: spec.maxIterations, overshoot: spec.overshoot, noise })).adversarial }),
+        craft: async (x) => ({ adversarial: (await deepfool(clf, x, { p: p === 'inf' ? Infinity : p, maxIterations: spec.maxIterations, overshoot: spec.overshoot })).adversarial }),
       }));
     case 'square':
       return spec.eps.map((eps) => ({
@@ -129,7 +127,7 @@ function jobsFor(model: string, clf: Classifier, spec: AttackSpec, cfg: StudyCon
         eps,
         subset,
         craft: async (x, y, batch) => {
-          const r = await squareAttack(clf, x, y, { norm: spec.norm, eps, queryBudget: spec.queryBudget, seed: seedOf(batch), noise });
+          const r = await squareAttack(clf, x, y, { norm: spec.norm, eps, queryBudget: spec.queryBudget, seed: seedOf(batch) });
           return { adversarial: r.adversarial, queries: r.queries };
         },
       }));
