@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
 import { useGpu, randomRef, arbSeed } from './helpers.js';
-import { type Classifier } from '../src/attacks/classifier.js';
+import { type Classifier, lossGradient } from '../src/attacks/classifier.js';
 import { fgs, iterativeAttack, perturbationNorms } from '../src/attacks/gradient.js';
 import { deepfool } from '../src/attacks/deepfool.js';
 
@@ -193,5 +193,24 @@ describe('iterative attacks', () => {
     }
     for (let i = 1; i < rates.length; i++) expect(rates[i]).toBeGreaterThanOrEqual(rates[i - 1]);
     expect(rates[rates.length - 1]).toBeGreaterThan(rates[0]);
+  });
+});
+
+describe('expectation over noise', () => {
+  it('attack gradients average the classifier\'s noise draws', async () => {
+    const w = [Array.from(randomRef([4], 1, -1, 1).data), Array.from(randomRef([4], 2, -1, 1).data), Array.from(randomRef([4], 3, -1, 1).data)];
+    // A stochastic classifier: draw d perturbs the weights deterministically.
+    const noisy = (draws: number, offset = 0): Classifier => ({
+      name: 'noisy',
+      numClasses: 3,
+      draws,
+      logits: (x, draw) => T.linear(T.reshape(x, [x.shape[0], -1]), T.tensor(w.flat().map((v, i) => v * (1 + 0.5 * Math.sin(draw + offset + i))), [3, 4])),
+    });
+    const x = T.tensor(randomRef([2, 1, 2, 2], 4, 0.2, 0.8).data, [2, 1, 2, 2]);
+    const labels = T.tensor([0, 2], [2], 'i32');
+    const averaged = await lossGradient(noisy(3), x, labels).grad.data();
+    const single = await Promise.all([0, 1, 2].map((d) => lossGradient(noisy(1, d), x, labels).grad.data()));
+    const want = Array.from(averaged, (_, i) => (single[0][i] + single[1][i] + single[2][i]) / 3);
+    Array.from(averaged).forEach((v, i) => expect(v).toBeCloseTo(want[i], 5));
   });
 });
