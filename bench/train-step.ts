@@ -1,0 +1,543 @@
+// Training-step and classification benchmark: GFZ and DFZ in the compact and paper presets, this engine against
+// the same networks written in TensorFlow.js (bench/peer/tfjs-models.ts) on TensorFlow.js's WebGPU backend, in
+// the same process on the same Dawn adapter.
+//
+//   npm run bench:train -- [--steps N] [--warmup N] [--only S]... [--no-paper] [--no-tfjs] [--no-check] [--json PATH]
+//
+// train:    one training step on a batch of 100 (forward, backward, Adam lr 1e-3 on the mean negative ELBO with
+//           one reparameterised sample); each step synchronised by reading the loss back.
+// classify: Bayes-rule logits of a batch of 100 with K = 10 samples per class (10 x 10 x 100 rows through the
+//           networks in one pass; in the paper preset that pass would bind 500 MB feature maps, over the usual
+//           128 MiB maxStorageBufferBindingSize, so both engines chunk it by classes alike), read back; images/s.
+// Times are the median of the timed reps after the warm-up reps (the first run compiles pipelines). Inputs are
+// random images in [0, 1] and random labels (uploaded every rep), weights random: only the speed is compared.
+// Before timing, a check copies our weights into the peer and compares log-weights and input gradients.
+// ratio = tfjs_webgpu_ms / ours_ms (> 1: ours is faster). Nothing here asserts a speed.
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import os from 'node:os';
+import { init, shutdown, tidy, noGrad, tensor, scale, mean, sum, oneHot, gradients, readAll, Adam, parseBackend, type Backend } from '../src/index.js';
+import { createModel, modelConfig, PRESETS, type PresetName } from '../src/models/factorisations.js';
+import { createPeerModel, importOurWeights, loadTfjsWebgpu, type PeerModelName, type TfjsWebgpu } from './peer/tfjs-models.js';
+
+type TfjsModule = TfjsWebgpu['tf'];
+
+// ---------------------------------------------------------------- shared by the model benchmarks
+
+export interface Timing {
+  medianMs: number;
+  minMs: number;
+  /** Timed reps actually run (fewer than asked when the time budget ran out). */
+  reps: number;
+  warmup: number;
+}
+
+/**
+ * Runs `once` `warmup` times untimed, then up to `reps` timed times, stopping early (after at least one timed rep)
+ * once the timed reps have used `budgetMs`. Each call of `once` must return only when its work is done.
+ */
+export async function timeReps(once: () => Promise<void>, warmup: number, reps: number, budgetMs: number): Promise<Timing> {
+  for (let i = 0; i < warmup; i++) await once();
+  const times: number[] = [];
+  let total = 0;
+  while (times.length < reps && (times.length === 0 || total < budgetMs)) {
+    const t0 = performance.now();
+    await once();
+    const dt = performance.now() - t0;
+    times.push(dt);
+    total += dt;
+  }
+  const sorted = [...times].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return { medianMs: sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2, minMs: sorted[0], reps: times.length, warmup };
+}
+
+export function atomicWriteJson(path: string, value: unknown): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
+  renameSync(tmp, path);
+}
+
+export const round = (x: number | null | undefined, digits = 4): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Number(x.toPrecision(digits)));
+
+export function fail(prefix: string, msg: string): never {
+  process.stderr.write(`${prefix}: ${msg}${msg.endsWith('\n') ? '' : '\n'}`);
+  process.exit(2);
+}
+
+/** Random images in [0, 1] (mulberry32) and labels, deterministic per seed. */
+export function randomBatch(n: number, seed: number): { x: Float32Array; y: Int32Array } {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+  const x = Float32Array.from({ length: n * 784 }, next);
+  const y = Int32Array.from({ length: n }, () => Math.floor(next() * 10));
+  return { x, y };
+}
+
+/** Both engines on one Dawn backend: ours first (it picks native or opengl), then TensorFlow.js's WebGPU backend. */
+export async function startEngines(backend: Backend | undefined, withTfjs: boolean) {
+  const rt = await init({ backend });
+  const ourBackend = rt.backend as 'native' | 'opengl';
+  let tfjs: Awaited<ReturnType<typeof loadTfjsWebgpu>> | null = null;
+  let tfjsError: string | null = withTfjs ? null : 'skipped (--no-tfjs)';
+  if (withTfjs) {
+    try {
+      tfjs = await loadTfjsWebgpu(ourBackend);
+    } catch (e) {
+      tfjsError = (e as Error).message;
+    }
+  }
+  return { rt, adapter: rt.description, ourBackend, tfjs, tfjsError };
+}
+
+/**
+ * Runs `fn` inside a WebGPU validation error scope on tfjs's device and throws if anything failed validation:
+ * tfjs does not check, and an invalid dispatch (say a binding over maxStorageBufferBindingSize) is skipped, so
+ * its time would be that of work never done.
+ */
+export async function checkedTfjs<T>(tfx: TfjsModule, fn: () => Promise<T>): Promise<T> {
+  const device = (tfx.backend() as unknown as { device?: GPUDevice }).device;
+  if (!device) return fn();
+  device.pushErrorScope('validation');
+  let out: T;
+  try {
+    out = await fn();
+  } finally {
+    const err = await device.popErrorScope();
+    if (err) throw new Error(`tfjs WebGPU validation error: ${err.message.split('\n')[0]}`);
+  }
+  return out;
+}
+
+export function commandLine(defaultScript: string): string {
+  return ['tsx', relative(process.cwd(), process.argv[1] ?? defaultScript), ...process.argv.slice(2)].join(' ');
+}
+
+export const platform = () => `${os.platform()} ${os.arch()}, ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`;
+
+export const fmtMs = (x: number | null) => (x === null ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(x >= 100 ? 0 : 1)} ms`);
+export const fmtRatio = (x: number | null) => (x === null ? '-' : `${x >= 10 ? x.toFixed(1) : x.toFixed(2)}x`);
+export const fmtRate = (x: number | null) => (x === null ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+export function table(cols: Array<[string, number, 'l' | 'r']>, rows: string[][]): string {
+  const line = (cells: string[]) => cells.map((c, i) => (cols[i][2] === 'l' ? c.padEnd(cols[i][1]) : c.padStart(cols[i][1]))).join('  ');
+  return [line(cols.map(([h]) => h)), line(cols.map(([, w]) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+/**
+ * Checks the peer computes what ours does: our weights (random, seed 3) copied into the peer, then the log-weights
+ * log p(x, y, z) - log q(z|x, y) of 8 images x 3 labels with the same noise, and their summed gradient with
+ * respect to the images, compared.
+ */
+export async function checkEquivalence(tfx: TfjsModule, model: PeerModelName, preset: PresetName) {
+  const cfg = modelConfig(model, preset, { seed: 3 });
+  const ours = createModel(cfg);
+  const peer = createPeerModel({ model, channels: cfg.channels, hidden: cfg.hidden, latent: cfg.latent });
+  try {
+    importOurWeights(peer, ours.params.slots, await ours.params.state());
+    const n = 8;
+    const rows = 3 * n;
+    const { x } = randomBatch(n, 11);
+    const labels = Int32Array.from({ length: rows }, (_, i) => (i * 7) % 10);
+    const noise = Float32Array.from({ length: rows * cfg.latent }, (_, i) => 1.3 * Math.sin(12.9898 * i));
+    const [lwOurs, gOurs] = await readAll(
+      tidy(() => {
+        const xv = tensor(x, [n, 1, 28, 28]).requireGrad();
+        const lw = ours.logWeights(xv, oneHot(tensor(labels, [rows], 'i32'), 10), { seed: 1, noise: tensor(noise, [rows, cfg.latent]) });
+        return [lw, gradients(sum(lw)).get(xv)!];
+      }),
+    );
+    const [lwPeer, gPeer] = tfx.tidy(() => {
+      const y = tfx.cast(tfx.oneHot(tfx.tensor1d(labels, 'int32'), 10), 'float32') as Parameters<typeof peer.logWeights>[1];
+      const f = (xv: InstanceType<typeof tfx.Tensor>) => peer.logWeights(xv as Parameters<typeof peer.logWeights>[0], y, 1, tfx.tensor2d(noise, [rows, cfg.latent]));
+      const xv = tfx.tensor4d(x, [n, 28, 28, 1]);
+      return [f(xv), tfx.grad((v) => tfx.sum(f(v)))(xv)];
+    });
+    const [a, b] = [(await lwPeer.data()) as Float32Array, (await gPeer.data()) as Float32Array];
+    tfx.dispose([lwPeer, gPeer]);
+    let rel = 0;
+    let gradDiff = 0;
+    let gradMax = 0;
+    lwOurs.forEach((v, i) => (rel = Math.max(rel, Math.abs(v - a[i]) / (1 + Math.abs(v)))));
+    gOurs.forEach((v, i) => {
+      gradDiff = Math.max(gradDiff, Math.abs(v - b[i]));
+      gradMax = Math.max(gradMax, Math.abs(v));
+    });
+    return { model, preset, max_rel_diff_log_weights: round(rel, 3), max_abs_diff_input_grad: round(gradDiff, 3), max_abs_input_grad: round(gradMax, 3) };
+  } finally {
+    ours.params.dispose();
+    peer.dispose();
+  }
+}
+
+// ---------------------------------------------------------------- this benchmark
+
+const MODELS: PeerModelName[] = ['gfz', 'dfz'];
+type Task = 'train' | 'classify';
+interface Case {
+  model: PeerModelName;
+  preset: PresetName;
+  task: Task;
+}
+const caseName = (c: Case) => `${c.model} ${c.preset} ${c.task}`;
+
+const HELP = `Usage: npm run bench:train -- [options]
+
+Options:
+  --steps N       timed reps per engine and case (default: train 10 compact / 5 paper; classify 5 / 3)
+  --warmup N      untimed reps first (default: train 3, classify 1)
+  --budget S      stop timing an engine on a case after S seconds of timed reps, keeping at least one (default 120)
+  --batch N       images per batch (default 100)
+  --samples K     importance samples per class for classify (default 10)
+  --only S        run only cases whose '<model> <preset> <task>' contains S (case-insensitive); repeatable
+  --no-paper      skip the paper preset (C=64, H=500, Z=64; slow on a software adapter)
+  --no-tfjs       skip TensorFlow.js (ours only)
+  --no-check      skip the check that the peer, given our weights, computes our log-weights and gradients
+  --backend B     our WebGPU backend: auto|native|opengl (default env GENCLS_BACKEND, else auto)
+  --json PATH     where to write results (default bench/results/train-step-<date>.json; written atomically)
+  --list          print the cases and exit
+  -h, --help      show this help
+`;
+
+function options() {
+  const P = 'bench:train';
+  let v;
+  try {
+    v = parseArgs({
+      args: process.argv.slice(2),
+      strict: true,
+      allowPositionals: false,
+      options: {
+        steps: { type: 'string' },
+        warmup: { type: 'string' },
+        budget: { type: 'string' },
+        batch: { type: 'string' },
+        samples: { type: 'string' },
+        only: { type: 'string', multiple: true },
+        'no-paper': { type: 'boolean' },
+        'no-tfjs': { type: 'boolean' },
+        'no-check': { type: 'boolean' },
+        backend: { type: 'string' },
+        json: { type: 'string' },
+        list: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (e) {
+    fail(P, `${(e as Error).message}\n\n${HELP}`);
+  }
+  if (v.help) {
+    process.stdout.write(HELP);
+    process.exit(0);
+  }
+  const int = (name: string, s: string | undefined, min: number): number | undefined => {
+    if (s === undefined) return undefined;
+    const x = Number(s);
+    if (!Number.isInteger(x) || x < min) fail(P, `--${name} expects an integer >= ${min}, got '${s}'`);
+    return x;
+  };
+  const budget = v.budget === undefined ? 120 : Number(v.budget);
+  if (!Number.isFinite(budget) || budget < 0) fail(P, `--budget expects a number >= 0, got '${v.budget}'`);
+  let backend: Backend | undefined;
+  try {
+    backend = parseBackend(v.backend ?? process.env.GENCLS_BACKEND);
+  } catch (e) {
+    fail(P, (e as Error).message);
+  }
+  return {
+    steps: int('steps', v.steps, 1),
+    warmup: int('warmup', v.warmup, 0),
+    budgetMs: budget * 1000,
+    batch: int('batch', v.batch, 1) ?? 100,
+    samples: int('samples', v.samples, 1) ?? 10,
+    only: v.only?.map((s) => s.trim().toLowerCase()).filter(Boolean),
+    paper: !v['no-paper'],
+    tfjs: !v['no-tfjs'],
+    check: !v['no-check'],
+    backend,
+    json: v.json,
+    list: Boolean(v.list),
+  };
+}
+
+interface Result {
+  model: string;
+  preset: string;
+  task: Task;
+  batch: number;
+  samples: number | null;
+  /** classify: rows (class x sample x image) per pass through the networks, the same on both engines. */
+  rows_per_pass: number | null;
+  ours_ms: number | null;
+  tfjs_webgpu_ms: number | null;
+  /** tfjs_webgpu_ms / ours_ms (> 1: ours is faster). */
+  ratio: number | null;
+  ours_images_per_s: number | null;
+  tfjs_webgpu_images_per_s: number | null;
+  ours_min_ms: number | null;
+  tfjs_webgpu_min_ms: number | null;
+  reps: { ours?: number; tfjs_webgpu?: number };
+  warmup: number;
+  /** Sanity: the peer has exactly our parameter count; losses are the first step's -ELBO (random weights). */
+  params: { ours: number | null; tfjs: number | null };
+  first_loss: { ours?: number; tfjs_webgpu?: number };
+  notes?: { ours?: string; tfjs_webgpu?: string };
+}
+
+/** One engine on one case: returns the timing and the first loss (train) or nothing. */
+type EngineRun = (c: Case, timing: (once: () => Promise<void>) => Promise<Timing>) => Promise<{ t: Timing; params: number; firstLoss?: number }>;
+
+async function main(): Promise<void> {
+  const opt = options();
+  const all: Case[] = [];
+  for (const preset of ['compact', 'paper'] as PresetName[]) for (const model of MODELS) for (const task of ['train', 'classify'] as Task[]) all.push({ model, preset, task });
+  if (opt.list) {
+    for (const c of all) process.stdout.write(caseName(c) + '\n');
+    return;
+  }
+  const cases = all.filter((c) => (opt.paper || c.preset !== 'paper') && (!opt.only || opt.only.some((s) => caseName(c).includes(s))));
+  if (cases.length === 0) fail('bench:train', 'no case left to run (see --list)');
+
+  const { rt, adapter, ourBackend, tfjs, tfjsError } = await startEngines(opt.backend, opt.tfjs);
+  const maxBinding = rt.limits.maxStorageBufferBindingSize;
+  const tf = tfjs?.tf;
+  const date = new Date();
+  const stamp = date.toISOString().replace(/\.\d+Z$/, '').replace(/:/g, '-');
+  const jsonPath = resolve(opt.json ?? fileURLToPath(new URL(`./results/train-step-${stamp}.json`, import.meta.url)));
+  const results: Result[] = [];
+  const equivalence: Awaited<ReturnType<typeof checkEquivalence>>[] = [];
+  const report = () => ({
+    adapter,
+    backend: ourBackend,
+    tfjs_webgpu_adapter: tfjs?.adapter ?? null,
+    tfjs_version: tf?.version_core ?? null,
+    date: date.toISOString(),
+    command: commandLine('bench/train-step.ts'),
+    node: process.version,
+    platform: platform(),
+    settings: { steps: opt.steps ?? 'default', warmup: opt.warmup ?? 'default', budget_s: opt.budgetMs / 1000, batch: opt.batch, samples: opt.samples, paper: opt.paper, tfjs: opt.tfjs, only: opt.only ?? null },
+    conventions: {
+      train: 'median ms of one training step (forward + backward + Adam lr 1e-3, mean -ELBO, one z sample), synchronised by reading the loss back',
+      classify: `median ms of Bayes-rule logits for the batch with K samples per class, read back; images_per_s = batch / median. All classes go through the networks in one pass unless the largest activation (rows x C x 14 x 14 floats) would exceed the adapter's maxStorageBufferBindingSize; then classes are chunked (rows_per_pass), identically on both engines`,
+      ratio: 'tfjs_webgpu_ms / ours_ms (> 1 means ours is faster)',
+      inputs: 'random images in [0, 1] and labels, uploaded every rep; random weights (not shared between engines)',
+      equivalence: 'before timing, our weights copied into the peer: log-weights and their input gradient compared (8 images x 3 labels, same noise)',
+      peer: 'bench/peer/tfjs-models.ts: same layer sizes and activations, NHWC, tf.fused conv/matMul, tf.train.adam via optimizer.minimize',
+    },
+    equivalence,
+    results,
+  });
+
+  const host = [randomBatch(opt.batch, 1), randomBatch(opt.batch, 2)];
+  // The largest activation per row is the decoder's C x 14 x 14 feature map; keep a pass's under the binding limit.
+  const maxRowsFor = (c: Case) => Math.min(10_000, Math.floor(maxBinding / (4 * 196 * PRESETS[c.preset].channels)));
+  const rowsPerPass = (c: Case) => {
+    const perClass = opt.samples * opt.batch;
+    return Math.max(1, Math.min(10, Math.floor(maxRowsFor(c) / perClass))) * perClass;
+  };
+
+  const ours: EngineRun = async (c, timing) => {
+    const model = createModel(modelConfig(c.model, c.preset, { seed: 1 }));
+    try {
+      if (c.task === 'train') {
+        const adam = new Adam(model.params, { lr: 1e-3 });
+        let i = 0;
+        let firstLoss: number | undefined;
+        const t = await timing(async () => {
+          const b = host[i % host.length];
+          const seed = i++;
+          const loss = tidy(() => {
+            const x = tensor(b.x, [opt.batch, 1, 28, 28]);
+            const y = tensor(b.y, [opt.batch], 'i32');
+            const negElbo = scale(mean(model.elbo(x, y, { seed, training: true })), -1);
+            adam.step(gradients(negElbo));
+            return negElbo;
+          });
+          const v = await loss.item();
+          loss.dispose();
+          if (!Number.isFinite(v)) throw new Error(`loss is ${v} at step ${seed}`);
+          firstLoss ??= v;
+        });
+        adam.dispose();
+        return { t, params: model.params.numel, firstLoss };
+      }
+      const x = tensor(host[0].x, [opt.batch, 1, 28, 28]);
+      let i = 0;
+      const t = await timing(async () => {
+        const seed = i++;
+        const logits = noGrad(() => tidy(() => model.logits(x, { samples: opt.samples, seed, maxRows: maxRowsFor(c) })));
+        const v = await logits.data();
+        logits.dispose();
+        if (!Number.isFinite(v[0])) throw new Error(`logits[0] is ${v[0]}`);
+      });
+      x.dispose();
+      return { t, params: model.params.numel };
+    } finally {
+      model.params.dispose();
+    }
+  };
+
+  const peer: EngineRun = async (c, timing) => {
+    const model = createPeerModel({ model: c.model, ...PRESETS[c.preset], seed: 1 });
+    const before = tf!.memory().numTensors;
+    try {
+      if (c.task === 'train') {
+        const optimizer = tf!.train.adam(1e-3);
+        let i = 0;
+        let firstLoss: number | undefined;
+        const t = await timing(async () => {
+          const b = host[i % host.length];
+          const seed = i++;
+          const loss = tf!.tidy(() => model.trainStep(optimizer, tf!.tensor4d(b.x, [opt.batch, 28, 28, 1]), tf!.tensor1d(b.y, 'int32'), seed));
+          const v = (await loss.data())[0];
+          loss.dispose();
+          if (!Number.isFinite(v)) throw new Error(`loss is ${v} at step ${seed}`);
+          firstLoss ??= v;
+        });
+        optimizer.dispose();
+        return { t, params: model.numel, firstLoss };
+      }
+      const x = tf!.tensor4d(host[0].x, [opt.batch, 28, 28, 1]);
+      let i = 0;
+      const t = await timing(async () => {
+        const seed = i++;
+        const logits = tf!.tidy(() => model.logits(x, { samples: opt.samples, seed, maxRows: maxRowsFor(c) }));
+        const v = await logits.data();
+        logits.dispose();
+        if (!Number.isFinite(v[0])) throw new Error(`logits[0] is ${v[0]}`);
+      });
+      x.dispose();
+      return { t, params: model.numel };
+    } finally {
+      model.dispose();
+      const leaked = tf!.memory().numTensors - before;
+      if (leaked > 0) process.stderr.write(`bench:train: tfjs ${caseName(c)} left ${leaked} tensors\n`);
+    }
+  };
+
+  process.stdout.write(`adapter:      ${adapter}\n`);
+  process.stdout.write(`tfjs-webgpu:  ${tfjsError ?? tfjs!.adapter} ${tf ? `(tfjs ${tf.version_core})` : ''}\n`);
+  process.stdout.write(`platform:     ${platform()}\n`);
+  process.stdout.write(`batch ${opt.batch}, K=${opt.samples} for classify; median of timed reps after warm-up; ratio = tfjs ms / ours ms (> 1: ours faster)\n\n`);
+  const cols: Array<[string, number, 'l' | 'r']> = [
+    ['model', 5, 'l'],
+    ['preset', 7, 'l'],
+    ['task', 8, 'l'],
+    ['ours', 9, 'r'],
+    ['tfjs-webgpu', 11, 'r'],
+    ['ratio', 7, 'r'],
+    ['ours img/s', 10, 'r'],
+    ['tfjs img/s', 10, 'r'],
+    ['reps', 5, 'r'],
+  ];
+  const rows: string[][] = [];
+  const t0 = performance.now();
+  if (tf && opt.check) {
+    for (const preset of [...new Set(cases.map((c) => c.preset))])
+      for (const model of [...new Set(cases.map((c) => c.model))]) {
+        try {
+          const e = await checkedTfjs(tf, () => checkEquivalence(tf, model, preset));
+          equivalence.push(e);
+          process.stdout.write(
+            `check ${model} ${preset}: peer with our weights: log-weights max rel diff ${e.max_rel_diff_log_weights}, input grad max abs diff ${e.max_abs_diff_input_grad} (max |grad| ${e.max_abs_input_grad})\n`,
+          );
+        } catch (e) {
+          process.stdout.write(`check ${model} ${preset}: error: ${(e as Error).message}\n`);
+        }
+      }
+    process.stdout.write('\n');
+  }
+  for (const c of cases) {
+    const paper = c.preset === 'paper';
+    const reps = opt.steps ?? (c.task === 'train' ? (paper ? 5 : 10) : paper ? 3 : 5);
+    const warmup = opt.warmup ?? (c.task === 'train' ? 3 : 1);
+    const timing = (once: () => Promise<void>) => timeReps(once, warmup, reps, opt.budgetMs);
+    process.stderr.write(`${caseName(c)}: ${warmup} warm-up + ${reps} timed reps per engine...\n`);
+    const ms: { ours: number | null; tfjs_webgpu: number | null } = { ours: null, tfjs_webgpu: null };
+    const rec: Result = {
+      model: c.model,
+      preset: c.preset,
+      task: c.task,
+      batch: opt.batch,
+      samples: c.task === 'classify' ? opt.samples : null,
+      rows_per_pass: c.task === 'classify' ? rowsPerPass(c) : null,
+      ours_ms: null,
+      tfjs_webgpu_ms: null,
+      ratio: null,
+      ours_images_per_s: null,
+      tfjs_webgpu_images_per_s: null,
+      ours_min_ms: null,
+      tfjs_webgpu_min_ms: null,
+      reps: {},
+      warmup,
+      params: { ours: null, tfjs: null },
+      first_loss: {},
+    };
+    const notes: Result['notes'] = {};
+    for (const engine of ['ours', 'tfjs_webgpu'] as const) {
+      if (engine === 'tfjs_webgpu' && !tf) {
+        notes.tfjs_webgpu = tfjsError!;
+        continue;
+      }
+      try {
+        const { t, params, firstLoss } = engine === 'ours' ? await ours(c, timing) : await checkedTfjs(tf!, () => peer(c, timing));
+        rec.params[engine === 'ours' ? 'ours' : 'tfjs'] = params;
+        ms[engine] = t.medianMs;
+        rec[`${engine}_min_ms`] = round(t.minMs);
+        rec.reps[engine] = t.reps;
+        if (firstLoss !== undefined) rec.first_loss[engine] = round(firstLoss, 6)!;
+      } catch (e) {
+        notes[engine] = `error: ${(e as Error).message.split('\n')[0]}`;
+        process.stderr.write(`bench:train: ${engine} ${caseName(c)}: ${(e as Error).stack ?? e}\n`);
+      }
+    }
+    rec.ours_ms = round(ms.ours);
+    rec.tfjs_webgpu_ms = round(ms.tfjs_webgpu);
+    rec.ratio = ms.ours && ms.tfjs_webgpu ? round(ms.tfjs_webgpu / ms.ours, 3) : null;
+    rec.ours_images_per_s = ms.ours ? round((opt.batch * 1000) / ms.ours) : null;
+    rec.tfjs_webgpu_images_per_s = ms.tfjs_webgpu ? round((opt.batch * 1000) / ms.tfjs_webgpu) : null;
+    if (Object.keys(notes).length) rec.notes = notes;
+    results.push(rec);
+    rows.push([
+      c.model,
+      c.preset,
+      c.task === 'classify' ? `K=${opt.samples}` : 'train',
+      fmtMs(ms.ours),
+      fmtMs(ms.tfjs_webgpu),
+      fmtRatio(rec.ratio),
+      fmtRate(rec.ours_images_per_s),
+      fmtRate(rec.tfjs_webgpu_images_per_s),
+      `${rec.reps.ours ?? 0}/${rec.reps.tfjs_webgpu ?? 0}`,
+    ]);
+    atomicWriteJson(jsonPath, report()); // after every case, so an interrupted run keeps what it measured
+  }
+  process.stdout.write(table(cols, rows) + '\n');
+  for (const r of results)
+    if (r.rows_per_pass !== null && r.rows_per_pass < 10 * r.samples! * r.batch)
+      process.stdout.write(`${r.model} ${r.preset} K=${r.samples}: ${r.rows_per_pass} rows per pass (${Math.ceil((10 * r.samples! * r.batch) / r.rows_per_pass)} passes) on both engines, to keep the decoder's feature maps under maxStorageBufferBindingSize (${maxBinding} bytes)\n`);
+  const problems = results.flatMap((r) => Object.entries(r.notes ?? {}).map(([e, n]) => `  ${e} ${r.model} ${r.preset} ${r.task}: ${n}`));
+  if (problems.length) process.stdout.write(`\nnot measured:\n${problems.join('\n')}\n`);
+  const mismatched = results.filter((r) => r.params.tfjs !== null && r.params.ours !== null && r.params.tfjs !== r.params.ours);
+  for (const r of mismatched) process.stdout.write(`warning: ${r.model} ${r.preset}: tfjs peer has ${r.params.tfjs} parameters, ours ${r.params.ours}\n`);
+  process.stdout.write(`\n${results.length} cases in ${((performance.now() - t0) / 1000).toFixed(0)} s; results: ${relative(process.cwd(), jsonPath)}\n`);
+  shutdown();
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().then(
+    () => process.exit(0),
+    (e) => {
+      process.stderr.write(`bench:train: ${(e as Error).stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}
