@@ -41,11 +41,11 @@ export async function checkImages(op: string, x: Tensor): Promise<void> {
   if (!(lo[0] >= 0 && hi[0] <= 1)) throw new Error(`${op}: image values must lie in [0, 1], got range [${lo[0]}, ${hi[0]}]`);
 }
 
-export function checkLabels(op: string, x: Tensor, labels: Tensor, numClasses: number): void {
+/** Checks the labels are i32 [N] for the N images (their values are checked where they are read). */
+export function checkLabels(op: string, x: Tensor, labels: Tensor): void {
   if (labels.dtype !== 'i32' || labels.rank !== 1 || labels.shape[0] !== x.shape[0]) {
     throw new Error(`${op}: labels must be i32 [${x.shape[0]}], got ${labels.dtype} ${fmt(labels.shape)}`);
   }
-  void numClasses;
 }
 
 /**

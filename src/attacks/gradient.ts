@@ -20,7 +20,7 @@ export interface FgsOptions {
  */
 export async function fgsDirection(clf: Classifier, x: Tensor, labels: Tensor, opts: Omit<FgsOptions, 'eps'> = {}): Promise<Tensor> {
   await checkImages('fgs', x);
-  checkLabels('fgs', x, opts.target ?? labels, clf.numClasses);
+  checkLabels('fgs', x, opts.target ?? labels);
   return tidy(() => {
     const { grad } = lossGradient(clf, x, opts.target ?? labels);
     return opts.target ? scale(sign(grad), -1) : sign(grad);
@@ -83,7 +83,7 @@ export async function iterativeAttack(clf: Classifier, x: Tensor, labels: Tensor
   checkEps(op, opts.eps);
   checkEps(op, opts.stepSize, 'stepSize');
   await checkImages(op, x);
-  checkLabels(op, x, labels, clf.numClasses);
+  checkLabels(op, x, labels);
   if (!Number.isInteger(opts.iterations) || opts.iterations < 1) throw new Error(`${op}: iterations must be a positive integer, got ${opts.iterations}`);
   if (opts.norm !== 'linf' && opts.norm !== 'l2') throw new Error(`${op}: norm must be 'linf' or 'l2', got '${opts.norm}'`);
   const rng = new Rng(opts.seed);

@@ -89,7 +89,7 @@ export async function squareAttack(clf: Classifier, x: Tensor, labels: Tensor, o
   if (!(pInit > 0 && pInit <= 1)) throw new Error(`square: pInit must lie in (0, 1], got ${pInit}`);
   assertSeed('square', opts.seed);
   await checkImages('square', x);
-  checkLabels('square', x, labels, clf.numClasses);
+  checkLabels('square', x, labels);
 
   const [n, , h, w] = x.shape;
   const d = h * w; // one channel: checkImages enforces it

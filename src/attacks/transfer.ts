@@ -25,7 +25,7 @@ export async function transferAttack(substitute: Classifier, target: Classifier,
   if (substitute.numClasses !== target.numClasses) {
     throw new Error(`transfer: substitute '${substitute.name}' has ${substitute.numClasses} classes but target '${target.name}' has ${target.numClasses}`);
   }
-  checkLabels('transfer', x, labels, target.numClasses);
+  checkLabels('transfer', x, labels);
   const adversarial = await craft(substitute, x, labels);
   if (adversarial.shape.length !== x.shape.length || adversarial.shape.some((dim, k) => dim !== x.shape[k])) {
     adversarial.dispose();
