@@ -37,7 +37,9 @@ export function bayesClassifier(model: LatentVariableClassifier, opts: { samples
 /** Checks the batch is [N, 1, H, W] with every value in [0, 1] (one small GPU reduction and read). */
 export async function checkImages(op: string, x: Tensor): Promise<void> {
   if (x.dtype !== 'f32' || x.rank !== 4 || x.shape[1] !== 1) throw new Error(`${op}: images must be f32 [N, 1, H, W], got ${x.dtype} ${fmt(x.shape)}`);
-  const [lo, hi] = await readAll(tidy(() => [scale(max(scale(x, -1)), -1), max(x)]));
+  const range = tidy(() => [scale(max(scale(x, -1)), -1), max(x)]);
+  const [lo, hi] = await readAll(range);
+  range.forEach((t) => t.dispose());
   if (!(lo[0] >= 0 && hi[0] <= 1)) throw new Error(`${op}: image values must lie in [0, 1], got range [${lo[0]}, ${hi[0]}]`);
 }
 
