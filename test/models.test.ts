@@ -66,6 +66,21 @@ describe('the seven factorisations', () => {
     model.params.dispose();
   });
 
+  it('fixed noise follows the image: logits of a subset equal those rows of the whole batch', async () => {
+    const model = createModel(tiny('gfz'));
+    const { x } = batchTensors(syntheticSplit(5, 6), [0, 1, 2, 3, 4]);
+    const rows = [4, 1, 3];
+    const sub = T.gather(T.reshape(x, [5, -1]), T.tensor(rows, [3], 'i32'));
+    const [whole, part] = await T.readAll([
+      model.logits(x, { seed: 9, samples: 3 }),
+      model.logits(T.reshape(sub, [3, 1, 28, 28]), { seed: 9, samples: 3, rows: { indices: rows, of: 5 } }),
+    ]);
+    rows.forEach((r, j) => {
+      for (let c = 0; c < NUM_CLASSES; c++) expect(part[j * NUM_CLASSES + c]).toBeCloseTo(whole[r * NUM_CLASSES + c], 4);
+    });
+    model.params.dispose();
+  });
+
   it('parameter layouts follow PyTorch (Conv2d [out,in,kh,kw], ConvTranspose2d [in,out,kh,kw], Linear [out,in])', () => {
     const model = createModel(tiny('gfz'));
     const shapes = Object.fromEntries(model.params.slots.map((s) => [s.name, s.shape]));

@@ -3,7 +3,7 @@
 // (fixed) or fresh draws averaged over several samples (expectation over noise, EOT).
 import { Tensor, Rng, crossEntropy, scale, add, gradients, noGrad, tidy, max, readAll } from '../index.js';
 import { fmt } from '../autograd/tensor.js';
-import type { LatentVariableClassifier } from '../models/factorisations.js';
+import type { LatentVariableClassifier, BatchRows } from '../models/factorisations.js';
 
 export type NoiseMode = { kind: 'fixed'; seed: number } | { kind: 'expectation'; seed: number; draws: number };
 
@@ -14,9 +14,10 @@ export interface Classifier {
   readonly draws: number;
   /**
    * Logits [N, C] of images [N, 1, 28, 28]; `draw` picks the noise draw (ignored by deterministic classifiers).
-   * When the batch is `replicas` copies of the same images, every copy sees the same noise.
+   * When the batch is `replicas` copies of the same images, every copy sees the same noise; when the images are
+   * `rows` of a larger batch, each sees the noise it has in that batch.
    */
-  logits(x: Tensor, draw: number, replicas?: number): Tensor;
+  logits(x: Tensor, draw: number, replicas?: number, rows?: BatchRows): Tensor;
 }
 
 /** Wraps a trained latent-variable model: Bayes-rule logits with K importance samples per class. */
@@ -27,9 +28,9 @@ export function bayesClassifier(model: LatentVariableClassifier, opts: { samples
     name: model.config.model,
     numClasses: 10,
     draws: noise.kind === 'expectation' ? noise.draws : 1,
-    logits: (x, draw, replicas = 1) => {
+    logits: (x, draw, replicas = 1, rows) => {
       const seed = noise.kind === 'fixed' ? noise.seed : new Rng(noise.seed + draw).nextSeed();
-      return model.logits(x, { samples, seed, replicas });
+      return model.logits(x, { samples, seed, replicas, rows });
     },
   };
 }

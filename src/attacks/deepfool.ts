@@ -75,7 +75,7 @@ export async function deepfool(clf: Classifier, x0: Tensor, opts: DeepFoolOption
       // c copies of the active images, rows (copy, image); copy k's output gradient selects logit k.
       const xr = noGrad(() => reshape(broadcastTo(reshape(x, [1, m, d]), [c, m, d]), [c * m, ...imageShape])).requireGrad();
       // A fresh noise draw per iteration under expectation over noise (fixed noise ignores the draw index).
-      const logits = clf.logits(xr, it, c);
+      const logits = clf.logits(xr, it, c, { indices: active, of: n });
       const seedGrad = reshape(broadcastTo(reshape(oneHot(tensor(Array.from({ length: c }, (_, k) => k), [c], 'i32'), c), [c, 1, c]), [c, m, c]), [c * m, c]);
       const g = reshape(gradients(logits, seedGrad).get(xr)!, [c * m, d]);
       const f = slice(logits, [0, 0], [m, c]);

@@ -109,8 +109,10 @@ export async function squareAttack(clf: Classifier, x: Tensor, labels: Tensor, o
     const logits = noGrad(() =>
       tidy(() => {
         const xt = tensor(images, [m, 1, h, w]);
-        let total = clf.logits(xt, iteration * draws);
-        for (let k = 1; k < draws; k++) total = add(total, clf.logits(xt, iteration * draws + k));
+        // Each image keeps the noise it has in the whole batch, however few images are still being queried.
+        const batchRows = { indices: rows, of: n };
+        let total = clf.logits(xt, iteration * draws, 1, batchRows);
+        for (let k = 1; k < draws; k++) total = add(total, clf.logits(xt, iteration * draws + k, 1, batchRows));
         return draws > 1 ? scale(total, 1 / draws) : total;
       }),
     );

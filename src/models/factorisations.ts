@@ -4,7 +4,7 @@
 // and classification applies Bayes' rule to importance-sampled estimates of log p(x, y).
 import {
   Tensor, ParameterSet, Rng, add, concat, slice, reshape, broadcastTo, exp, mul, oneHot, tensor, randomNormal, dropout,
-  logsumexp, addScalar, transpose, sub,
+  logsumexp, addScalar, transpose, sub, gather,
 } from '../index.js';
 import { SpecList, Mlp, ConvFeatures, ImageDecoder } from './layers.js';
 import { logGaussian, logStandardNormal, logCategorical, logImageLikelihood, type ImageLikelihood } from './distributions.js';
@@ -46,6 +46,25 @@ export function modelConfig(model: string, preset: string, overrides: Partial<Mo
     if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new Error(`${k} must be a positive integer, got ${cfg[k]}`);
   }
   return cfg;
+}
+
+/** The images of a batch are rows `indices` of a larger batch of `of` images (an attack's still-active subset). */
+export interface BatchRows {
+  indices: number[];
+  of: number;
+}
+
+/**
+ * The noise [draws, 1, m, z] the selected rows would get in the full batch of `rows.of` images, so an image keeps
+ * its z draws however the batch around it shrinks (fixed-noise attacks query subsets).
+ */
+function noiseForRows(rows: BatchRows, m: number, draws: number, z: number, seed: number): Tensor {
+  if (rows.indices.length !== m || rows.indices.some((i) => !Number.isInteger(i) || i < 0 || i >= rows.of)) {
+    throw new Error(`logits: rows must be ${m} distinct indices into a batch of ${rows.of}`);
+  }
+  const full = transpose(randomNormal([draws, rows.of, z], seed), [1, 0, 2]);
+  const picked = gather(full, tensor(rows.indices, [m], 'i32'));
+  return reshape(transpose(picked, [1, 0, 2]), [draws, 1, m, z]);
 }
 
 /** Repeats each row block R times: [N, ...] -> [R*N, ...] with row r*N + n = input row n. */
@@ -140,7 +159,7 @@ export abstract class LatentVariableClassifier {
    * Bayes' rule logits: log p(x, y=c) ~ logsumexp_k [log p(x, c, z_k) - log q(z_k|x, c)] - log K, with K samples
    * per class; all classes and samples of a chunk go through the networks as one batch. [N, 10].
    */
-  logits(x: Tensor, opts: EvalOptions & { samples?: number; maxRows?: number; replicas?: number }): Tensor {
+  logits(x: Tensor, opts: EvalOptions & { samples?: number; maxRows?: number; replicas?: number; rows?: BatchRows }): Tensor {
     const k = opts.samples ?? 10;
     if (!Number.isInteger(k) || k < 1) throw new Error(`samples (K) must be a positive integer, got ${k}`);
     const n = x.shape[0];
@@ -153,7 +172,7 @@ export abstract class LatentVariableClassifier {
     // `replicas` copies of the same images (DeepFool's per-class gradients) shares the draws across copies.
     const perCopy = n / replicas;
     const z = this.config.latent;
-    const drawn = randomNormal([NUM_CLASSES * k, 1, perCopy, z], opts.seed);
+    const drawn = opts.rows ? noiseForRows(opts.rows, perCopy, NUM_CLASSES * k, z, opts.seed) : randomNormal([NUM_CLASSES * k, 1, perCopy, z], opts.seed);
     const noise = reshape(replicas === 1 ? drawn : broadcastTo(drawn, [NUM_CLASSES * k, replicas, perCopy, z]), [NUM_CLASSES * k * n, z]);
     for (let c0 = 0; c0 < NUM_CLASSES; c0 += classesPerChunk) {
       const classes = Math.min(classesPerChunk, NUM_CLASSES - c0);

@@ -3,7 +3,7 @@
 import * as vega from 'vega';
 import * as vl from 'vega-lite';
 import { PNG } from 'pngjs';
-import type { StudyResult } from './run.js';
+import type { JobResult, StudyResult } from './run.js';
 
 async function renderSvg(spec: vl.TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
@@ -20,8 +20,13 @@ export async function accuracyVsEps(study: StudyResult): Promise<string> {
     ...study.jobs
       .filter((j) => EPS_ATTACKS.has(j.attack) && j.eps !== undefined)
       .map((j) => ({ model: j.model.toUpperCase(), attack: j.attack.toUpperCase(), eps: j.eps, accuracy: j.metrics.adversarialAccuracy })),
-    // eps = 0 is the clean accuracy, for every attack panel.
-    ...study.models.flatMap((m) => [...new Set(study.jobs.filter((j) => EPS_ATTACKS.has(j.attack)).map((j) => j.attack))].map((a) => ({ model: m.model.toUpperCase(), attack: a.toUpperCase(), eps: 0, accuracy: m.cleanAccuracy }))),
+    // eps = 0: clean accuracy on the same images the attack used (attacks may use smaller subsets).
+    ...[...new Map(study.jobs.filter((j) => EPS_ATTACKS.has(j.attack)).map((j) => [`${j.model}/${j.attack}`, j])).values()].map((j) => ({
+      model: j.model.toUpperCase(),
+      attack: j.attack.toUpperCase(),
+      eps: 0,
+      accuracy: j.metrics.cleanAccuracy,
+    })),
   ];
   return renderSvg({
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
@@ -68,15 +73,13 @@ export async function rhoDistributions(study: StudyResult): Promise<string> {
   });
 }
 
-/** ROC curves of the three detectors on clean test data against successful adversarial examples. */
-export async function rocCurves(study: StudyResult, model: string): Promise<string> {
-  const values = study.jobs
-    .filter((j) => j.model === model)
-    .flatMap((j) =>
-      Object.entries(j.detection.detectors).flatMap(([detector, { roc }]) =>
-        roc ? roc.fpr.map((fpr, k) => ({ detector, job: `${j.attack.toUpperCase()} ${j.setting} (AUC ${roc.auc.toFixed(2)})`, fpr, tpr: roc.tpr[k], order: k })) : [],
-      ),
-    );
+/** ROC curves of the three detectors on clean test data against successful adversarial examples (AUCs in the tables). */
+export async function rocCurves(jobs: JobResult[], model: string): Promise<string> {
+  const values = jobs.flatMap((j) =>
+    Object.entries(j.detection.detectors).flatMap(([detector, { roc }]) =>
+      roc ? roc.fpr.map((fpr, k) => ({ detector, job: `${j.attack.toUpperCase()} ${j.setting}`, fpr, tpr: roc.tpr[k], order: k })) : [],
+    ),
+  );
   return renderSvg({
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     data: { values },

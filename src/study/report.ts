@@ -32,8 +32,8 @@ function detectionTable(jobs: JobResult[]): string {
   return [head, sep, ...rows].join('\n');
 }
 
-/** One representative job per attack kind for the image grid (the middle setting). */
-function gridJobs(jobs: JobResult[]): JobResult[] {
+/** One representative job per attack kind for the ROC plots and image grids (the middle setting). */
+function representativeJobs(jobs: JobResult[]): JobResult[] {
   const byKind = new Map<string, JobResult[]>();
   for (const j of jobs) byKind.set(j.attack, [...(byKind.get(j.attack) ?? []), j]);
   return [...byKind.values()].map((list) => list[Math.floor((list.length - 1) / 2)]);
@@ -48,8 +48,8 @@ export async function writeReport(study: StudyResult, out: string, command: stri
   write('accuracy-vs-eps.svg', await accuracyVsEps(study));
   write('rho-deepfool.svg', await rhoDistributions(study));
   for (const m of study.models) {
-    write(`roc-${m.model}.svg`, await rocCurves(study, m.model));
-    const shown = gridJobs(study.jobs.filter((j) => j.model === m.model));
+    const shown = representativeJobs(study.jobs.filter((j) => j.model === m.model));
+    write(`roc-${m.model}.svg`, await rocCurves(shown, m.model));
     write(`grid-${m.model}.png`, imageGrid(shown.map((j) => j.grid)));
   }
 
@@ -57,7 +57,8 @@ export async function writeReport(study: StudyResult, out: string, command: stri
   const md = [
     '# Are generative classifiers more robust to adversarial attacks? — Fashion-MNIST',
     '',
-    `Made by \`${command}\` in ${(study.seconds / 60).toFixed(1)} min on ${study.adapter}.`,
+    `Made by \`${command}\` on ${study.adapter}; the attack jobs took ${(study.jobs.reduce((a, j) => a + j.seconds, 0) / 60).toFixed(1)} min ` +
+      `in all (jobs reused from an earlier run keep their original time; this run took ${(study.seconds / 60).toFixed(1)} min).`,
     `Noise mode: ${study.noiseMode}. Logits: Bayes' rule with K = ${cfg.samples} importance samples per class. Seed ${cfg.seed}.`,
     'Every number below comes from `report.json` in this folder, which also holds the full configuration.',
     '',
@@ -89,13 +90,15 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     '',
     detectionTable(study.jobs),
     '',
+    'ROC curves for one setting per attack (the middle one of its sweep):',
+    '',
     ...study.models.map((m) => `![ROC curves, ${m.model.toUpperCase()}](roc-${m.model}.svg)\n`),
     '## Examples',
     '',
     'Each image grid shows, per attack (one setting each: ' +
       'the middle one of its sweep), a row of clean test images, the adversarial images, and the perturbation (grey = 0).',
     '',
-    ...study.models.map((m) => `${m.model.toUpperCase()} (${gridJobs(study.jobs.filter((j) => j.model === m.model)).map((j) => `${j.attack.toUpperCase()} ${j.setting}`).join('; ')}):\n\n![${m.model} examples](grid-${m.model}.png)\n`),
+    ...study.models.map((m) => `${m.model.toUpperCase()} (${representativeJobs(study.jobs.filter((j) => j.model === m.model)).map((j) => `${j.attack.toUpperCase()} ${j.setting}`).join('; ')}):\n\n![${m.model} examples](grid-${m.model}.png)\n`),
   ].join('\n');
   write('report.md', md);
   const slim = { ...study, jobs: study.jobs.map(({ grid: _grid, results: _results, ...rest }) => rest) };
