@@ -8,13 +8,13 @@
 // the forward pass and both gradients (they do the same multiply-adds). Times are the median over timed reps,
 // each rep synchronised with the GPU (ours: runtime().sync(); tfjs-webgpu: submit + onSubmittedWorkDone).
 // ratio_vs_* = ours_gflops / other_gflops (> 1: ours is faster). Nothing here asserts a speed.
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, relative, resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import { create, globals } from 'webgpu';
 import { init, runtime, shutdown, tensor, gradients, parseBackend, Tensor } from '../src/index.js';
+import { writeFileAtomic } from '../src/fsutil.js';
 
 // ---------------------------------------------------------------- cases
 
@@ -452,13 +452,6 @@ interface Record_ {
 
 const round = (x: number | null, digits = 3) => (x === null ? null : Number(x.toPrecision(digits + 1)));
 
-function atomicWriteJson(path: string, value: unknown): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-  renameSync(tmp, path);
-}
-
 const COLS: Array<[string, number]> = [
   ['op', 16],
   ['pass', 11],
@@ -624,7 +617,7 @@ async function main(): Promise<void> {
       ]) + '\n',
     );
     // Rewritten after every case so an interrupted run keeps what it measured.
-    atomicWriteJson(jsonPath, report());
+    writeFileAtomic(jsonPath, JSON.stringify(report(), null, 2) + '\n');
   }
   const problems = new Map<string, string>();
   for (const r of results)

@@ -13,8 +13,8 @@
 // random images in [0, 1] and random labels (uploaded every rep), weights random: only the speed is compared.
 // Before timing, a check copies our weights into the peer and compares log-weights and input gradients.
 // ratio = tfjs_webgpu_ms / ours_ms (> 1: ours is faster). Nothing here asserts a speed.
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, relative, resolve } from 'node:path';
+import { writeFileAtomic } from '../src/fsutil.js';
+import { relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
@@ -55,10 +55,7 @@ export async function timeReps(once: () => Promise<void>, warmup: number, reps: 
 }
 
 export function atomicWriteJson(path: string, value: unknown): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-  renameSync(tmp, path);
+  writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n');
 }
 
 export const round = (x: number | null | undefined, digits = 4): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Number(x.toPrecision(digits)));
