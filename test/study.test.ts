@@ -8,6 +8,8 @@ import { saveCheckpoint } from '../src/models/store.js';
 import { defaultConfig, checkConfig, type StudyConfig } from '../src/study/config.js';
 import { runStudy } from '../src/study/run.js';
 import { writeReport } from '../src/study/report.js';
+import { imageGrid, CLASS_NAMES, type GridBand } from '../src/study/plots.js';
+import { PNG } from 'pngjs';
 
 useGpu();
 
@@ -65,9 +67,11 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
       for (const d of ['marginal', 'logit', 'kl'] as const) expect(j.detection.detectors[d].falsePositiveRate).toBeGreaterThanOrEqual(0);
     }
     const files = await writeReport(study, out, 'test');
-    for (const f of ['report.md', 'report.json', 'accuracy-vs-eps.svg', 'rho-deepfool.svg', 'roc-dfz.svg', 'grid-gfz.png']) expect(files).toContain(join(out, f));
+    for (const f of ['report.md', 'report.json', 'accuracy-vs-eps.svg', 'rho-deepfool.svg', 'roc-dfz.svg', 'grid-gfz.svg']) expect(files).toContain(join(out, f));
     expect(readFileSync(join(out, 'accuracy-vs-eps.svg'), 'utf8')).toMatch(/^<svg/);
-    expect(readFileSync(join(out, 'grid-dfz.png')).subarray(1, 4).toString()).toBe('PNG');
+    const grid = readFileSync(join(out, 'grid-dfz.svg'), 'utf8');
+    expect(grid).toMatch(/^<svg /);
+    expect(grid).toContain('data:image/png;base64,');
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
     expect(report.jobs.length).toBe(13);
     expect(report.noiseMode).toMatch(/fixed noise/);
@@ -83,5 +87,32 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     await expect(runStudy(cfg, { out: mkdtempSync(join(tmpdir(), 'gencls-study-')), dataDir: shared, log: () => {} })).rejects.toThrow(
       /no checkpoint for model 'gbz' at \/nonexistent\/gbz-compact.safetensors: train it with `npx tsx src\/cli.ts train --model gbz --preset compact`/,
     );
+  });
+});
+
+describe('imageGrid', () => {
+  const band = (title: string, n: number): GridBand => ({
+    title,
+    clean: Array.from({ length: n }, (_, k) => Array.from({ length: 784 }, (_, p) => ((p + k) % 28) / 27)),
+    adversarial: Array.from({ length: n }, (_, k) => Array.from({ length: 784 }, (_, p) => Math.min(1, ((p + k) % 28) / 27 + (p % 2) * 0.1))),
+    labels: Array.from({ length: n }, (_, k) => k),
+    cleanPredictions: Array.from({ length: n }, (_, k) => k),
+    adversarialPredictions: Array.from({ length: n }, (_, k) => (k % 2 ? k : 9 - k)),
+  });
+
+  it('draws every image of every band as a pixel-exact tile, with labels and predictions', () => {
+    const svg = imageGrid([band('FGS eps=0.1', 3), band('DeepFool p=2', 2)]);
+    const tiles = [...svg.matchAll(/href="data:image\/png;base64,([^"]+)"/g)].map((m) => PNG.sync.read(Buffer.from(m[1], 'base64')));
+    expect(tiles.length).toBe(3 * 3 + 3 * 2);
+    // First tile: clean image 0 of band 0, drawn dark-on-light (grey = 255 * (1 - v)).
+    const b = band('', 1);
+    for (const p of [0, 13, 27, 400]) expect(tiles[0].data[4 * p]).toBe(Math.round(255 * (1 - b.clean[0][p])));
+    // Perturbation row: zero change is mid-grey, the largest change black.
+    const perturbation = tiles[6];
+    expect(perturbation.data[0]).toBe(128);
+    expect(Math.min(...Array.from({ length: 784 }, (_, p) => perturbation.data[4 * p]))).toBe(0);
+    for (const name of ['FGS eps=0.1', 'DeepFool p=2', CLASS_NAMES[0], CLASS_NAMES[9]]) expect(svg).toContain(`>${name}<`);
+    // Adversarial predictions that differ from the clean ones are marked.
+    expect(svg).toContain(`fill="#c00">${CLASS_NAMES[9]}<`);
   });
 });

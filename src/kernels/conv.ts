@@ -98,6 +98,34 @@ const maskedLoad = (idx: string, ok: string) => `select(0.0, xs[u32(select(0, ${
 
 const tileKey = (t: GatherTile) => `${t.tm}x${t.tr}x${t.tc}`;
 
+/** Bindings of a gather kernel (uniforms u, input xs, weight ws, optional bias bs, output ys) and its helpers. */
+function gatherBindings(hasBias: boolean, act: Activation): string {
+  return wgsl`@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read> ws: array<f32>;
+#if ${hasBias}
+@group(0) @binding(3) var<storage, read> bs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
+#else
+@group(0) @binding(3) var<storage, read_write> ys: array<f32>;
+#endif
+${GROUP_INDEX_WGSL}
+${activationWgsl(act)}`;
+}
+
+/**
+ * Writes a gather tile's accumulators acc{channel}_{row * tc + col} to ys with bias and activation; `colInRange`
+ * and `colOffset` give column c's bounds check and its offset from yBase{row}.
+ */
+function storeTile(tile: GatherTile, hasBias: boolean, colInRange: (c: number) => string, colOffset: (c: number) => string): string {
+  const { tm, tr, tc } = tile;
+  return each(tm, (i) => `  if (co0 + ${i}u < u.cout) {
+    let co = co0 + ${i}u;
+    let bias = ${hasBias ? 'bs[co]' : '0.0'};
+${grid(tr, tc, (r, c) => `    if (rowValid${r} && ${colInRange(c)}) { ys[yBase${r} + co * howo + ${colOffset(c)}] = activate(acc${i}_${r * tc + c} + bias); }`)}
+  }`);
+}
+
 // ---------------------------------------------------------------- convGather
 
 // Output column c of a tile reads input column ix0 + c*sw + kx. Taps kx = rho, rho + sw, ... (one residue rho of
@@ -117,17 +145,7 @@ struct U {
   kw: u32, sh: u32, sw: u32, padT: i32,
   padL: i32, tilesM: u32, tilesCols: u32, threads: u32,
 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read> ws: array<f32>;
-#if ${hasBias}
-@group(0) @binding(3) var<storage, read> bs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
-#else
-@group(0) @binding(3) var<storage, read_write> ys: array<f32>;
-#endif
-${GROUP_INDEX_WGSL}
-${activationWgsl(act)}
+${gatherBindings(hasBias, act)}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let t = groupIndex(wid, nwg) * ${wg}u + lid;
@@ -171,11 +189,7 @@ ${forCells((r, c) => (c + 1 < tc ? `            b${r}_${c} = b${r}_${c + 1};` : 
       }
     }
   }
-${each(tm, (i) => `  if (co0 + ${i}u < u.cout) {
-    let co = co0 + ${i}u;
-    let bias = ${hasBias ? 'bs[co]' : '0.0'};
-${forCells((r, c) => `    if (rowValid${r} && ox0 + ${c}u < u.wo) { ys[yBase${r} + co * howo + ${c}u] = activate(acc${i}_${r * tc + c} + bias); }`)}
-  }`)}
+${storeTile(tile, hasBias, (c) => `ox0 + ${c}u < u.wo`, (c) => `${c}u`)}
 }`,
   };
 }
@@ -235,17 +249,7 @@ struct U {
   kw: u32, sh: u32, sw: u32, padT: u32,
   padL: u32, tilesM: u32, pad0: u32, pad1: u32,
 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read> ws: array<f32>;
-#if ${hasBias}
-@group(0) @binding(3) var<storage, read> bs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
-#else
-@group(0) @binding(3) var<storage, read_write> ys: array<f32>;
-#endif
-${GROUP_INDEX_WGSL}
-${activationWgsl(act)}
+${gatherBindings(hasBias, act)}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let py = wid.z / u.sw;
@@ -302,11 +306,7 @@ ${forCells((r, c) => {
       }
     }
   }
-${each(tm, (i) => `  if (co0 + ${i}u < u.cout) {
-    let co = co0 + ${i}u;
-    let bias = ${hasBias ? 'bs[co]' : '0.0'};
-${forCells((r, c) => `    if (rowValid${r} && jx0 + ${c}u < wp) { ys[yBase${r} + co * howo + ${c}u * u.sw] = activate(acc${i}_${r * tc + c} + bias); }`)}
-  }`)}
+${storeTile(tile, hasBias, (c) => `jx0 + ${c}u < wp`, (c) => `${c}u * u.sw`)}
 }`,
   };
 }

@@ -1,5 +1,5 @@
 // Figures: Vega-Lite specifications rendered headless to SVG (no browser or canvas needed), and the image grid
-// written as a PNG with pngjs.
+// as an SVG of PNG tiles (pngjs) with their labels and predictions.
 import * as vega from 'vega';
 import * as vl from 'vega-lite';
 import { PNG } from 'pngjs';
@@ -98,39 +98,73 @@ export async function rocCurves(jobs: JobResult[], model: string): Promise<strin
   });
 }
 
+/** Fashion-MNIST's class names, by label. */
+export const CLASS_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+
+/** A 28x28 image as a PNG data URI, `shade` mapping each value to [0, 1] grey (1 = white). */
+function tilePng(pixels: number[], shade: (v: number) => number): string {
+  const png = new PNG({ width: 28, height: 28 });
+  pixels.forEach((v, i) => {
+    png.data[4 * i] = png.data[4 * i + 1] = png.data[4 * i + 2] = Math.max(0, Math.min(255, Math.round(shade(v) * 255)));
+    png.data[4 * i + 3] = 255;
+  });
+  return `data:image/png;base64,${PNG.sync.write(png).toString('base64')}`;
+}
+
+const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+export interface GridBand {
+  /** e.g. 'FGS eps=0.1'. */
+  title: string;
+  clean: number[][];
+  adversarial: number[][];
+  labels: number[];
+  cleanPredictions: number[];
+  adversarialPredictions: number[];
+}
+
 /**
- * Rows of 28x28 images: for each attack shown, clean / adversarial / perturbation (mid-grey = 0, scaled so the
- * largest |eta| in the row reaches black or white).
+ * An SVG of one band per attack: rows clean / adversarial / perturbation (mid-grey = 0, scaled so the band's
+ * largest |eta| reaches black or white), each clean image captioned with its label and prediction, each
+ * adversarial one with its prediction (red where the attack changed it). Pixels are embedded PNGs drawn unsmoothed.
  */
-export function imageGrid(rows: { clean: number[][]; adversarial: number[][] }[], scale = 3): Buffer {
-  const cols = Math.max(...rows.map((r) => r.clean.length));
+export function imageGrid(bands: GridBand[], scale = 3): string {
   const tile = 28 * scale;
-  const gap = 2 * scale;
-  const bands = rows.length * 3;
-  const png = new PNG({ width: cols * (tile + gap) + gap, height: bands * (tile + gap) + gap });
-  png.data.fill(255);
-  const put = (bandRow: number, col: number, pixels: number[], map: (v: number) => number) => {
-    for (let y = 0; y < 28; y++)
-      for (let x = 0; x < 28; x++) {
-        const v = Math.max(0, Math.min(255, Math.round(map(pixels[y * 28 + x]) * 255)));
-        for (let dy = 0; dy < scale; dy++)
-          for (let dx = 0; dx < scale; dx++) {
-            const px = gap + col * (tile + gap) + x * scale + dx;
-            const py = gap + bandRow * (tile + gap) + y * scale + dy;
-            const o = (py * png.width + px) * 4;
-            png.data[o] = png.data[o + 1] = png.data[o + 2] = v;
-            png.data[o + 3] = 255;
-          }
-      }
-  };
-  rows.forEach((r, i) => {
-    const deltas = r.clean.map((c, k) => c.map((v, p) => r.adversarial[k][p] - v));
+  const gap = 4;
+  const caption = 14;
+  const labelWidth = 96;
+  const cell = tile + caption + gap;
+  const cols = Math.max(...bands.map((b) => b.clean.length));
+  const bandHeight = 20 + 3 * cell;
+  const width = labelWidth + cols * (tile + gap);
+  const parts: string[] = [];
+  const text = (x: number, y: number, s: string, attrs = '') => parts.push(`<text x="${x}" y="${y}"${attrs}>${escapeXml(s)}</text>`);
+  bands.forEach((b, i) => {
+    const top = i * bandHeight;
+    text(0, top + 14, b.title, ' font-weight="bold"');
+    const deltas = b.clean.map((c, k) => c.map((v, p) => b.adversarial[k][p] - v));
     const maxAbs = Math.max(1e-6, ...deltas.flat().map(Math.abs));
-    r.clean.forEach((c, k) => {
-      put(3 * i, k, c, (v) => 1 - v);
-      put(3 * i + 1, k, r.adversarial[k], (v) => 1 - v);
-      put(3 * i + 2, k, deltas[k], (v) => 0.5 - v / (2 * maxAbs));
+    const rows: [string, number[][], (v: number) => number, (k: number) => [string, boolean]][] = [
+      ['clean', b.clean, (v) => 1 - v, (k) => [`${CLASS_NAMES[b.labels[k]]}${b.cleanPredictions[k] === b.labels[k] ? '' : ` (${CLASS_NAMES[b.cleanPredictions[k]]})`}`, false]],
+      ['adversarial', b.adversarial, (v) => 1 - v, (k) => [CLASS_NAMES[b.adversarialPredictions[k]], b.adversarialPredictions[k] !== b.cleanPredictions[k]]],
+      [`perturbation ±${maxAbs.toFixed(2)}`, deltas, (v) => 0.5 - v / (2 * maxAbs), () => ['', false]],
+    ];
+    rows.forEach(([name, images, shade, label], r) => {
+      const y = top + 20 + r * cell;
+      text(0, y + tile / 2, name);
+      images.forEach((pixels, k) => {
+        const x = labelWidth + k * (tile + gap);
+        parts.push(`<image x="${x}" y="${y}" width="${tile}" height="${tile}" style="image-rendering:pixelated" href="${tilePng(pixels, shade)}"/>`);
+        const [s, changed] = label(k);
+        if (s) text(x + tile / 2, y + tile + 11, s, ` text-anchor="middle"${changed ? ' fill="#c00"' : ''}`);
+      });
     });
   });
-  return PNG.sync.write(png);
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${bands.length * bandHeight}" font-family="sans-serif" font-size="10">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    ...parts,
+    '</svg>',
+    '',
+  ].join('\n');
 }

@@ -50,7 +50,16 @@ export async function writeReport(study: StudyResult, out: string, command: stri
   for (const m of study.models) {
     const shown = representativeJobs(study.jobs.filter((j) => j.model === m.model));
     write(`roc-${m.model}.svg`, await rocCurves(shown, m.model));
-    write(`grid-${m.model}.png`, imageGrid(shown.map((j) => j.grid)));
+    write(
+      `grid-${m.model}.svg`,
+      imageGrid(
+        shown.map((j) => {
+          const k = j.grid.clean.length;
+          const r = j.results;
+          return { title: `${j.attack.toUpperCase()} ${j.setting}`, ...j.grid, labels: r.labels.slice(0, k), cleanPredictions: r.cleanPredictions.slice(0, k), adversarialPredictions: r.adversarialPredictions.slice(0, k) };
+        }),
+      ),
+    );
   }
 
   const cfg = study.config;
@@ -96,9 +105,11 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     '## Examples',
     '',
     'Each image grid shows, per attack (one setting each: ' +
-      'the middle one of its sweep), a row of clean test images, the adversarial images, and the perturbation (grey = 0).',
+      'the middle one of its sweep), a row of clean test images captioned with their labels (the clean prediction in brackets ' +
+      'where it is wrong), the adversarial images captioned with their predictions (red where the attack changed it), and the ' +
+      'perturbation (grey = 0, scaled to the band\'s largest change).',
     '',
-    ...study.models.map((m) => `${m.model.toUpperCase()} (${representativeJobs(study.jobs.filter((j) => j.model === m.model)).map((j) => `${j.attack.toUpperCase()} ${j.setting}`).join('; ')}):\n\n![${m.model} examples](grid-${m.model}.png)\n`),
+    ...study.models.map((m) => `${m.model.toUpperCase()} (${representativeJobs(study.jobs.filter((j) => j.model === m.model)).map((j) => `${j.attack.toUpperCase()} ${j.setting}`).join('; ')}):\n\n![${m.model} examples](grid-${m.model}.svg)\n`),
   ].join('\n');
   write('report.md', md);
   const slim = { ...study, jobs: study.jobs.map(({ grid: _grid, results: _results, ...rest }) => rest) };
