@@ -75,7 +75,13 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
     expect(report.jobs.length).toBe(13);
     expect(report.noiseMode).toMatch(/fixed noise/);
-    expect(readFileSync(join(out, 'report.md'), 'utf8')).toMatch(/\| GFZ \| TRANSFER \| FGS eps=0.1 crafted on dfz \|/);
+    const md = readFileSync(join(out, 'report.md'), 'utf8');
+    expect(md).toMatch(/\| GFZ \| TRANSFER \| FGS eps=0.1 crafted on dfz \|/);
+    // Headline: a row per model, a column per attack kind that both models ran (transfer only targets GFZ).
+    const headline = md.split('## Headline')[1].split('##')[0];
+    expect(headline).toContain('| model | clean acc. | FGS ');
+    expect(headline).not.toContain('TRANSFER');
+    for (const m of ['DFZ', 'GFZ']) expect(headline).toMatch(new RegExp(`\\| ${m} \\| [0-9.]+% \\(n=\\d+\\) \\| [0-9.]+% \\(n=`));
 
     const again = await runStudy(cfg, { out, dataDir: shared, log: (l) => logs.push(l) });
     expect(logs.filter((l) => l.endsWith(': cached')).length).toBe(13);

@@ -39,6 +39,26 @@ function representativeJobs(jobs: JobResult[]): JobResult[] {
   return [...byKind.values()].map((list) => list[Math.floor((list.length - 1) / 2)]);
 }
 
+/**
+ * One row per model: clean accuracy, then for each attack kind its representative setting (where every model ran
+ * it): accuracy under attack, or for DeepFool, which flips nearly every point, the perturbation size ρ.
+ */
+function headlineTable(study: StudyResult): string {
+  const columns = representativeJobs(study.jobs.filter((j) => j.model === study.models[0].model))
+    .filter((r) => study.models.every((m) => study.jobs.some((j) => j.model === m.model && j.attack === r.attack && j.setting === r.setting)))
+    .map((r) => ({ attack: r.attack, setting: r.setting, title: r.attack === 'deepfool' ? `DeepFool ${r.setting}: ρ (successful)` : `${r.attack.toUpperCase()} ${r.setting}: acc.` }));
+  const head = `| model | clean acc. | ${columns.map((c) => c.title).join(' | ')} |`;
+  const sep = `|---|---:|${columns.map(() => '---:').join('|')}|`;
+  const rows = study.models.map((m) => {
+    const cells = columns.map((c) => {
+      const j = study.jobs.find((j) => j.model === m.model && j.attack === c.attack && j.setting === c.setting)!;
+      return c.attack === 'deepfool' ? num(j.metrics.rhoSuccessful) : `${pct(j.metrics.adversarialAccuracy)} (n=${j.metrics.count})`;
+    });
+    return `| ${m.model.toUpperCase()} | ${pct(m.cleanAccuracy)} (n=${m.cleanCount}) | ${cells.join(' | ')} |`;
+  });
+  return [head, sep, ...rows].join('\n');
+}
+
 export async function writeReport(study: StudyResult, out: string, command: string): Promise<string[]> {
   const files: string[] = [];
   const write = (name: string, data: string | Buffer) => {
@@ -76,6 +96,12 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     '| model | factorisation | checkpoint | epochs | clean accuracy | test images |',
     '|---|---|---|---:|---:|---:|',
     ...study.models.map((m) => `| ${m.model.toUpperCase()} | ${m.factorisation} | \`${m.checkpoint}\` | ${m.epoch} | ${pct(m.cleanAccuracy)} | ${m.cleanCount} |`),
+    '',
+    '## Headline',
+    '',
+    'One setting per attack (the middle one of its sweep); higher accuracy and larger ρ mean a more robust model.',
+    '',
+    headlineTable(study),
     '',
     '## Attacks',
     '',
