@@ -19,9 +19,7 @@
 // timed runs after warm-up; ratio = tfjs_webgpu_ms / ours_ms (> 1: ours is faster). Nothing here asserts a speed.
 import { existsSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
-import { shutdown, tidy, noGrad, tensor, add, randomNormal, type Backend, parseBackend } from '../src/index.js';
+import { shutdown, tidy, noGrad, tensor, add, randomNormal } from '../src/index.js';
 import { createModel, modelConfig, type LatentVariableClassifier } from '../src/models/factorisations.js';
 import { loadModel } from '../src/models/store.js';
 import { bayesClassifier, type Classifier } from '../src/attacks/classifier.js';
@@ -31,8 +29,10 @@ import { loadFashionMnist } from '../src/data/idx.js';
 import { createPeerModel, importOurWeights, type PeerModelName } from './peer/tfjs-models.js';
 import { peerBayesClassifier, fgsTfjs, deepfoolTfjs, type PeerAttackTarget } from './peer/tfjs-attacks.js';
 import {
-  timeReps, checkedTfjs, atomicWriteJson, round, fail, randomBatch, startEngines, commandLine, platform, fmtMs, fmtRatio, fmtRate, table, type Timing,
-} from './train-step.js';
+  parseOptions, runMain, fail, startEngines, checkedTfjs, printEngines, timeReps, randomBatch, round, atomicWriteJson, resultsPath, reportHeader,
+  timeBoth, comparison, comparisonCells, COMPARISON_COLUMNS, perEngine, fmtMs, table, printNotMeasured, printDone,
+  type Comparison, type PerImage, type Column, type PerEngine, type Timing,
+} from './common.js';
 
 const P = 'bench:attacks';
 const MODELS: PeerModelName[] = ['gfz', 'dfz'];
@@ -71,77 +71,28 @@ Options:
 `;
 
 function options() {
-  let v;
-  try {
-    v = parseArgs({
-      args: process.argv.slice(2),
-      strict: true,
-      allowPositionals: false,
-      options: {
-        images: { type: 'string' },
-        iterations: { type: 'string' },
-        'fgs-batch': { type: 'string' },
-        eps: { type: 'string' },
-        samples: { type: 'string' },
-        reps: { type: 'string' },
-        warmup: { type: 'string' },
-        budget: { type: 'string' },
-        natural: { type: 'boolean' },
-        check: { type: 'boolean' },
-        'max-iterations': { type: 'string' },
-        random: { type: 'boolean' },
-        checkpoints: { type: 'string' },
-        only: { type: 'string', multiple: true },
-        'no-tfjs': { type: 'boolean' },
-        backend: { type: 'string' },
-        json: { type: 'string' },
-        list: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (e) {
-    fail(P, `${(e as Error).message}\n\n${HELP}`);
-  }
-  if (v.help) {
-    process.stdout.write(HELP);
-    process.exit(0);
-  }
-  const int = (name: string, s: string | undefined, min: number, dflt?: number): number | undefined => {
-    if (s === undefined) return dflt;
-    const x = Number(s);
-    if (!Number.isInteger(x) || x < min) fail(P, `--${name} expects an integer >= ${min}, got '${s}'`);
-    return x;
-  };
-  const num = (name: string, s: string | undefined, dflt: number): number => {
-    const x = s === undefined ? dflt : Number(s);
-    if (!Number.isFinite(x) || x < 0) fail(P, `--${name} expects a number >= 0, got '${s}'`);
-    return x;
-  };
-  let backend: Backend | undefined;
-  try {
-    backend = parseBackend(v.backend ?? process.env.GENCLS_BACKEND);
-  } catch (e) {
-    fail(P, (e as Error).message);
-  }
+  const o = parseOptions(
+    P,
+    HELP,
+    ['images', 'iterations', 'fgs-batch', 'eps', 'samples', 'reps', 'warmup', 'budget', 'max-iterations', 'checkpoints'],
+    ['natural', 'check', 'random', 'no-tfjs'],
+  );
   return {
-    images: int('images', v.images, 1, 20)!,
-    iterations: int('iterations', v.iterations, 1, 3)!,
-    fgsBatch: int('fgs-batch', v['fgs-batch'], 1, 100)!,
-    eps: num('eps', v.eps, 0.1),
-    samples: int('samples', v.samples, 1, 10)!,
-    reps: int('reps', v.reps, 1),
-    warmup: int('warmup', v.warmup, 0, 1)!,
-    budgetMs: num('budget', v.budget, 300) * 1000,
-    natural: Boolean(v.natural),
-    check: Boolean(v.check),
-    maxIterations: int('max-iterations', v['max-iterations'], 1, 50)!,
-    random: Boolean(v.random),
-    checkpoints: v.checkpoints ?? 'checkpoints',
-    only: v.only?.map((s) => s.trim().toLowerCase()).filter(Boolean),
-    tfjs: !v['no-tfjs'],
-    backend,
-    json: v.json,
-    list: Boolean(v.list),
+    ...o.common,
+    images: o.int('images', 1, 20),
+    iterations: o.int('iterations', 1, 3),
+    fgsBatch: o.int('fgs-batch', 1, 100),
+    eps: o.num('eps', 0, 0.1),
+    samples: o.int('samples', 1, 10),
+    reps: o.int('reps', 1),
+    warmup: o.int('warmup', 0, 1),
+    budgetMs: o.num('budget', 0, 300) * 1000,
+    natural: o.flag('natural'),
+    check: o.flag('check'),
+    maxIterations: o.int('max-iterations', 1, 50),
+    random: o.flag('random'),
+    checkpoints: o.str('checkpoints') ?? 'checkpoints',
+    tfjs: !o.flag('no-tfjs'),
   };
 }
 
@@ -157,30 +108,19 @@ function images(n: number): { x: Float32Array; y: Int32Array; source: string } {
   return { ...randomBatch(n, 7), source: 'random images in [0, 1]' };
 }
 
-interface Result {
+interface Result extends Comparison, PerImage {
   model: string;
   attack: Attack;
   images: number;
   /** DeepFool: the iteration count asked for (fixed) or the cap (natural). */
   iterations: number | null;
   /** Gradient passes per run (DeepFool: one per iteration plus the final check), per engine. */
-  gradient_passes: { ours?: number; tfjs_webgpu?: number };
-  ours_ms: number | null;
-  tfjs_webgpu_ms: number | null;
-  /** tfjs_webgpu_ms / ours_ms (> 1: ours is faster). */
-  ratio: number | null;
-  ours_images_per_s: number | null;
-  tfjs_webgpu_images_per_s: number | null;
-  ours_ms_per_image: number | null;
-  tfjs_webgpu_ms_per_image: number | null;
-  ours_min_ms: number | null;
-  tfjs_webgpu_min_ms: number | null;
-  reps: { ours?: number; tfjs_webgpu?: number };
+  gradient_passes: PerEngine<number>;
   warmup: number;
   weights: { ours: string; tfjs_webgpu: string };
   /** Natural DeepFool: fraction of images flipped and mean iterations of the flipped ones. */
   outcome?: { flipped: number; mean_iterations: number | null };
-  notes?: { ours?: string; tfjs_webgpu?: string };
+  notes?: PerEngine<string>;
 }
 
 /** Adds PIN to logit 0 of every row: same gradients and cost, the prediction stays class 0. */
@@ -197,25 +137,17 @@ async function main(): Promise<void> {
     for (const c of all) process.stdout.write(`${caseName(c)}${c.attack === 'deepfool-natural' ? '  (with --natural; ours only)' : ''}\n`);
     return;
   }
-  const cases = all.filter((c) => (opt.natural || c.attack !== 'deepfool-natural') && (!opt.only || opt.only.some((s) => caseName(c).includes(s))));
+  const cases = all.filter((c) => (opt.natural || c.attack !== 'deepfool-natural') && opt.selects(caseName(c)));
   if (cases.length === 0) fail(P, 'no case left to run (see --list)');
 
-  const { adapter, ourBackend, tfjs, tfjsError } = await startEngines(opt.backend, opt.tfjs);
-  const tf = tfjs?.tf;
+  const engines = await startEngines(opt.backend, opt.tfjs);
+  const tf = engines.tfjs?.tf;
   const date = new Date();
-  const stamp = date.toISOString().replace(/\.\d+Z$/, '').replace(/:/g, '-');
-  const jsonPath = resolve(opt.json ?? fileURLToPath(new URL(`./results/attacks-${stamp}.json`, import.meta.url)));
+  const jsonPath = resultsPath(opt.json, 'attacks', date);
   const data = images(Math.max(opt.images, opt.fgsBatch));
   const results: Result[] = [];
   const report = () => ({
-    adapter,
-    backend: ourBackend,
-    tfjs_webgpu_adapter: tfjs?.adapter ?? null,
-    tfjs_version: tf?.version_core ?? null,
-    date: date.toISOString(),
-    command: commandLine('bench/attacks.ts'),
-    node: process.version,
-    platform: platform(),
+    ...reportHeader(engines, date, 'bench/attacks.ts'),
     settings: {
       preset: 'compact',
       images: opt.images,
@@ -364,9 +296,7 @@ async function main(): Promise<void> {
     }
   };
 
-  process.stdout.write(`adapter:      ${adapter}\n`);
-  process.stdout.write(`tfjs-webgpu:  ${tfjsError ?? tfjs!.adapter} ${tf ? `(tfjs ${tf.version_core})` : ''}\n`);
-  process.stdout.write(`platform:     ${platform()}\n`);
+  printEngines(engines);
   process.stdout.write(
     `compact preset, K=${opt.samples}, fixed noise; fgs eps ${opt.eps} on ${opt.fgsBatch} images; deepfool p=2 on ${opt.images} images, ${opt.iterations} iterations (pinned); data: ${data.source}\n` +
       `ratio = tfjs ms / ours ms (> 1: ours faster)\n\n`,
@@ -432,85 +362,42 @@ async function main(): Promise<void> {
     process.stdout.write('\n');
   }
 
-  const cols: Array<[string, number, 'l' | 'r']> = [
-    ['model', 5, 'l'],
-    ['attack', 16, 'l'],
-    ['images', 6, 'r'],
-    ['ours', 9, 'r'],
-    ['tfjs-webgpu', 11, 'r'],
-    ['ratio', 7, 'r'],
-    ['ours img/s', 10, 'r'],
-    ['tfjs img/s', 10, 'r'],
-    ['ours ms/img', 11, 'r'],
-    ['tfjs ms/img', 11, 'r'],
-  ];
+  const cols: Column[] = [['model', 5, 'l'], ['attack', 16, 'l'], ['images', 6, 'r'], ...COMPARISON_COLUMNS, ['ours ms/img', 11, 'r'], ['tfjs ms/img', 11, 'r']];
   const rows: string[][] = [];
   const t0 = performance.now();
   for (const c of cases) {
     const reps = opt.reps ?? (c.attack === 'fgs' ? 2 : 1);
     const n = c.attack === 'fgs' ? opt.fgsBatch : opt.images;
     process.stderr.write(`${caseName(c)}: ${opt.warmup} warm-up + ${reps} timed runs per engine on ${n} images...\n`);
-    const ms: { ours: number | null; tfjs_webgpu: number | null } = { ours: null, tfjs_webgpu: null };
+    let oursWeights = '';
+    const { runs, notes } = await timeBoth(
+      P,
+      caseName(c),
+      engines,
+      async () => {
+        oursWeights = ourModel(c.model).weights;
+        return runOurs(c, reps);
+      },
+      c.attack === 'deepfool-natural' ? { skip: 'ours only (random peer weights would flip differently)' } : () => runPeer(c, reps),
+    );
     const rec: Result = {
       model: c.model,
       attack: c.attack,
       images: n,
       iterations: c.attack === 'fgs' ? null : c.attack === 'deepfool' ? opt.iterations : opt.maxIterations,
-      gradient_passes: {},
-      ours_ms: null,
-      tfjs_webgpu_ms: null,
-      ratio: null,
-      ours_images_per_s: null,
-      tfjs_webgpu_images_per_s: null,
-      ours_ms_per_image: null,
-      tfjs_webgpu_ms_per_image: null,
-      ours_min_ms: null,
-      tfjs_webgpu_min_ms: null,
-      reps: {},
+      gradient_passes: perEngine(runs, (r) => (r.passes === undefined ? undefined : round(r.passes, 3)!)),
+      ...comparison(runs, n, true),
       warmup: opt.warmup,
-      weights: { ours: '', tfjs_webgpu: 'random (seed 1)' },
+      weights: { ours: oursWeights, tfjs_webgpu: 'random (seed 1)' },
+      ...(runs.ours?.outcome && { outcome: runs.ours.outcome }),
+      ...(notes && { notes }),
     };
-    const notes: Result['notes'] = {};
-    for (const engine of ['ours', 'tfjs_webgpu'] as const) {
-      if (engine === 'tfjs_webgpu' && c.attack === 'deepfool-natural') {
-        notes.tfjs_webgpu = 'ours only (random peer weights would flip differently)';
-        continue;
-      }
-      if (engine === 'tfjs_webgpu' && !tf) {
-        notes.tfjs_webgpu = tfjsError!;
-        continue;
-      }
-      try {
-        if (engine === 'ours') rec.weights.ours = ourModel(c.model).weights;
-        const run = engine === 'ours' ? await runOurs(c, reps) : await checkedTfjs(tf!, () => runPeer(c, reps));
-        ms[engine] = run.t.medianMs;
-        rec[`${engine}_min_ms`] = round(run.t.minMs);
-        rec.reps[engine] = run.t.reps;
-        if (run.passes !== undefined) rec.gradient_passes[engine] = round(run.passes, 3)!;
-        if (run.outcome) rec.outcome = run.outcome;
-      } catch (e) {
-        notes[engine] = `error: ${(e as Error).message.split('\n')[0]}`;
-        process.stderr.write(`${P}: ${engine} ${caseName(c)}: ${(e as Error).stack ?? e}\n`);
-      }
-    }
-    rec.ours_ms = round(ms.ours);
-    rec.tfjs_webgpu_ms = round(ms.tfjs_webgpu);
-    rec.ratio = ms.ours && ms.tfjs_webgpu ? round(ms.tfjs_webgpu / ms.ours, 3) : null;
-    rec.ours_images_per_s = ms.ours ? round((n * 1000) / ms.ours) : null;
-    rec.tfjs_webgpu_images_per_s = ms.tfjs_webgpu ? round((n * 1000) / ms.tfjs_webgpu) : null;
-    rec.ours_ms_per_image = ms.ours ? round(ms.ours / n) : null;
-    rec.tfjs_webgpu_ms_per_image = ms.tfjs_webgpu ? round(ms.tfjs_webgpu / n) : null;
-    if (Object.keys(notes).length) rec.notes = notes;
     results.push(rec);
     rows.push([
       c.model,
       c.attack === 'deepfool' ? `deepfool ${opt.iterations} it` : c.attack === 'fgs' ? 'fgs' : `deepfool natural`,
       String(n),
-      fmtMs(ms.ours),
-      fmtMs(ms.tfjs_webgpu),
-      fmtRatio(rec.ratio),
-      fmtRate(rec.ours_images_per_s),
-      fmtRate(rec.tfjs_webgpu_images_per_s),
+      ...comparisonCells(runs, rec),
       fmtMs(rec.ours_ms_per_image),
       fmtMs(rec.tfjs_webgpu_ms_per_image),
     ]);
@@ -518,20 +405,11 @@ async function main(): Promise<void> {
   }
   process.stdout.write(table(cols, rows) + '\n');
   for (const [name, m] of ourModels) process.stdout.write(`ours ${name}: ${m.weights}\n`);
-  const problems = results.flatMap((r) => Object.entries(r.notes ?? {}).filter(([, n]) => n.startsWith('error') || n.startsWith('skipped')).map(([e, n]) => `  ${e} ${r.model} ${r.attack}: ${n}`));
-  if (problems.length) process.stdout.write(`\nnot measured:\n${problems.join('\n')}\n`);
-  process.stdout.write(`\n${results.length} cases in ${((performance.now() - t0) / 1000).toFixed(0)} s; results: ${relative(process.cwd(), jsonPath)}\n`);
+  printNotMeasured(results.flatMap((r) => Object.entries(r.notes ?? {}).filter(([, n]) => n.startsWith('error') || n.startsWith('skipped')).map(([e, n]) => `  ${e} ${r.model} ${r.attack}: ${n}`)));
+  printDone(results.length, t0, jsonPath);
   for (const m of ourModels.values()) m.model.params.dispose();
   for (const m of peerModels.values()) m.dispose();
   shutdown();
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().then(
-    () => process.exit(0),
-    (e) => {
-      process.stderr.write(`${P}: ${(e as Error).stack ?? e}\n`);
-      process.exit(1);
-    },
-  );
-}
+runMain(import.meta.url, P, main);

@@ -8,13 +8,14 @@
 // the forward pass and both gradients (they do the same multiply-adds). Times are the median over timed reps,
 // each rep synchronised with the GPU (ours: runtime().sync(); tfjs-webgpu: submit + onSubmittedWorkDone).
 // ratio_vs_* = ours_gflops / other_gflops (> 1: ours is faster). Nothing here asserts a speed.
-import { relative, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
-import os from 'node:os';
-import { create, globals } from 'webgpu';
-import { init, runtime, shutdown, tensor, gradients, parseBackend, Tensor } from '../src/index.js';
-import { writeFileAtomic } from '../src/fsutil.js';
+import * as tfjsCore from '@tensorflow/tfjs-core';
+import { runtime, shutdown, tensor, gradients, Tensor } from '../src/index.js';
+import {
+  parseOptions, runMain, fail, startEngines, printEngines, summarise, mulberry32, round, atomicWriteJson, resultsPath, reportHeader,
+  fmtRatio, fmtRate, tableHead, tableRow, printNotMeasured, printDone, type Column,
+} from './common.js';
+
+const P = 'bench:kernels';
 
 // ---------------------------------------------------------------- cases
 
@@ -119,76 +120,23 @@ Options:
 `;
 
 function options() {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: process.argv.slice(2),
-      strict: true,
-      allowPositionals: false,
-      options: {
-        reps: { type: 'string' },
-        budget: { type: 'string' },
-        warmup: { type: 'string' },
-        only: { type: 'string', multiple: true },
-        'no-cpu': { type: 'boolean' },
-        'no-webgpu': { type: 'boolean' },
-        backend: { type: 'string' },
-        json: { type: 'string' },
-        list: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (e) {
-    fail(`bench:kernels: ${(e as Error).message}\n\n${HELP}`);
-  }
-  if (parsed.help) {
-    process.stdout.write(HELP);
-    process.exit(0);
-  }
-  const num = (name: string, v: string | undefined, dflt: number, min: number): number => {
-    if (v === undefined) return dflt;
-    const x = Number(v);
-    if (!Number.isFinite(x) || x < min) fail(`bench:kernels: --${name} expects a number >= ${min}, got '${v}'`);
-    return x;
-  };
-  let backend;
-  try {
-    backend = parseBackend(parsed.backend ?? process.env.GENCLS_BACKEND);
-  } catch (e) {
-    fail(`bench:kernels: ${(e as Error).message}`);
-  }
+  const o = parseOptions(P, HELP, ['reps', 'budget', 'warmup'], ['no-cpu', 'no-webgpu']);
   return {
-    reps: Math.floor(num('reps', parsed.reps, 10, 1)),
-    budgetMs: num('budget', parsed.budget, 2, 0) * 1000,
-    warmup: Math.floor(num('warmup', parsed.warmup, 1, 0)),
-    only: parsed.only?.map((s) => s.trim().toLowerCase()).filter(Boolean),
-    cpu: !parsed['no-cpu'],
-    webgpu: !parsed['no-webgpu'],
-    backend,
-    json: parsed.json,
-    list: Boolean(parsed.list),
+    ...o.common,
+    reps: o.int('reps', 1, 10),
+    budgetMs: o.num('budget', 0, 2) * 1000,
+    warmup: o.int('warmup', 0, 1),
+    cpu: !o.flag('no-cpu'),
+    webgpu: !o.flag('no-webgpu'),
   };
-}
-
-function fail(msg: string): never {
-  process.stderr.write(msg.endsWith('\n') ? msg : msg + '\n');
-  process.exit(2);
 }
 
 // ---------------------------------------------------------------- data
 
+/** Deterministic inputs in [-1, 1). */
 function randomValues(n: number, seed: number): Float32Array {
-  // mulberry32: deterministic inputs in [-1, 1).
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-  }
-  return out;
+  const next = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => 2 * next() - 1);
 }
 const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
@@ -318,7 +266,7 @@ function oursRunner(c: Case, ops: OurOps): Runner {
   return { run, sync, disposeOut, dispose };
 }
 
-// TensorFlow.js, loaded after `navigator.gpu` is in place so its WebGPU backend registers.
+// TensorFlow.js used untyped: the runners reach into WebGPU backend internals its types do not expose.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type TF = any;
 
@@ -387,15 +335,8 @@ function tfjsRunner(tf: TF, engine: Engine, c: Case): Runner {
 
 // ---------------------------------------------------------------- timing
 
-interface Timing {
-  medianMs: number;
-  minMs: number;
-  reps: number;
-  /** The only timed run was the first one (CPU backend, slower than the budget). */
-  firstRunOnly: boolean;
-}
-
-async function measure(r: Runner, warmup: number, reps: number, budgetMs: number, firstRunCounts: boolean): Promise<Timing> {
+/** Times `r`; firstRunOnly says the only timed run was the first one (CPU backend, slower than the budget). */
+async function measure(r: Runner, warmup: number, reps: number, budgetMs: number, firstRunCounts: boolean) {
   const once = async (): Promise<number> => {
     const t0 = performance.now();
     const out = r.run();
@@ -422,10 +363,7 @@ async function measure(r: Runner, warmup: number, reps: number, budgetMs: number
     times.push(dt);
     total += dt;
   }
-  const sorted = [...times].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  const medianMs = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-  return { medianMs, minMs: sorted[0], reps: times.length, firstRunOnly };
+  return { ...summarise(times), firstRunOnly };
 }
 
 // ---------------------------------------------------------------- output
@@ -450,83 +388,46 @@ interface Record_ {
   notes?: Partial<Record<Engine, string>>;
 }
 
-const round = (x: number | null, digits = 3) => (x === null ? null : Number(x.toPrecision(digits + 1)));
-
-const COLS: Array<[string, number]> = [
-  ['op', 16],
-  ['pass', 11],
-  ['shape', 32],
-  ['GFLOP', 7],
-  ['ours', 8],
-  ['tfjs-webgpu', 11],
-  ['tfjs-cpu', 8],
-  ['x webgpu', 8],
-  ['x cpu', 7],
+const COLS: Column[] = [
+  ['op', 16, 'l'],
+  ['pass', 11, 'l'],
+  ['shape', 32, 'l'],
+  ['GFLOP', 7, 'r'],
+  ['ours', 8, 'r'],
+  ['tfjs-webgpu', 11, 'r'],
+  ['tfjs-cpu', 8, 'r'],
+  ['x webgpu', 8, 'r'],
+  ['x cpu', 7, 'r'],
 ];
-function row(cells: string[]): string {
-  return cells.map((c, i) => (i < 3 ? c.padEnd(COLS[i][1]) : c.padStart(COLS[i][1]))).join('  ');
-}
-const fmtG = (x: number | null) => (x === null ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
-const fmtR = (x: number | null) => (x === null ? '-' : `${x >= 10 ? x.toFixed(1) : x.toFixed(2)}x`);
 
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
   const opt = options();
   const all = buildCases();
-  const cases = opt.only ? all.filter((c) => opt.only!.some((s) => `${c.op} ${c.pass} ${c.shape}`.toLowerCase().includes(s))) : all;
+  const cases = all.filter((c) => opt.selects(`${c.op} ${c.pass} ${c.shape}`));
   if (opt.list) {
     for (const c of all) process.stdout.write(`${c.op} ${c.pass} ${c.shape}  (${(c.flops / 1e9).toFixed(3)} GFLOP)\n`);
     return;
   }
-  if (cases.length === 0) fail(`bench:kernels: --only ${opt.only!.map((s) => `'${s}'`).join(' ')} matches no case (see --list)`);
+  if (cases.length === 0) fail(P, `--only ${opt.only!.map((s) => `'${s}'`).join(' ')} matches no case (see --list)`);
 
-  // Ours first: it decides the backend (native or opengl) that TensorFlow.js must use too.
-  const rt = await init({ backend: opt.backend });
-  const adapter = rt.description;
-  const ourBackend = rt.backend as 'native' | 'opengl';
+  const engines = await startEngines(opt.backend, opt.webgpu, '--no-webgpu');
+  const { adapter } = engines;
   const ops = await loadOurOps();
-
-  // TensorFlow.js's WebGPU backend on a Dawn instance with the same backend (and compatibility feature level on GL).
-  for (const [k, v] of Object.entries(globals as Record<string, unknown>)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-  const gpu = create(ourBackend === 'opengl' ? ['backend=opengl'] : []);
-  if (ourBackend === 'opengl') {
-    const requestAdapter = gpu.requestAdapter.bind(gpu);
-    (gpu as { requestAdapter: GPU['requestAdapter'] }).requestAdapter = (o?: GPURequestAdapterOptions) =>
-      requestAdapter({ ...(o ?? {}), featureLevel: 'compatibility' } as GPURequestAdapterOptions);
-  }
-  const prevNav = (globalThis as { navigator?: { userAgent?: string } }).navigator;
-  Object.defineProperty(globalThis, 'navigator', { value: { userAgent: prevNav?.userAgent ?? `Node.js/${process.version}`, gpu }, configurable: true, writable: true });
-  let tfjsAdapter: string | null = null;
-  const probe = await gpu.requestAdapter({ powerPreference: 'high-performance' }).catch(() => null);
-  if (probe) {
-    const i = probe.info;
-    tfjsAdapter = `${[i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' / ')} [dawn ${ourBackend}, ${ourBackend === 'opengl' ? 'compatibility' : 'core'}]`;
-  }
-  const tf: TF = await import('@tensorflow/tfjs-core');
+  const tf: TF = tfjsCore;
   await import('@tensorflow/tfjs-backend-cpu');
-  await import('@tensorflow/tfjs-backend-webgpu');
-  tf.enableProdMode(); // no per-op debug checks, no "install tfjs-node" banner
-  const engineOk: Record<Engine, string | null> = { ours: null, tfjs_webgpu: null, tfjs_cpu: null };
-  if (!opt.webgpu) engineOk.tfjs_webgpu = 'skipped (--no-webgpu)';
-  else if (!(await tf.setBackend('webgpu').catch(() => false))) engineOk.tfjs_webgpu = 'tfjs webgpu backend failed to initialise';
+  tf.enableProdMode(); // no per-op debug checks, no "install tfjs-node" banner (also when the WebGPU backend is skipped)
+  const engineOk: Record<Engine, string | null> = { ours: null, tfjs_webgpu: engines.tfjsError, tfjs_cpu: null };
   if (!opt.cpu) engineOk.tfjs_cpu = 'skipped (--no-cpu)';
   else if (!(await tf.setBackend('cpu').catch(() => false))) engineOk.tfjs_cpu = 'tfjs cpu backend failed to initialise';
 
   const date = new Date();
-  const stamp = date.toISOString().replace(/\.\d+Z$/, '').replace(/:/g, '-');
-  const jsonPath = resolve(opt.json ?? fileURLToPath(new URL(`./results/kernels-${stamp}.json`, import.meta.url)));
-  const command = ['tsx', relative(process.cwd(), process.argv[1] ?? 'bench/kernels.ts'), ...process.argv.slice(2)].join(' ');
+  const jsonPath = resultsPath(opt.json, 'kernels', date);
   const results: Record_[] = [];
   const report = () => ({
-    adapter,
-    backend: ourBackend,
-    tfjs_webgpu_adapter: opt.webgpu ? tfjsAdapter : null,
-    date: date.toISOString(),
-    node: process.version,
-    command,
-    platform: `${os.platform()} ${os.arch()}, ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}`,
-    tfjs_version: tf.version_core,
+    ...reportHeader(engines, date, 'bench/kernels.ts'),
+    tfjs_version: tf.version_core, // the CPU backend's too, so set even when the WebGPU backend is skipped
     settings: { reps: opt.reps, budget_s: opt.budgetMs / 1000, warmup: opt.warmup, cpu: opt.cpu, webgpu: opt.webgpu, only: opt.only ?? null },
     conventions: {
       flops: '2 x multiply-adds of the dense op (padded taps included); same count for forward, input_grad, filter_grad',
@@ -538,13 +439,11 @@ async function main(): Promise<void> {
     results,
   });
 
-  process.stdout.write(`adapter:      ${adapter}\n`);
-  process.stdout.write(`tfjs-webgpu:  ${engineOk.tfjs_webgpu ?? tfjsAdapter ?? 'unknown adapter'}\n`);
+  printEngines(engines);
   process.stdout.write(`tfjs-cpu:     ${engineOk.tfjs_cpu ?? `tfjs ${tf.version_core} cpu backend`}\n`);
   for (const [op, note] of Object.entries(ops.notes)) process.stdout.write(`ours ${op}:  ${note}\n`);
   process.stdout.write(`${cases.length} cases, up to ${opt.reps} reps / ${opt.budgetMs / 1000}s each; GFLOP/s (higher is better)\n\n`);
-  process.stdout.write(row(COLS.map(([h]) => h)) + '\n');
-  process.stdout.write(row(COLS.map(([, w]) => '-'.repeat(w))) + '\n');
+  process.stdout.write(tableHead(COLS) + '\n');
 
   const t0 = performance.now();
   for (const c of cases) {
@@ -570,7 +469,7 @@ async function main(): Promise<void> {
         ms[engine] = t.medianMs;
         gflops[engine] = c.flops / (t.medianMs / 1000) / 1e9;
         reps[engine] = t.reps;
-        minMs[engine] = round(t.minMs, 4)!;
+        minMs[engine] = round(t.minMs, 5)!;
         if (t.firstRunOnly) notes[engine] = `one run of ${(t.medianMs / 1000).toFixed(1)} s (longer than the budget, not repeated)`;
       } catch (e) {
         notes[engine] = e instanceof Unavailable ? e.message : `error: ${(e as Error).message.split('\n')[0]}`;
@@ -595,47 +494,36 @@ async function main(): Promise<void> {
       ratio_vs_webgpu: round(ratio(gflops.tfjs_webgpu)),
       ratio_vs_cpu: round(ratio(gflops.tfjs_cpu)),
       adapter,
-      ours_ms: round(ms.ours, 4),
-      tfjs_webgpu_ms: round(ms.tfjs_webgpu, 4),
-      tfjs_cpu_ms: round(ms.tfjs_cpu, 4),
+      ours_ms: round(ms.ours, 5),
+      tfjs_webgpu_ms: round(ms.tfjs_webgpu, 5),
+      tfjs_cpu_ms: round(ms.tfjs_cpu, 5),
       min_ms: minMs,
       reps,
       ...(Object.keys(notes).length ? { notes } : {}),
     };
     results.push(rec);
     process.stdout.write(
-      row([
+      tableRow(COLS, [
         c.op,
         c.pass,
         c.shape,
         (c.flops / 1e9).toFixed(3),
-        fmtG(gflops.ours),
-        fmtG(gflops.tfjs_webgpu),
-        fmtG(gflops.tfjs_cpu),
-        fmtR(ratio(gflops.tfjs_webgpu)),
-        fmtR(ratio(gflops.tfjs_cpu)),
+        fmtRate(gflops.ours),
+        fmtRate(gflops.tfjs_webgpu),
+        fmtRate(gflops.tfjs_cpu),
+        fmtRatio(ratio(gflops.tfjs_webgpu)),
+        fmtRatio(ratio(gflops.tfjs_cpu)),
       ]) + '\n',
     );
     // Rewritten after every case so an interrupted run keeps what it measured.
-    writeFileAtomic(jsonPath, JSON.stringify(report(), null, 2) + '\n');
+    atomicWriteJson(jsonPath, report());
   }
   const problems = new Map<string, string>();
   for (const r of results)
     for (const [e, n] of Object.entries(r.notes ?? {})) if (!n.startsWith('skipped') && !n.startsWith('one run')) problems.set(`${e} ${r.op}`, n);
-  if (problems.size) {
-    process.stdout.write('\nnot measured:\n');
-    for (const [k, n] of problems) process.stdout.write(`  ${k}: ${n}\n`);
-  }
-  process.stdout.write(`\n${results.length} cases in ${((performance.now() - t0) / 1000).toFixed(0)} s; results: ${relative(process.cwd(), jsonPath)}\n`);
+  printNotMeasured([...problems].map(([k, n]) => `  ${k}: ${n}`));
+  printDone(results.length, t0, jsonPath);
   shutdown();
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().then(
-    () => process.exit(0),
-    (e) => {
-      process.stderr.write(`bench:kernels: ${(e as Error).message}\n`);
-      process.exit(1);
-    },
-  );
-}
+runMain(import.meta.url, P, main);

@@ -13,129 +13,23 @@
 // random images in [0, 1] and random labels (uploaded every rep), weights random: only the speed is compared.
 // Before timing, a check copies our weights into the peer and compares log-weights and input gradients.
 // ratio = tfjs_webgpu_ms / ours_ms (> 1: ours is faster). Nothing here asserts a speed.
-import { writeFileAtomic } from '../src/fsutil.js';
-import { relative, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
-import os from 'node:os';
-import { init, shutdown, tidy, noGrad, tensor, scale, mean, sum, oneHot, gradients, readAll, Adam, parseBackend, type Backend } from '../src/index.js';
+import { shutdown, tidy, noGrad, tensor, scale, mean, sum, oneHot, gradients, readAll, Adam } from '../src/index.js';
 import { createModel, modelConfig, PRESETS, type PresetName } from '../src/models/factorisations.js';
-import { createPeerModel, importOurWeights, loadTfjsWebgpu, type PeerModelName, type TfjsWebgpu } from './peer/tfjs-models.js';
+import { createPeerModel, importOurWeights, type PeerModelName } from './peer/tfjs-models.js';
+import {
+  parseOptions, runMain, fail, startEngines, checkedTfjs, printEngines, timeReps, randomBatch, round, atomicWriteJson, resultsPath, reportHeader,
+  timeBoth, comparison, comparisonCells, COMPARISON_COLUMNS, perEngine, table, printNotMeasured, printDone,
+  type Comparison, type Column, type PerEngine, type TfjsModule, type Timing,
+} from './common.js';
 
-type TfjsModule = TfjsWebgpu['tf'];
-
-// ---------------------------------------------------------------- shared by the model benchmarks
-
-export interface Timing {
-  medianMs: number;
-  minMs: number;
-  /** Timed reps actually run (fewer than asked when the time budget ran out). */
-  reps: number;
-  warmup: number;
-}
-
-/**
- * Runs `once` `warmup` times untimed, then up to `reps` timed times, stopping early (after at least one timed rep)
- * once the timed reps have used `budgetMs`. Each call of `once` must return only when its work is done.
- */
-export async function timeReps(once: () => Promise<void>, warmup: number, reps: number, budgetMs: number): Promise<Timing> {
-  for (let i = 0; i < warmup; i++) await once();
-  const times: number[] = [];
-  let total = 0;
-  while (times.length < reps && (times.length === 0 || total < budgetMs)) {
-    const t0 = performance.now();
-    await once();
-    const dt = performance.now() - t0;
-    times.push(dt);
-    total += dt;
-  }
-  const sorted = [...times].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return { medianMs: sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2, minMs: sorted[0], reps: times.length, warmup };
-}
-
-export function atomicWriteJson(path: string, value: unknown): void {
-  writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n');
-}
-
-export const round = (x: number | null | undefined, digits = 4): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Number(x.toPrecision(digits)));
-
-export function fail(prefix: string, msg: string): never {
-  process.stderr.write(`${prefix}: ${msg}${msg.endsWith('\n') ? '' : '\n'}`);
-  process.exit(2);
-}
-
-/** Random images in [0, 1] (mulberry32) and labels, deterministic per seed. */
-export function randomBatch(n: number, seed: number): { x: Float32Array; y: Int32Array } {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  const x = Float32Array.from({ length: n * 784 }, next);
-  const y = Int32Array.from({ length: n }, () => Math.floor(next() * 10));
-  return { x, y };
-}
-
-/** Both engines on one Dawn backend: ours first (it picks native or opengl), then TensorFlow.js's WebGPU backend. */
-export async function startEngines(backend: Backend | undefined, withTfjs: boolean) {
-  const rt = await init({ backend });
-  const ourBackend = rt.backend as 'native' | 'opengl';
-  let tfjs: Awaited<ReturnType<typeof loadTfjsWebgpu>> | null = null;
-  let tfjsError: string | null = withTfjs ? null : 'skipped (--no-tfjs)';
-  if (withTfjs) {
-    try {
-      tfjs = await loadTfjsWebgpu(ourBackend);
-    } catch (e) {
-      tfjsError = (e as Error).message;
-    }
-  }
-  return { rt, adapter: rt.description, ourBackend, tfjs, tfjsError };
-}
-
-/**
- * Runs `fn` inside a WebGPU validation error scope on tfjs's device and throws if anything failed validation:
- * tfjs does not check, and an invalid dispatch (say a binding over maxStorageBufferBindingSize) is skipped, so
- * its time would be that of work never done.
- */
-export async function checkedTfjs<T>(tfx: TfjsModule, fn: () => Promise<T>): Promise<T> {
-  const device = (tfx.backend() as unknown as { device?: GPUDevice }).device;
-  if (!device) return fn();
-  device.pushErrorScope('validation');
-  let out: T;
-  try {
-    out = await fn();
-  } finally {
-    const err = await device.popErrorScope();
-    if (err) throw new Error(`tfjs WebGPU validation error: ${err.message.split('\n')[0]}`);
-  }
-  return out;
-}
-
-export function commandLine(defaultScript: string): string {
-  return ['tsx', relative(process.cwd(), process.argv[1] ?? defaultScript), ...process.argv.slice(2)].join(' ');
-}
-
-export const platform = () => `${os.platform()} ${os.arch()}, ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`;
-
-export const fmtMs = (x: number | null) => (x === null ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(x >= 100 ? 0 : 1)} ms`);
-export const fmtRatio = (x: number | null) => (x === null ? '-' : `${x >= 10 ? x.toFixed(1) : x.toFixed(2)}x`);
-export const fmtRate = (x: number | null) => (x === null ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
-
-export function table(cols: Array<[string, number, 'l' | 'r']>, rows: string[][]): string {
-  const line = (cells: string[]) => cells.map((c, i) => (cols[i][2] === 'l' ? c.padEnd(cols[i][1]) : c.padStart(cols[i][1]))).join('  ');
-  return [line(cols.map(([h]) => h)), line(cols.map(([, w]) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
+const P = 'bench:train';
 
 /**
  * Checks the peer computes what ours does: our weights (random, seed 3) copied into the peer, then the log-weights
  * log p(x, y, z) - log q(z|x, y) of 8 images x 3 labels with the same noise, and their summed gradient with
  * respect to the images, compared.
  */
-export async function checkEquivalence(tfx: TfjsModule, model: PeerModelName, preset: PresetName) {
+async function checkEquivalence(tfx: TfjsModule, model: PeerModelName, preset: PresetName) {
   const cfg = modelConfig(model, preset, { seed: 3 });
   const ours = createModel(cfg);
   const peer = createPeerModel({ model, channels: cfg.channels, hidden: cfg.hidden, latent: cfg.latent });
@@ -176,8 +70,6 @@ export async function checkEquivalence(tfx: TfjsModule, model: PeerModelName, pr
   }
 }
 
-// ---------------------------------------------------------------- this benchmark
-
 const MODELS: PeerModelName[] = ['gfz', 'dfz'];
 type Task = 'train' | 'classify';
 interface Case {
@@ -206,67 +98,21 @@ Options:
 `;
 
 function options() {
-  const P = 'bench:train';
-  let v;
-  try {
-    v = parseArgs({
-      args: process.argv.slice(2),
-      strict: true,
-      allowPositionals: false,
-      options: {
-        steps: { type: 'string' },
-        warmup: { type: 'string' },
-        budget: { type: 'string' },
-        batch: { type: 'string' },
-        samples: { type: 'string' },
-        only: { type: 'string', multiple: true },
-        'no-paper': { type: 'boolean' },
-        'no-tfjs': { type: 'boolean' },
-        'no-check': { type: 'boolean' },
-        backend: { type: 'string' },
-        json: { type: 'string' },
-        list: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (e) {
-    fail(P, `${(e as Error).message}\n\n${HELP}`);
-  }
-  if (v.help) {
-    process.stdout.write(HELP);
-    process.exit(0);
-  }
-  const int = (name: string, s: string | undefined, min: number): number | undefined => {
-    if (s === undefined) return undefined;
-    const x = Number(s);
-    if (!Number.isInteger(x) || x < min) fail(P, `--${name} expects an integer >= ${min}, got '${s}'`);
-    return x;
-  };
-  const budget = v.budget === undefined ? 120 : Number(v.budget);
-  if (!Number.isFinite(budget) || budget < 0) fail(P, `--budget expects a number >= 0, got '${v.budget}'`);
-  let backend: Backend | undefined;
-  try {
-    backend = parseBackend(v.backend ?? process.env.GENCLS_BACKEND);
-  } catch (e) {
-    fail(P, (e as Error).message);
-  }
+  const o = parseOptions(P, HELP, ['steps', 'warmup', 'budget', 'batch', 'samples'], ['no-paper', 'no-tfjs', 'no-check']);
   return {
-    steps: int('steps', v.steps, 1),
-    warmup: int('warmup', v.warmup, 0),
-    budgetMs: budget * 1000,
-    batch: int('batch', v.batch, 1) ?? 100,
-    samples: int('samples', v.samples, 1) ?? 10,
-    only: v.only?.map((s) => s.trim().toLowerCase()).filter(Boolean),
-    paper: !v['no-paper'],
-    tfjs: !v['no-tfjs'],
-    check: !v['no-check'],
-    backend,
-    json: v.json,
-    list: Boolean(v.list),
+    ...o.common,
+    steps: o.int('steps', 1),
+    warmup: o.int('warmup', 0),
+    budgetMs: o.num('budget', 0, 120) * 1000,
+    batch: o.int('batch', 1, 100),
+    samples: o.int('samples', 1, 10),
+    paper: !o.flag('no-paper'),
+    tfjs: !o.flag('no-tfjs'),
+    check: !o.flag('no-check'),
   };
 }
 
-interface Result {
+interface Result extends Comparison {
   model: string;
   preset: string;
   task: Task;
@@ -274,20 +120,11 @@ interface Result {
   samples: number | null;
   /** classify: rows (class x sample x image) per pass through the networks, the same on both engines. */
   rows_per_pass: number | null;
-  ours_ms: number | null;
-  tfjs_webgpu_ms: number | null;
-  /** tfjs_webgpu_ms / ours_ms (> 1: ours is faster). */
-  ratio: number | null;
-  ours_images_per_s: number | null;
-  tfjs_webgpu_images_per_s: number | null;
-  ours_min_ms: number | null;
-  tfjs_webgpu_min_ms: number | null;
-  reps: { ours?: number; tfjs_webgpu?: number };
   warmup: number;
   /** Sanity: the peer has exactly our parameter count; losses are the first step's -ELBO (random weights). */
   params: { ours: number | null; tfjs: number | null };
-  first_loss: { ours?: number; tfjs_webgpu?: number };
-  notes?: { ours?: string; tfjs_webgpu?: string };
+  first_loss: PerEngine<number>;
+  notes?: PerEngine<string>;
 }
 
 /** One engine on one case: returns the timing and the first loss (train) or nothing. */
@@ -301,26 +138,18 @@ async function main(): Promise<void> {
     for (const c of all) process.stdout.write(caseName(c) + '\n');
     return;
   }
-  const cases = all.filter((c) => (opt.paper || c.preset !== 'paper') && (!opt.only || opt.only.some((s) => caseName(c).includes(s))));
-  if (cases.length === 0) fail('bench:train', 'no case left to run (see --list)');
+  const cases = all.filter((c) => (opt.paper || c.preset !== 'paper') && opt.selects(caseName(c)));
+  if (cases.length === 0) fail(P, 'no case left to run (see --list)');
 
-  const { rt, adapter, ourBackend, tfjs, tfjsError } = await startEngines(opt.backend, opt.tfjs);
-  const maxBinding = rt.limits.maxStorageBufferBindingSize;
-  const tf = tfjs?.tf;
+  const engines = await startEngines(opt.backend, opt.tfjs);
+  const maxBinding = engines.rt.limits.maxStorageBufferBindingSize;
+  const tf = engines.tfjs?.tf;
   const date = new Date();
-  const stamp = date.toISOString().replace(/\.\d+Z$/, '').replace(/:/g, '-');
-  const jsonPath = resolve(opt.json ?? fileURLToPath(new URL(`./results/train-step-${stamp}.json`, import.meta.url)));
+  const jsonPath = resultsPath(opt.json, 'train-step', date);
   const results: Result[] = [];
   const equivalence: Awaited<ReturnType<typeof checkEquivalence>>[] = [];
   const report = () => ({
-    adapter,
-    backend: ourBackend,
-    tfjs_webgpu_adapter: tfjs?.adapter ?? null,
-    tfjs_version: tf?.version_core ?? null,
-    date: date.toISOString(),
-    command: commandLine('bench/train-step.ts'),
-    node: process.version,
-    platform: platform(),
+    ...reportHeader(engines, date, 'bench/train-step.ts'),
     settings: { steps: opt.steps ?? 'default', warmup: opt.warmup ?? 'default', budget_s: opt.budgetMs / 1000, batch: opt.batch, samples: opt.samples, paper: opt.paper, tfjs: opt.tfjs, only: opt.only ?? null },
     conventions: {
       train: 'median ms of one training step (forward + backward + Adam lr 1e-3, mean -ELBO, one z sample), synchronised by reading the loss back',
@@ -417,25 +246,13 @@ async function main(): Promise<void> {
     } finally {
       model.dispose();
       const leaked = tf!.memory().numTensors - before;
-      if (leaked > 0) process.stderr.write(`bench:train: tfjs ${caseName(c)} left ${leaked} tensors\n`);
+      if (leaked > 0) process.stderr.write(`${P}: tfjs ${caseName(c)} left ${leaked} tensors\n`);
     }
   };
 
-  process.stdout.write(`adapter:      ${adapter}\n`);
-  process.stdout.write(`tfjs-webgpu:  ${tfjsError ?? tfjs!.adapter} ${tf ? `(tfjs ${tf.version_core})` : ''}\n`);
-  process.stdout.write(`platform:     ${platform()}\n`);
+  printEngines(engines);
   process.stdout.write(`batch ${opt.batch}, K=${opt.samples} for classify; median of timed reps after warm-up; ratio = tfjs ms / ours ms (> 1: ours faster)\n\n`);
-  const cols: Array<[string, number, 'l' | 'r']> = [
-    ['model', 5, 'l'],
-    ['preset', 7, 'l'],
-    ['task', 8, 'l'],
-    ['ours', 9, 'r'],
-    ['tfjs-webgpu', 11, 'r'],
-    ['ratio', 7, 'r'],
-    ['ours img/s', 10, 'r'],
-    ['tfjs img/s', 10, 'r'],
-    ['reps', 5, 'r'],
-  ];
+  const cols: Column[] = [['model', 5, 'l'], ['preset', 7, 'l'], ['task', 8, 'l'], ...COMPARISON_COLUMNS, ['reps', 5, 'r']];
   const rows: string[][] = [];
   const t0 = performance.now();
   if (tf && opt.check) {
@@ -459,7 +276,7 @@ async function main(): Promise<void> {
     const warmup = opt.warmup ?? (c.task === 'train' ? 3 : 1);
     const timing = (once: () => Promise<void>) => timeReps(once, warmup, reps, opt.budgetMs);
     process.stderr.write(`${caseName(c)}: ${warmup} warm-up + ${reps} timed reps per engine...\n`);
-    const ms: { ours: number | null; tfjs_webgpu: number | null } = { ours: null, tfjs_webgpu: null };
+    const { runs, notes } = await timeBoth(P, caseName(c), engines, () => ours(c, timing), () => peer(c, timing));
     const rec: Result = {
       model: c.model,
       preset: c.preset,
@@ -467,74 +284,25 @@ async function main(): Promise<void> {
       batch: opt.batch,
       samples: c.task === 'classify' ? opt.samples : null,
       rows_per_pass: c.task === 'classify' ? rowsPerPass(c) : null,
-      ours_ms: null,
-      tfjs_webgpu_ms: null,
-      ratio: null,
-      ours_images_per_s: null,
-      tfjs_webgpu_images_per_s: null,
-      ours_min_ms: null,
-      tfjs_webgpu_min_ms: null,
-      reps: {},
+      ...comparison(runs, opt.batch),
       warmup,
-      params: { ours: null, tfjs: null },
-      first_loss: {},
+      params: { ours: runs.ours?.params ?? null, tfjs: runs.tfjs_webgpu?.params ?? null },
+      first_loss: perEngine(runs, (r) => (r.firstLoss === undefined ? undefined : round(r.firstLoss, 6)!)),
+      ...(notes && { notes }),
     };
-    const notes: Result['notes'] = {};
-    for (const engine of ['ours', 'tfjs_webgpu'] as const) {
-      if (engine === 'tfjs_webgpu' && !tf) {
-        notes.tfjs_webgpu = tfjsError!;
-        continue;
-      }
-      try {
-        const { t, params, firstLoss } = engine === 'ours' ? await ours(c, timing) : await checkedTfjs(tf!, () => peer(c, timing));
-        rec.params[engine === 'ours' ? 'ours' : 'tfjs'] = params;
-        ms[engine] = t.medianMs;
-        rec[`${engine}_min_ms`] = round(t.minMs);
-        rec.reps[engine] = t.reps;
-        if (firstLoss !== undefined) rec.first_loss[engine] = round(firstLoss, 6)!;
-      } catch (e) {
-        notes[engine] = `error: ${(e as Error).message.split('\n')[0]}`;
-        process.stderr.write(`bench:train: ${engine} ${caseName(c)}: ${(e as Error).stack ?? e}\n`);
-      }
-    }
-    rec.ours_ms = round(ms.ours);
-    rec.tfjs_webgpu_ms = round(ms.tfjs_webgpu);
-    rec.ratio = ms.ours && ms.tfjs_webgpu ? round(ms.tfjs_webgpu / ms.ours, 3) : null;
-    rec.ours_images_per_s = ms.ours ? round((opt.batch * 1000) / ms.ours) : null;
-    rec.tfjs_webgpu_images_per_s = ms.tfjs_webgpu ? round((opt.batch * 1000) / ms.tfjs_webgpu) : null;
-    if (Object.keys(notes).length) rec.notes = notes;
     results.push(rec);
-    rows.push([
-      c.model,
-      c.preset,
-      c.task === 'classify' ? `K=${opt.samples}` : 'train',
-      fmtMs(ms.ours),
-      fmtMs(ms.tfjs_webgpu),
-      fmtRatio(rec.ratio),
-      fmtRate(rec.ours_images_per_s),
-      fmtRate(rec.tfjs_webgpu_images_per_s),
-      `${rec.reps.ours ?? 0}/${rec.reps.tfjs_webgpu ?? 0}`,
-    ]);
+    rows.push([c.model, c.preset, c.task === 'classify' ? `K=${opt.samples}` : 'train', ...comparisonCells(runs, rec), `${rec.reps.ours ?? 0}/${rec.reps.tfjs_webgpu ?? 0}`]);
     atomicWriteJson(jsonPath, report()); // after every case, so an interrupted run keeps what it measured
   }
   process.stdout.write(table(cols, rows) + '\n');
   for (const r of results)
     if (r.rows_per_pass !== null && r.rows_per_pass < 10 * r.samples! * r.batch)
       process.stdout.write(`${r.model} ${r.preset} K=${r.samples}: ${r.rows_per_pass} rows per pass (${Math.ceil((10 * r.samples! * r.batch) / r.rows_per_pass)} passes) on both engines, to keep the decoder's feature maps under maxStorageBufferBindingSize (${maxBinding} bytes)\n`);
-  const problems = results.flatMap((r) => Object.entries(r.notes ?? {}).map(([e, n]) => `  ${e} ${r.model} ${r.preset} ${r.task}: ${n}`));
-  if (problems.length) process.stdout.write(`\nnot measured:\n${problems.join('\n')}\n`);
+  printNotMeasured(results.flatMap((r) => Object.entries(r.notes ?? {}).map(([e, n]) => `  ${e} ${r.model} ${r.preset} ${r.task}: ${n}`)));
   const mismatched = results.filter((r) => r.params.tfjs !== null && r.params.ours !== null && r.params.tfjs !== r.params.ours);
   for (const r of mismatched) process.stdout.write(`warning: ${r.model} ${r.preset}: tfjs peer has ${r.params.tfjs} parameters, ours ${r.params.ours}\n`);
-  process.stdout.write(`\n${results.length} cases in ${((performance.now() - t0) / 1000).toFixed(0)} s; results: ${relative(process.cwd(), jsonPath)}\n`);
+  printDone(results.length, t0, jsonPath);
   shutdown();
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().then(
-    () => process.exit(0),
-    (e) => {
-      process.stderr.write(`bench:train: ${(e as Error).stack ?? e}\n`);
-      process.exit(1);
-    },
-  );
-}
+runMain(import.meta.url, P, main);

@@ -32,7 +32,7 @@ const HALF_LOG_2PI = 0.5 * Math.log(2 * Math.PI);
 
 export interface TfjsWebgpu {
   tf: typeof tf;
-  /** The adapter the tfjs device runs on, in the same words as kernels.ts. */
+  /** The adapter the tfjs device runs on: vendor / architecture / device / description [dawn backend, feature level]. */
   adapter: string;
 }
 
