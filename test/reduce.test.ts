@@ -30,6 +30,18 @@ describe('reductions along any axes match the float64 reference', () => {
     });
   }
 
+  it('reducing only axes of size 1 gives the input values in the reduced shape, for every kind', async () => {
+    const x = randomRef([1, 6, 1, 5], 3, -2, 2);
+    for (const kind of kinds) {
+      for (const [axes, keepDims] of [[[0], false], [[0, 2], true], [[2], false]] as const) {
+        const y = T[kind](toGpu(x), [...axes], keepDims);
+        const want = refReduce(x, [...axes], kind, keepDims);
+        expect(y.shape).toEqual(want.shape);
+        expectClose(await download(y), want, { rtol: 1e-6, atol: 1e-6 }, `${kind} over ${axes}`);
+      }
+    }
+  });
+
   it('reduces long rows and many rows (workgroup tree and folded dispatch)', async () => {
     const x = randomRef([3, 5000], 7, -1, 1);
     expectClose(await download(T.sum(toGpu(x), 1)), refReduce(x, [1], 'sum'), { rtol: 1e-5, atol: 1e-4 });

@@ -21,6 +21,8 @@ function reduceShape(x: Tensor, axes: number[], keepDims: boolean): number[] {
 }
 
 function rowReduce(op: RowReduceOp, x: Tensor, axes: number[], keepDims: boolean, scale = 1): Tensor {
+  // Reducing only axes of size 1 (say the batch axis of a broadcast's gradient) changes nothing but the shape.
+  if (axes.every((k) => x.shape[k] === 1) && scale === 1) return new Tensor(x.sharedStorage, reduceShape(x, axes, keepDims), x.dtype, x.byteOffset);
   const { rows, nRows, nCols } = asRows(x, axes);
   const y = rowReduceKernel(op, rows, nRows, nCols, scale);
   if (rows !== x) rows.dispose();
