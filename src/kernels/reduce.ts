@@ -1,6 +1,10 @@
-// Row reductions over a [rows, cols] view: sum, max and a one-pass (online) logsumexp, plus softmax and
-// log-softmax that reuse the same workgroup reduction. One workgroup per row, a shared-memory tree inside it.
-// Reductions over arbitrary axes are arranged into this view by the caller (permuting when needed).
+// Reductions: sum, max and a one-pass (online) logsumexp, in two layouts.
+//   row:   x viewed as [rows, cols], reduced along cols by one workgroup per row with a shared-memory tree
+//          inside it: for long rows. softmax and log-softmax reuse it.
+//   axis:  x viewed as [outer, len, inner], reduced along len by one invocation per (outer, inner) output,
+//          looping over len with stride inner: neighbouring invocations read neighbouring addresses, nothing is
+//          permuted first, and no barriers are needed (each costs a workgroup-wide switch on llvmpipe).
+// The caller reduces any set of axes as a sequence of these, one contiguous block of axes at a time.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime } from '../autograd/tensor.js';
 import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
@@ -95,7 +99,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   };
 }
 
-/** Reduces each row of x viewed as [rows, cols]; `scale` multiplies sum/max results (1/cols gives a mean). */
+/** Reduces each row of x viewed as [rows, cols]; `scale` multiplies sum/max results. */
 export function rowReduceKernel(op: RowReduceOp, x: Tensor, rows: number, cols: number, scale = 1): Tensor {
   const rt = runtime();
   const y = Tensor.empty([rows]);
@@ -104,6 +108,60 @@ export function rowReduceKernel(op: RowReduceOp, x: Tensor, rows: number, cols: 
     outputs: [y.binding],
     uniforms: new UniformWriter().u32(rows).u32(cols).f32(scale).u32(0).finish(),
     workgroups: rt.groups1d(rows),
+  });
+  return y;
+}
+
+const AXIS_WG = 64;
+
+function axisSource(op: RowReduceOp) {
+  return {
+    key: `axis:${op}`,
+    name: `axisReduce.${op}`,
+    wgsl: () => wgsl`
+struct U { outer: u32, len: u32, inner: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
+${GROUP_INDEX_WGSL}
+@compute @workgroup_size(${AXIS_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let e = groupIndex(wid, nwg) * ${AXIS_WG}u + lid;
+  if (e >= u.outer * u.inner) { return; }
+  let o = e / u.inner;
+  var p = o * u.len * u.inner + e % u.inner;
+#if ${op === 'sum'}
+  var acc = 0.0;
+  for (var j = 0u; j < u.len; j++) { acc += xs[p]; p += u.inner; }
+  ys[e] = acc * u.scale;
+#elif ${op === 'max'}
+  var acc = -3.4028e+38f;
+  for (var j = 0u; j < u.len; j++) { acc = max(acc, xs[p]); p += u.inner; }
+  ys[e] = acc * u.scale;
+#else
+  // Online logsumexp: rescale the running sum whenever the maximum grows.
+  var m = -3.4028e+38f;
+  var s = 0.0;
+  for (var j = 0u; j < u.len; j++) {
+    let v = xs[p];
+    if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s += exp(v - m); }
+    p += u.inner;
+  }
+  ys[e] = m + log(s);
+#endif
+}`,
+  };
+}
+
+/** Reduces x viewed as [outer, len, inner] along len: [outer * inner] values; `scale` multiplies sum/max results. */
+export function axisReduceKernel(op: RowReduceOp, x: Tensor, outer: number, len: number, inner: number, scale = 1): Tensor {
+  const rt = runtime();
+  const y = Tensor.empty([outer * inner]);
+  rt.dispatch(axisSource(op), {
+    inputs: [x.binding],
+    outputs: [y.binding],
+    uniforms: new UniformWriter().u32(outer).u32(len).u32(inner).f32(scale).finish(),
+    workgroups: rt.groups1d(Math.ceil((outer * inner) / AXIS_WG)),
   });
   return y;
 }

@@ -1,33 +1,54 @@
 // Reductions along any axes and the softmax family, with their gradients.
 import { Tensor, record, sizeOf, fmt, type Shape } from '../tensor.js';
-import { rowReduceKernel, rowNormalizeKernel, rowArgmaxKernel, type RowReduceOp } from '../../kernels/reduce.js';
-import { permuteKernel, normAxes } from '../../kernels/shape.js';
+import { rowReduceKernel, axisReduceKernel, rowNormalizeKernel, rowArgmaxKernel, type RowReduceOp } from '../../kernels/reduce.js';
+import { normAxes } from '../../kernels/shape.js';
 import { reshape, broadcastTo } from './shape.js';
 import { mul, sub, exp, eq, scale, neg } from './elementwise.js';
 import { oneHot } from './shape.js';
-
-/** Views x as [kept, reduced] rows, permuting only when the reduced axes are not already trailing. */
-function asRows(x: Tensor, axes: number[]): { rows: Tensor; nRows: number; nCols: number; keptShape: number[] } {
-  const kept = [...Array(x.rank).keys()].filter((k) => !axes.includes(k));
-  const nRows = sizeOf(kept.map((k) => x.shape[k]));
-  const nCols = sizeOf(axes.map((k) => x.shape[k]));
-  const trailing = axes.every((a, i) => a === x.rank - axes.length + i);
-  const rows = trailing ? x : permuteKernel(x, [...kept, ...axes]);
-  return { rows, nRows, nCols, keptShape: kept.map((k) => x.shape[k]) };
-}
 
 function reduceShape(x: Tensor, axes: number[], keepDims: boolean): number[] {
   return keepDims ? x.shape.map((d, k) => (axes.includes(k) ? 1 : d)) : x.shape.filter((_, k) => !axes.includes(k));
 }
 
-function rowReduce(op: RowReduceOp, x: Tensor, axes: number[], keepDims: boolean, scale = 1): Tensor {
+/** Rows at least this long go to the workgroup-tree kernel; shorter or strided ones to one invocation per output. */
+const TREE_MIN_LEN = 256;
+
+/**
+ * Reduces `axes` of x without permuting: with size-1 axes dropped and neighbours of the same kind merged, x is
+ * [kept?, reduced, kept, reduced, ...]; each pass reduces the last reduced block as [outer, len, inner].
+ * `scale` (a mean's 1/n) is applied by the last pass.
+ */
+function reduceAxes(op: RowReduceOp, x: Tensor, axes: number[], keepDims: boolean, scale = 1): Tensor {
+  let blocks: { size: number; reduced: boolean }[] = [];
+  const merge = () => {
+    const merged: typeof blocks = [];
+    for (const b of blocks) {
+      const last = merged[merged.length - 1];
+      if (last && last.reduced === b.reduced) last.size *= b.size;
+      else merged.push({ ...b });
+    }
+    blocks = merged;
+  };
+  blocks = x.shape.map((size, k) => ({ size, reduced: axes.includes(k) })).filter((b) => b.size !== 1);
+  merge();
+  let y = x;
+  for (;;) {
+    const at = blocks.map((b) => b.reduced).lastIndexOf(true);
+    if (at < 0) break;
+    const outer = sizeOf(blocks.slice(0, at).map((b) => b.size));
+    const inner = sizeOf(blocks.slice(at + 1).map((b) => b.size));
+    const len = blocks[at].size;
+    const passScale = blocks.slice(0, at).some((b) => b.reduced) ? 1 : scale;
+    const next = inner === 1 && len >= TREE_MIN_LEN ? rowReduceKernel(op, y, outer, len, passScale) : axisReduceKernel(op, y, outer, len, inner, passScale);
+    if (y !== x) y.dispose();
+    y = next;
+    blocks.splice(at, 1);
+    merge();
+  }
   // Reducing only axes of size 1 (say the batch axis of a broadcast's gradient) changes nothing but the shape.
-  if (axes.every((k) => x.shape[k] === 1) && scale === 1) return new Tensor(x.sharedStorage, reduceShape(x, axes, keepDims), x.dtype, x.byteOffset);
-  const { rows, nRows, nCols } = asRows(x, axes);
-  const y = rowReduceKernel(op, rows, nRows, nCols, scale);
-  if (rows !== x) rows.dispose();
-  const shaped = new Tensor(y.sharedStorage, reduceShape(x, axes, keepDims));
-  y.dispose();
+  if (y === x && scale !== 1) throw new Error(`internal: a mean over size-1 axes has scale ${scale}`);
+  const shaped = new Tensor(y.sharedStorage, reduceShape(x, axes, keepDims), x.dtype, y === x ? x.byteOffset : 0);
+  if (y !== x) y.dispose();
   return shaped;
 }
 
@@ -38,26 +59,26 @@ function expandBack(g: Tensor, x: Tensor, axes: number[]): Tensor {
 
 export function sum(x: Tensor, axes?: number | number[], keepDims = false): Tensor {
   const ax = normAxes('sum', axes, x.rank);
-  return record(rowReduce('sum', x, ax, keepDims), 'sum', [x], (g) => [expandBack(g, x, ax)]);
+  return record(reduceAxes('sum', x, ax, keepDims), 'sum', [x], (g) => [expandBack(g, x, ax)]);
 }
 
 export function mean(x: Tensor, axes?: number | number[], keepDims = false): Tensor {
   const ax = normAxes('mean', axes, x.rank);
   const n = sizeOf(ax.map((k) => x.shape[k]));
-  return record(rowReduce('sum', x, ax, keepDims, 1 / n), 'mean', [x], (g) => [scale(expandBack(g, x, ax), 1 / n)]);
+  return record(reduceAxes('sum', x, ax, keepDims, 1 / n), 'mean', [x], (g) => [scale(expandBack(g, x, ax), 1 / n)]);
 }
 
 /** Max along axes; the gradient goes to every position equal to the max. */
 export function max(x: Tensor, axes?: number | number[], keepDims = false): Tensor {
   const ax = normAxes('max', axes, x.rank);
-  const y = rowReduce('max', x, ax, keepDims);
+  const y = reduceAxes('max', x, ax, keepDims);
   return record(y, 'max', [x], (g) => [mul(expandBack(g, x, ax), eq(x, reshape(y, reduceShape(x, ax, true))))]);
 }
 
 /** log sum exp along axes, computed in one stable online pass. */
 export function logsumexp(x: Tensor, axes?: number | number[], keepDims = false): Tensor {
   const ax = normAxes('logsumexp', axes, x.rank);
-  const y = rowReduce('logsumexp', x, ax, keepDims);
+  const y = reduceAxes('logsumexp', x, ax, keepDims);
   return record(y, 'logsumexp', [x], (g) => [mul(expandBack(g, x, ax), exp(sub(x, reshape(y, reduceShape(x, ax, true)))))]);
 }
 
