@@ -1,7 +1,8 @@
-// Per-kernel profile of one training step or one Bayes-rule classification of a model: which shaders the time
-// goes to. Ours only (the peer has no equivalent breakdown).
+// Per-kernel profile of one training step, one Bayes-rule classification, or one attack gradient (the input
+// gradient of the cross-entropy of the Bayes-rule logits, as FGS, PGD and MIM take it) of a model: which shaders
+// the time goes to. Ours only (the peer has no equivalent breakdown).
 //
-//   npm run bench:profile -- [--model gfz] [--preset compact] [--task train|classify] [--reps N] [--top N] [--json PATH]
+//   npm run bench:profile -- [--model gfz] [--preset compact] [--task train|classify|gradient] [--reps N] [--top N] [--json PATH]
 //
 // The step is run a few times to warm the pipelines and the buffer pool, then once more while every dispatch it
 // encodes is recorded (kernel, bindings, uniforms, workgroups). Each recorded dispatch is then replayed alone,
@@ -13,17 +14,19 @@
 import { tidy, scale, mean, gradients, readAll, tensor, noGrad, Adam, runtime, type Tensor } from '../src/index.js';
 import { createModel, modelConfig, MODEL_NAMES, PRESETS } from '../src/models/factorisations.js';
 import type { Dispatch, KernelSource } from '../src/kernels/runtime.js';
+import { bayesClassifier, lossGradient } from '../src/attacks/classifier.js';
 import { atomicWriteJson, fail, parseOptions, printEngines, randomBatch, reportHeader, resultsPath, round, runMain, startEngines, summarise, table, fmtMs, type Column } from './common.js';
 
 const P = 'bench:profile';
-const TASKS = ['train', 'classify'] as const;
+const TASKS = ['train', 'classify', 'gradient'] as const;
 
 const HELP = `Usage: npm run bench:profile -- [options]
 
 Options:
   --model M       ${MODEL_NAMES.join('|')} (default gfz)
   --preset P      ${Object.keys(PRESETS).join('|')} (default compact)
-  --task T        train (forward, backward, Adam on a batch) | classify (K-sample Bayes-rule logits) (default train)
+  --task T        train (forward, backward, Adam on a batch) | classify (K-sample Bayes-rule logits) |
+                  gradient (input gradient of the classifier's cross-entropy, fixed noise) (default train)
   --batch N       images per batch (default 100)
   --samples K     importance samples per class for classify (default 10)
   --reps N        timed replays of each dispatch (default 5)
@@ -60,12 +63,14 @@ async function main(): Promise<void> {
   const rt = runtime();
   const model = createModel(modelConfig(opt.model, opt.preset));
   const adam = new Adam(model.params, { lr: 1e-3 });
+  const classifier = bayesClassifier(model, { samples: opt.samples, noise: { kind: 'fixed', seed: 1 } });
   const { x: xs, y: ys } = randomBatch(opt.batch, 1);
   const x = tensor(xs, [opt.batch, 1, 28, 28]);
   const y = tensor(ys, [opt.batch], 'i32');
   const step = async () => {
     const out = tidy((): Tensor => {
       if (opt.task === 'classify') return noGrad(() => model.logits(x, { samples: opt.samples, seed: 1 }));
+      if (opt.task === 'gradient') return lossGradient(classifier, x, y).grad;
       const loss = scale(mean(model.elbo(x, y, { seed: 1, training: true })), -1);
       adam.step(gradients(loss));
       return loss;
@@ -120,7 +125,7 @@ async function main(): Promise<void> {
   const kernels = [...byKernel.entries()].map(([key, e]) => ({ kernel: key, ms: e.ms, dispatches: e.dispatches, share: e.ms / total })).sort((a, b) => b.ms - a.ms);
   const stepMs = summarise(stepTimes).medianMs;
 
-  const what = `${opt.model} ${opt.preset} ${opt.task}, batch ${opt.batch}${opt.task === 'classify' ? `, K=${opt.samples}` : ''}`;
+  const what = `${opt.model} ${opt.preset} ${opt.task}, batch ${opt.batch}${opt.task === 'train' ? '' : `, K=${opt.samples}`}`;
   process.stdout.write(`\n${what}: step ${fmtMs(stepMs)} batched (median of 5); ${recorded.length} dispatches, ${fmtMs(total)} replayed one at a time (empty submit ${fmtMs(empty)} subtracted)\n\n`);
   const cols: Column[] = [['kernel', 56, 'l'], ['ms/step', 9, 'r'], ['share', 6, 'r'], ['dispatches', 10, 'r']];
   process.stdout.write(table(cols, kernels.slice(0, opt.top).map((k) => [k.kernel, k.ms.toFixed(2), `${(100 * k.share).toFixed(1)}%`, String(k.dispatches)])) + '\n');

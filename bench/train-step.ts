@@ -44,7 +44,7 @@ async function checkEquivalence(tfx: TfjsModule, model: PeerModelName, preset: P
       tidy(() => {
         const xv = tensor(x, [n, 1, 28, 28]).requireGrad();
         const lw = ours.logWeights(xv, oneHot(tensor(labels, [rows], 'i32'), 10), { seed: 1, noise: tensor(noise, [rows, cfg.latent]) });
-        return [lw, gradients(sum(lw)).get(xv)!];
+        return [lw, gradients(sum(lw), null, [xv]).get(xv)!];
       }),
     );
     const [lwPeer, gPeer] = tfx.tidy(() => {

@@ -52,6 +52,19 @@ describe('tape', () => {
     expectClose(await download(x.grad!), [2, 40]);
   });
 
+  it('gradients with wrt follow only the paths to the targets and agree with the full pass', async () => {
+    const w = T.tensor([0.3, -0.2, 0.5, 0.1, -0.4, 0.2], [2, 3]).requireGrad();
+    const b = T.tensor([0.1, -0.1, 0.2], [3]).requireGrad();
+    const x = T.tensor([1, 2, -1, 0.5], [2, 2]).requireGrad();
+    const f = () => T.sum(T.exp(T.add(T.matmul(x, w), b)));
+    const all = T.gradients(f());
+    const only = T.gradients(f(), null, [x]);
+    expectClose(await download(only.get(x)!), await download(all.get(x)!), { rtol: 1e-6 });
+    expect(only.has(w)).toBe(false);
+    expect(only.has(b)).toBe(false);
+    expect(all.has(w)).toBe(true);
+  });
+
   it('a long chain does not overflow the stack', async () => {
     const x = T.tensor([1], [1]).requireGrad();
     let y = x;

@@ -65,7 +65,7 @@ export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draw0 =
       const l = scale(crossEntropy(clf.logits(xv, draw0 + d), labels), x.shape[0] / draws);
       loss = loss ? add(loss, l) : l;
     }
-    const g = gradients(loss!).get(xv)!;
+    const g = gradients(loss!, null, [xv]).get(xv)!;
     return { grad: g, loss: loss! };
   });
 }

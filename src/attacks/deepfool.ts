@@ -77,7 +77,7 @@ export async function deepfool(clf: Classifier, x0: Tensor, opts: DeepFoolOption
       // A fresh noise draw per iteration under expectation over noise (fixed noise ignores the draw index).
       const logits = clf.logits(xr, it, c, { indices: active, of: n });
       const seedGrad = reshape(broadcastTo(reshape(oneHot(tensor(Array.from({ length: c }, (_, k) => k), [c], 'i32'), c), [c, 1, c]), [c, m, c]), [c * m, c]);
-      const g = reshape(gradients(logits, seedGrad).get(xr)!, [c * m, d]);
+      const g = reshape(gradients(logits, seedGrad, [xr]).get(xr)!, [c * m, d]);
       const f = slice(logits, [0, 0], [m, c]);
       // w_k = grad f_k - grad f_l for every k, and ||w_k||_q^q.
       const origRows = tensor(active.map((r, j) => originalLabels[r] * m + j), [m], 'i32');

@@ -27,17 +27,28 @@ function topoSort(root: Tensor): Tensor[] {
   return order;
 }
 
-/** Gradients of `output` (seeded with `seed`, default ones) with respect to every tensor in its graph. */
-export function gradients(output: Tensor, seed?: Tensor): Map<Tensor, Tensor> {
+/**
+ * Gradients of `output` (seeded with `seed`, default ones) with respect to every tensor in its graph, or, given
+ * `wrt`, only along paths that reach those tensors: an attack's input gradient computes no weight gradients.
+ */
+export function gradients(output: Tensor, seed?: Tensor | null, wrt?: readonly Tensor[]): Map<Tensor, Tensor> {
   if (!output.requiresGrad) throw new Error(`backward: output ${fmt(output.shape)} does not depend on any tensor that requires a gradient`);
   if (!seed && output.size !== 1) throw new Error(`backward: output has shape ${fmt(output.shape)}; pass a seed gradient for non-scalar outputs`);
   if (seed && seed.size !== output.size) throw new Error(`backward: seed ${fmt(seed.shape)} does not match output ${fmt(output.shape)}`);
   return noGrad(() => {
+    const order = topoSort(output);
+    // Parents come before children in `order`, so one forward sweep finds every node a target depends on.
+    let leadsToTarget: Set<Tensor> | null = null;
+    if (wrt) {
+      const reach = new Set<Tensor>(wrt);
+      for (const node of order) if (node.parents.some((p) => reach.has(p))) reach.add(node);
+      leadsToTarget = reach;
+    }
     const grads = new Map<Tensor, Tensor>([[output, seed ?? full(output.shape, 1)]]);
-    for (const node of topoSort(output).reverse()) {
+    for (const node of order.reverse()) {
       const g = grads.get(node);
       if (!g || !node.backwardFn) continue;
-      const need = node.parents.map((p) => p.requiresGrad);
+      const need = node.parents.map((p) => p.requiresGrad && (!leadsToTarget || leadsToTarget.has(p)));
       const pgs = node.backwardFn(g, need);
       node.parents.forEach((p, i) => {
         const pg = pgs[i];
