@@ -41,11 +41,23 @@ export function normAxes(op: string, axes: number | readonly number[] | undefine
   return out.sort((x, y) => x - y);
 }
 
-const copySource = {
-  key: 'stridedCopy',
-  name: 'stridedCopy',
-  wgsl: () => wgsl`
-struct U { n: u32, rank: u32, inOffset: u32, outOffset: u32,
+/** Innermost elements one invocation copies: integer index arithmetic is paid once per run, not per element. */
+const COPY_RUN = 16;
+
+// Thread t copies run t % runs of the innermost axis at outer index t / runs; the outer index is decomposed with
+// the rank unrolled (constant uniform indices, one pipeline per outer rank).
+function copySource(outerRank: number) {
+  const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
+  const decompose = [...Array(outerRank).keys()]
+    .reverse()
+    .map((k) => `  { let c = rem % ${at('shape', k)}; rem = rem / ${at('shape', k)}; src += c * ${at('inStrides', k)}; dst += c * ${at('outStrides', k)}; }`)
+    .join('\n');
+  return {
+    key: `stridedCopy:${outerRank}`,
+    name: 'stridedCopy',
+    wgsl: () => wgsl`
+struct U { threads: u32, runs: u32, inOffset: u32, outOffset: u32,
+  inner: u32, innerIn: u32, innerOut: u32, pad: u32,
   shape: array<vec4<u32>, ${COPY_MAX_RANK / 4}>, inStrides: array<vec4<u32>, ${COPY_MAX_RANK / 4}>, outStrides: array<vec4<u32>, ${COPY_MAX_RANK / 4}> }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
@@ -53,21 +65,22 @@ struct U { n: u32, rank: u32, inOffset: u32, outOffset: u32,
 ${GROUP_INDEX_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (i >= u.n) { return; }
-  var rem = i;
-  var src = u.inOffset;
-  var dst = u.outOffset;
-  for (var k = i32(u.rank) - 1; k >= 0; k--) {
-    let d = u.shape[k / 4][k % 4];
-    let c = rem % d;
-    rem = rem / d;
-    src += c * u.inStrides[k / 4][k % 4];
-    dst += c * u.outStrides[k / 4][k % 4];
+  let t = groupIndex(wid, nwg) * ${WG}u + lid;
+  if (t >= u.threads) { return; }
+  let j0 = (t % u.runs) * ${COPY_RUN}u;
+  var rem = t / u.runs;
+  var src = u.inOffset + j0 * u.innerIn;
+  var dst = u.outOffset + j0 * u.innerOut;
+${decompose}
+  let len = min(${COPY_RUN}u, u.inner - j0);
+  for (var j = 0u; j < len; j++) {
+    ys[dst] = xs[src];
+    src += u.innerIn;
+    dst += u.innerOut;
   }
-  ys[dst] = xs[src];
 }`,
-};
+  };
+}
 
 /**
  * For every index c of `shape`: dst[dstOffset + c·dstStrides] = src[srcOffset + c·srcStrides].
@@ -82,25 +95,37 @@ export function stridedCopy(
   srcOffset = 0,
   dstOffset = 0,
 ): void {
-  // Drop size-1 dims so higher-rank views still fit the uniform block.
-  const keep = shape.map((d, k) => (d === 1 ? -1 : k)).filter((k) => k >= 0);
-  if (keep.length > COPY_MAX_RANK) throw new Error(`stridedCopy: rank ${keep.length} exceeds ${COPY_MAX_RANK}`);
   const n = shape.reduce((a, b) => a * b, 1);
   if (n === 0) return;
+  // Drop size-1 axes, then merge each axis into the next wherever both sides are contiguous across them
+  // (a slice of rows, a concat along the last axis): fewer axes, longer innermost runs.
+  const dims: { size: number; in: number; out: number }[] = [];
+  shape.forEach((size, k) => {
+    if (size === 1) return;
+    const last = dims[dims.length - 1];
+    if (last && last.in === size * srcStrides[k] && last.out === size * dstStrides[k]) {
+      last.size *= size;
+      last.in = srcStrides[k];
+      last.out = dstStrides[k];
+    } else dims.push({ size, in: srcStrides[k], out: dstStrides[k] });
+  });
+  if (dims.length === 0) dims.push({ size: 1, in: 0, out: 0 });
+  const inner = dims.pop()!;
+  if (dims.length > COPY_MAX_RANK) throw new Error(`stridedCopy: rank ${dims.length + 1} exceeds ${COPY_MAX_RANK + 1}`);
+  const runs = Math.ceil(inner.size / COPY_RUN);
+  const threads = (n / inner.size) * runs;
   const rt = runtime();
-  rt.dispatch(copySource, {
+  rt.dispatch(copySource(dims.length), {
     inputs: [src.binding],
     outputs: [dst.binding],
     uniforms: new UniformWriter()
-      .u32(n)
-      .u32(keep.length)
-      .u32(srcOffset)
-      .u32(dstOffset)
-      .u32Array(keep.map((k) => shape[k]), COPY_MAX_RANK, 1)
-      .u32Array(keep.map((k) => srcStrides[k]), COPY_MAX_RANK)
-      .u32Array(keep.map((k) => dstStrides[k]), COPY_MAX_RANK)
+      .u32(threads).u32(runs).u32(srcOffset).u32(dstOffset)
+      .u32(inner.size).u32(inner.in).u32(inner.out).u32(0)
+      .u32Array(dims.map((d) => d.size), COPY_MAX_RANK, 1)
+      .u32Array(dims.map((d) => d.in), COPY_MAX_RANK)
+      .u32Array(dims.map((d) => d.out), COPY_MAX_RANK)
       .finish(),
-    workgroups: rt.groups1d(Math.ceil(n / WG)),
+    workgroups: rt.groups1d(Math.ceil(threads / WG)),
   });
 }
 
