@@ -3,7 +3,7 @@
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
 import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
-import { broadcastShapes } from './shape.js';
+import { broadcastShapes, stridesOf } from './shape.js';
 
 export const MAX_RANK = 8;
 const WG = 256;
@@ -105,13 +105,24 @@ export function unaryKernel(op: UnaryOp, x: Tensor, a = 0, b = 0): Tensor {
   return y;
 }
 
-function binarySource(op: BinaryOp, broadcast: boolean) {
+/** Innermost elements one broadcasting invocation computes: the index arithmetic is paid once per run. */
+const BROADCAST_RUN = 16;
+
+// Flat: one element per invocation. Broadcast (outerRank >= 0): invocation t computes run t % runs of the
+// innermost merged axis at outer index t / runs, decomposed with the rank unrolled (one pipeline per rank).
+function binarySource(op: BinaryOp, outerRank: number | null) {
   const R4 = MAX_RANK / 4;
+  const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
+  const decompose = [...Array(outerRank ?? 0).keys()]
+    .reverse()
+    .map((k) => `  { let c = rem % ${at('shape', k)}; rem = rem / ${at('shape', k)}; ix += c * ${at('sx', k)}; iy += c * ${at('sy', k)}; o += c * ${at('so', k)}; }`)
+    .join('\n');
   return {
-    key: `binary:${op}:${broadcast ? 'bc' : 'flat'}`,
+    key: `binary:${op}:${outerRank === null ? 'flat' : `bc${outerRank}`}`,
     name: `binary.${op}`,
     wgsl: () => wgsl`
-struct U { n: u32, rank: u32, a: f32, b: f32, shape: array<vec4<u32>, ${R4}>, sx: array<vec4<u32>, ${R4}>, sy: array<vec4<u32>, ${R4}> }
+struct U { n: u32, runs: u32, a: f32, b: f32, inner: u32, innerX: u32, innerY: u32, pad: u32,
+  shape: array<vec4<u32>, ${R4}>, sx: array<vec4<u32>, ${R4}>, sy: array<vec4<u32>, ${R4}>, so: array<vec4<u32>, ${R4}> }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
 @group(0) @binding(2) var<storage, read> ys: array<f32>;
@@ -123,18 +134,20 @@ fn f(x: f32, y: f32, a: f32, b: f32) -> f32 { return ${BINARY_OPS[op]}; }
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = groupIndex(wid, nwg) * ${WG}u + lid;
   if (i >= u.n) { return; }
-#if ${broadcast}
-  var rem = i;
-  var ix = 0u;
-  var iy = 0u;
-  for (var k = i32(u.rank) - 1; k >= 0; k--) {
-    let d = u.shape[k / 4][k % 4];
-    let c = rem % d;
-    rem = rem / d;
-    ix += c * u.sx[k / 4][k % 4];
-    iy += c * u.sy[k / 4][k % 4];
+#if ${outerRank !== null}
+  let j0 = (i % u.runs) * ${BROADCAST_RUN}u;
+  var rem = i / u.runs;
+  var ix = j0 * u.innerX;
+  var iy = j0 * u.innerY;
+  var o = j0;
+${decompose}
+  let len = min(${BROADCAST_RUN}u, u.inner - j0);
+  for (var j = 0u; j < len; j++) {
+    out[o] = f(xs[ix], ys[iy], u.a, u.b);
+    ix += u.innerX;
+    iy += u.innerY;
+    o += 1u;
   }
-  out[i] = f(xs[ix], ys[iy], u.a, u.b);
 #else
   out[i] = f(xs[i], ys[i], u.a, u.b);
 #endif
@@ -187,14 +200,21 @@ export function binaryKernel(op: BinaryOp, x: Tensor, y: Tensor, a = 0, b = 0): 
   const n = out.size;
   const same = x.size === n && y.size === n;
   const plan = broadcastPlan(outShape, [x.shape, y.shape]);
-  if (plan.shape.length > MAX_RANK) throw new Error(`${op}: rank ${plan.shape.length} exceeds the supported ${MAX_RANK}`);
-  const uw = new UniformWriter().u32(n).u32(plan.shape.length).f32(a).f32(b);
-  uw.u32Array(plan.shape, MAX_RANK, 1).u32Array(plan.strides[0], MAX_RANK).u32Array(plan.strides[1], MAX_RANK);
-  rt.dispatch(binarySource(op, !same), {
+  const outer = Math.max(0, plan.shape.length - 1);
+  if (outer > MAX_RANK) throw new Error(`${op}: rank ${plan.shape.length} exceeds the supported ${MAX_RANK + 1}`);
+  const inner = plan.shape[outer] ?? 1;
+  const runs = Math.ceil(inner / BROADCAST_RUN);
+  const threads = same ? n : (n / inner) * runs;
+  const outStrides = stridesOf(plan.shape);
+  const uw = new UniformWriter().u32(threads).u32(runs).f32(a).f32(b);
+  uw.u32(inner).u32(plan.strides[0][outer] ?? 0).u32(plan.strides[1][outer] ?? 0).u32(0);
+  uw.u32Array(plan.shape.slice(0, outer), MAX_RANK, 1).u32Array(plan.strides[0].slice(0, outer), MAX_RANK);
+  uw.u32Array(plan.strides[1].slice(0, outer), MAX_RANK).u32Array(outStrides.slice(0, outer), MAX_RANK);
+  rt.dispatch(binarySource(op, same ? null : outer), {
     inputs: [x.binding, y.binding],
     outputs: [out.binding],
     uniforms: uw.finish(),
-    workgroups: rt.groups1d(Math.ceil(n / WG)),
+    workgroups: rt.groups1d(Math.ceil(threads / WG)),
   });
   return out;
 }
