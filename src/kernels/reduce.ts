@@ -1,6 +1,6 @@
 // Reductions: sum, max and a one-pass (online) logsumexp, in two layouts.
 //   row:   x viewed as [rows, cols], reduced along cols by one workgroup per row with a shared-memory tree
-//          inside it: for long rows. softmax and log-softmax reuse it.
+//          inside it: for long rows. softmax and log-softmax reuse it; short rows get one invocation each.
 //   axis:  x viewed as [outer, len, inner], reduced along len by one invocation per (outer, inner) output,
 //          looping over len with stride inner: neighbouring invocations read neighbouring addresses, nothing is
 //          permuted first, and no barriers are needed (each costs a workgroup-wide switch on llvmpipe).
@@ -166,15 +166,51 @@ export function axisReduceKernel(op: RowReduceOp, x: Tensor, outer: number, len:
   return y;
 }
 
+// softmax / log-softmax of short rows (class logits): one invocation per row, no workgroup tree.
+function shortRowNormalizeSource(op: RowNormalizeOp) {
+  return {
+    key: `shortRow:${op}`,
+    name: `shortRowNormalize.${op}`,
+    wgsl: () => wgsl`
+struct U { rows: u32, cols: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
+${GROUP_INDEX_WGSL}
+@compute @workgroup_size(${AXIS_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = groupIndex(wid, nwg) * ${AXIS_WG}u + lid;
+  if (row >= u.rows) { return; }
+  let base = row * u.cols;
+  var m = -3.4028e+38f;
+  for (var j = 0u; j < u.cols; j++) { m = max(m, xs[base + j]); }
+  var s = 0.0;
+  for (var j = 0u; j < u.cols; j++) { s += exp(xs[base + j] - m); }
+  let lse = m + log(s);
+  for (var j = 0u; j < u.cols; j++) {
+#if ${op === 'softmax'}
+    ys[base + j] = exp(xs[base + j] - lse);
+#else
+    ys[base + j] = xs[base + j] - lse;
+#endif
+  }
+}`,
+  };
+}
+
+/** Rows shorter than this are normalised by one invocation each rather than a workgroup tree. */
+const SHORT_ROW = 64;
+
 /** softmax or log-softmax of each row of x viewed as [rows, cols]; output has x's shape. */
 export function rowNormalizeKernel(op: RowNormalizeOp, x: Tensor, rows: number, cols: number): Tensor {
   const rt = runtime();
   const y = Tensor.empty(x.shape);
-  rt.dispatch(rowSource(op), {
+  const short = cols < SHORT_ROW;
+  rt.dispatch(short ? shortRowNormalizeSource(op) : rowSource(op), {
     inputs: [x.binding],
     outputs: [y.binding],
     uniforms: new UniformWriter().u32(rows).u32(cols).f32(1).u32(0).finish(),
-    workgroups: rt.groups1d(rows),
+    workgroups: rt.groups1d(short ? Math.ceil(rows / AXIS_WG) : rows),
   });
   return y;
 }

@@ -10,8 +10,11 @@ function reduceShape(x: Tensor, axes: number[], keepDims: boolean): number[] {
   return keepDims ? x.shape.map((d, k) => (axes.includes(k) ? 1 : d)) : x.shape.filter((_, k) => !axes.includes(k));
 }
 
-/** Rows at least this long go to the workgroup-tree kernel; shorter or strided ones to one invocation per output. */
-const TREE_MIN_LEN = 256;
+/**
+ * A workgroup tree per row pays only for few, long rows; otherwise one invocation per output (serial over the row)
+ * keeps every core busy without barriers.
+ */
+const treeWorthIt = (rows: number, len: number) => len >= 256 && rows < 1024;
 
 /**
  * Reduces `axes` of x without permuting: with size-1 axes dropped and neighbours of the same kind merged, x is
@@ -39,7 +42,7 @@ function reduceAxes(op: RowReduceOp, x: Tensor, axes: number[], keepDims: boolea
     const inner = sizeOf(blocks.slice(at + 1).map((b) => b.size));
     const len = blocks[at].size;
     const passScale = blocks.slice(0, at).some((b) => b.reduced) ? 1 : scale;
-    const next = inner === 1 && len >= TREE_MIN_LEN ? rowReduceKernel(op, y, outer, len, passScale) : axisReduceKernel(op, y, outer, len, inner, passScale);
+    const next = inner === 1 && treeWorthIt(outer, len) ? rowReduceKernel(op, y, outer, len, passScale) : axisReduceKernel(op, y, outer, len, inner, passScale);
     if (y !== x) y.dispose();
     y = next;
     blocks.splice(at, 1);
