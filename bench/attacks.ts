@@ -315,7 +315,7 @@ async function main(): Promise<void> {
         // Our fixed-noise draws for every batch size DeepFool meets (n active images or fewer), shared with the peer.
         const draws = new Map<number, Float32Array>();
         for (let m = 1; m <= n; m++) {
-          const t = randomNormal([10 * opt.samples, 1, m, model.config.latent], 1);
+          const t = randomNormal([opt.samples, 1, m, model.config.latent], 1);
           draws.set(m, (await t.data()) as Float32Array);
           t.dispose();
         }

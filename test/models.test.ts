@@ -49,10 +49,11 @@ describe('the seven factorisations', () => {
     const n = 3;
     const k = 4;
     const { x } = batchTensors(syntheticSplit(n, 4), [0, 1, 2]);
-    const noise = T.randomNormal([NUM_CLASSES * k * n, 3], 3);
+    // The K draws of each image, shared by all classes (common random numbers), as `logits` draws them.
+    const noise = T.reshape(T.randomNormal([k, 1, n, 3], 3), [k * n, 3]);
     // Brute force: for each class and sample separately, log p(x, c, z) - log q(z|x, c), then log-mean-exp over samples.
     const perClass = Array.from({ length: NUM_CLASSES }, (_, c) =>
-      model.logWeights(x, T.oneHot(T.tensor(new Array(k * n).fill(c), [k * n], 'i32'), NUM_CLASSES), { seed: 3, noise: T.slice(noise, [c * k * n, 0], [k * n, 3]) }),
+      model.logWeights(x, T.oneHot(T.tensor(new Array(k * n).fill(c), [k * n], 'i32'), NUM_CLASSES), { seed: 3, noise }),
     );
     const [whole, chunked, ...weights] = await T.readAll([model.logits(x, { seed: 3, samples: k }), model.logits(x, { seed: 3, samples: k, maxRows: 2 * k * n }), ...perClass]);
     for (let i = 0; i < n; i++)

@@ -17,7 +17,7 @@ const shared = resolve(__dirname, '..', '..', 'shared', 'fashion-mnist');
 
 describe('config', () => {
   it('defaults validate, bad fields are named', () => {
-    expect(checkConfig(defaultConfig(false)).subset).toBe(100);
+    expect(checkConfig(defaultConfig(false)).subset).toBe(300);
     expect(checkConfig(defaultConfig(true)).subset).toBe(10_000);
     const bad = (patch: Partial<StudyConfig>) => () => checkConfig({ ...defaultConfig(false), ...patch });
     expect(bad({ models: ['nope'] })).toThrow(/config: unknown model 'nope'/);

@@ -318,10 +318,10 @@ export class PeerClassifier {
     const classesPerChunk = Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * n))));
     const perCopy = n / replicas;
     const zDim = this.config.latent;
-    // One draw per (class, sample, image) row, shared by the copies of a replicated batch.
-    const shape = [NUM_CLASSES * k, 1, perCopy, zDim];
+    // K draws per image, shared by the ten classes and by the copies of a replicated batch (as ours).
+    const shape = [k, 1, perCopy, zDim];
     const drawn = opts.drawNoise ? opts.drawNoise(shape, opts.seed) : tf.randomNormal(shape, 0, 1, 'float32', opts.seed);
-    const noise = tf.reshape(replicas === 1 ? drawn : tf.broadcastTo(drawn, [NUM_CLASSES * k, replicas, perCopy, zDim]), [NUM_CLASSES * k * n, zDim]) as tf.Tensor2D;
+    const noise = tf.reshape(tf.broadcastTo(tf.reshape(drawn, [1, k, 1, perCopy * zDim]), [NUM_CLASSES, k, replicas, perCopy * zDim]), [NUM_CLASSES * k * n, zDim]) as tf.Tensor2D;
     const chunks: tf.Tensor2D[] = [];
     for (let c0 = 0; c0 < NUM_CLASSES; c0 += classesPerChunk) {
       const classes = Math.min(classesPerChunk, NUM_CLASSES - c0);

@@ -34,6 +34,8 @@ export interface ModelConfig {
 }
 
 export const NUM_CLASSES = 10;
+/** Names the Bayes-rule estimator `logits` computes, so results cached under another one are recomputed. */
+export const LOGITS_ESTIMATOR = 'importance sampling, K draws per image shared by all classes';
 const LOG_UNIFORM_PRIOR_Y = Math.log(1 / NUM_CLASSES);
 
 export function modelConfig(model: string, preset: string, overrides: Partial<ModelConfig> = {}): ModelConfig {
@@ -158,6 +160,9 @@ export abstract class LatentVariableClassifier {
   /**
    * Bayes' rule logits: log p(x, y=c) ~ logsumexp_k [log p(x, c, z_k) - log q(z_k|x, c)] - log K, with K samples
    * per class; all classes and samples of a chunk go through the networks as one batch. [N, 10].
+   * The K standard-normal draws eps_k of an image are shared by its ten class hypotheses (z_k = mu_c + sigma_c eps_k):
+   * each class's estimate is distributed as before, but Bayes' rule compares classes, and common random numbers
+   * make the estimates' errors move together, so fewer images are misclassified by sampling noise alone.
    */
   logits(x: Tensor, opts: EvalOptions & { samples?: number; maxRows?: number; replicas?: number; rows?: BatchRows }): Tensor {
     const k = opts.samples ?? 10;
@@ -168,12 +173,12 @@ export abstract class LatentVariableClassifier {
     const maxRows = opts.maxRows ?? 10_000;
     const classesPerChunk = Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * n))));
     const chunks: Tensor[] = [];
-    // One noise draw for every (class, sample, image) row, so chunking never changes the result. A batch made of
-    // `replicas` copies of the same images (DeepFool's per-class gradients) shares the draws across copies.
+    // K draws per image, broadcast over the classes (and over `replicas` copies of the same images, DeepFool's
+    // per-class gradients), drawn once so chunking never changes the result. Rows are (class, sample, image).
     const perCopy = n / replicas;
     const z = this.config.latent;
-    const drawn = opts.rows ? noiseForRows(opts.rows, perCopy, NUM_CLASSES * k, z, opts.seed) : randomNormal([NUM_CLASSES * k, 1, perCopy, z], opts.seed);
-    const noise = reshape(replicas === 1 ? drawn : broadcastTo(drawn, [NUM_CLASSES * k, replicas, perCopy, z]), [NUM_CLASSES * k * n, z]);
+    const drawn = opts.rows ? noiseForRows(opts.rows, perCopy, k, z, opts.seed) : randomNormal([k, 1, perCopy, z], opts.seed);
+    const noise = reshape(broadcastTo(reshape(drawn, [1, k, 1, perCopy * z]), [NUM_CLASSES, k, replicas, perCopy * z]), [NUM_CLASSES * k * n, z]);
     for (let c0 = 0; c0 < NUM_CLASSES; c0 += classesPerChunk) {
       const classes = Math.min(classesPerChunk, NUM_CLASSES - c0);
       const rows = classes * k * n;

@@ -36,7 +36,7 @@ export function defaultConfig(gpu: boolean): StudyConfig {
     models: ['dfz', 'gfz'],
     preset: 'compact',
     checkpoints: 'checkpoints',
-    subset: gpu ? 10_000 : 100,
+    subset: gpu ? 10_000 : 300,
     samples: 10,
     noise: { kind: 'fixed' },
     batchSize: 100,
@@ -44,13 +44,13 @@ export function defaultConfig(gpu: boolean): StudyConfig {
     attacks: [
       { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3] },
       // The reference's settings on a GPU (PGD 40 steps of 0.01, MIM 100 steps); fewer steps and images on a CPU.
-      { kind: 'pgd', norm: 'linf', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? undefined : 30 },
-      { kind: 'mim', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 100 : 10, stepSize: 0.01, momentum: 1, subset: gpu ? undefined : 30 },
-      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 10 },
-      { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 50, subset: gpu ? 1000 : 20 },
+      { kind: 'pgd', norm: 'linf', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? undefined : 60 },
+      { kind: 'mim', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 100 : 10, stepSize: 0.01, momentum: 1, subset: gpu ? undefined : 60 },
+      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 20 },
+      { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: gpu ? 1000 : 40 },
       { kind: 'transfer', from: 'dfz', eps: [0.05, 0.1, 0.2] },
     ],
-    detection: { trainImages: gpu ? 10_000 : 500, falsePositiveRate: 0.05 },
+    detection: { trainImages: gpu ? 10_000 : 1000, falsePositiveRate: 0.05 },
     gridImages: 6,
   };
 }

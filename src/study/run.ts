@@ -8,7 +8,7 @@ import { Tensor, tidy, noGrad, readAll, argmax, runtime, keep } from '../index.j
 import { loadFashionMnist, resolveDataDir, type FashionMnistSplit } from '../data/idx.js';
 import { loadModel } from '../models/store.js';
 import { batchTensors } from '../models/train.js';
-import type { LatentVariableClassifier } from '../models/factorisations.js';
+import { LOGITS_ESTIMATOR, type LatentVariableClassifier } from '../models/factorisations.js';
 import { bayesClassifier, type Classifier, type NoiseMode } from '../attacks/classifier.js';
 import { fgsDirection, fgsStep, iterativeAttack, perturbationNorms } from '../attacks/gradient.js';
 import { deepfool } from '../attacks/deepfool.js';
@@ -206,12 +206,14 @@ export async function runStudy(cfg: StudyConfig, opts: { out: string; dataDir?: 
     classifiers.set(name, bayesClassifier(model, { samples: cfg.samples, noise: noiseMode(cfg) }));
   }
 
+  const weights = Object.fromEntries([...loaded].map(([name, { checkpoint }]) => [name, createHash('sha256').update(readFileSync(checkpoint)).digest('hex').slice(0, 16)]));
   const models: ModelSummary[] = [];
   const jobs: JobResult[] = [];
   for (const name of cfg.models) {
     const { model, checkpoint, epoch } = loaded.get(name)!;
     const clf = classifiers.get(name)!;
-    const base = { model: name, checkpoint, epoch, samples: cfg.samples, noise: cfg.noise, seed: cfg.seed, batchSize: cfg.batchSize };
+    // Cached results are reused only for the same weights (this model's and any transfer substitute's) and estimator.
+    const base = { model: name, checkpoint, epoch, weights, estimator: LOGITS_ESTIMATOR, samples: cfg.samples, noise: cfg.noise, seed: cfg.seed, batchSize: cfg.batchSize };
 
     // Clean logits of the attacked images and detector statistics from training images, cached like the jobs.
     const cleanPath = join(jobsDir, `${name}-clean.json`);
