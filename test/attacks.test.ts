@@ -88,6 +88,33 @@ describe('DeepFool on an affine classifier is exact', () => {
     expect(Array.from(res.flipped).every((f) => f === 1)).toBe(true);
   });
 
+  it('at the box: pixels held at 0 or 1 take no part in the step, which is exact for the pixels that can move', async () => {
+    // w = w_1 - w_0 = [-5, 2, 3] at x = [0, 0.5, 1]: pixel 0 would go below 0 and pixel 2 above 1, so only pixel 1
+    // moves, by |f_1 - f_0| / 2 = 0.25 in every norm.
+    const clf = affine([[0, 0, 0], [-5, 2, 3]], [0, -4.5]);
+    for (const p of [2, Infinity, 3]) {
+      const res = await deepfool(clf, T.tensor([0, 0.5, 1], [1, 1, 1, 3]), { p, overshoot: 0.02 });
+      const adv = Array.from(await res.adversarial.data());
+      expect(res.iterations[0]).toBe(1);
+      expect(res.flipped[0]).toBe(1);
+      expect(adv[0]).toBe(0);
+      expect(adv[2]).toBe(1);
+      expect((adv[1] - 0.5) / 1.02).toBeCloseTo(0.25, 5);
+    }
+  });
+
+  it('unbounded DeepFool fools every point of a linear model whose images have many pixels at 0 and 1', async () => {
+    const c = 4;
+    const d = 16;
+    const w = Array.from({ length: c }, (_, k) => Array.from(randomRef([d], 60 + k, -1, 1).data));
+    const clf = affine(w, new Array(c).fill(0));
+    const x = Array.from(randomRef([10 * d], 5, -0.5, 1.5).data, (v) => Math.min(1, Math.max(0, v)));
+    for (const p of [2, Infinity]) {
+      const res = await deepfool(clf, T.tensor(x, [10, 1, 4, 4]), { p, maxIterations: 50 });
+      expect(Array.from(res.flipped).every((f) => f === 1)).toBe(true);
+    }
+  });
+
   it('rejects p <= 1 and images outside [0, 1]', async () => {
     const clf = affine([[1], [0]], [0, 0]);
     await expect(deepfool(clf, T.tensor([0.5], [1, 1, 1, 1]), { p: 1 })).rejects.toThrow(/deepfool: p must be > 1/);

@@ -3,10 +3,11 @@
 //   w_k = grad f_k - grad f_l,  f'_k = f_k - f_l,
 // step to the nearest face of the linearised decision region, measured in the dual norm q = p / (p - 1):
 //   k* = argmin_k |f'_k| / ||w_k||_q,   r = |f'_k*| / ||w_k*||_q^q * |w_k*|^(q-1) * sign(w_k*),
-// and repeat from x_0 + (1 + overshoot) * sum r until the label changes. Points that flip are frozen.
+// and repeat from x_0 + (1 + overshoot) * sum r until the label changes. Points that flip are frozen. Iterates are
+// clipped to [0, 1], and w leaves out the pixels held at a bound of that box.
 // One iteration evaluates all class gradients of all still-active images in a single backward pass: the batch
 // is replicated once per class and the output gradient seeds class c in copy c.
-import { Tensor, tidy, keep, reshape, broadcastTo, gradients, slice, tensor, gather, sub, sum, abs, square, powAbs, sign, mul, noGrad, argmax, readAll, oneHot } from '../index.js';
+import { Tensor, tidy, keep, reshape, broadcastTo, gradients, slice, tensor, gather, add, sub, sum, abs, square, powAbs, sign, mul, gt, affine, noGrad, argmax, readAll, oneHot } from '../index.js';
 import { type Classifier, checkImages } from './classifier.js';
 
 export interface DeepFoolOptions {
@@ -81,7 +82,14 @@ export async function deepfool(clf: Classifier, x0: Tensor, opts: DeepFoolOption
       const f = slice(logits, [0, 0], [m, c]);
       // w_k = grad f_k - grad f_l for every k, and ||w_k||_q^q.
       const origRows = tensor(active.map((r, j) => originalLabels[r] * m + j), [m], 'i32');
-      const w = sub(reshape(g, [c, m, d]), reshape(gather(g, origRows), [1, m, d]));
+      const wAll = sub(reshape(g, [c, m, d]), reshape(gather(g, origRows), [1, m, d]));
+      // A pixel at a bound of the box cannot move outward (the iterate is clipped there), so its component of w is
+      // dropped: the linearised step is then exact for the pixels that can move. Kept, such components would absorb
+      // part of every step and leave a point creeping towards the face without crossing it.
+      const xb = reshape(x, [1, m, d]);
+      const zero = tensor([0], [1, 1, 1]);
+      const movable = add(mul(gt(wAll, zero), gt(affine(xb, -1, 1), zero)), mul(gt(zero, wAll), gt(xb, zero)));
+      const w = mul(wAll, movable);
       return { f: keep(f), pred: keep(argmax(f)), g: keep(reshape(w, [c * m, d])), normQ: keep(reshape(powNormQ(reshape(w, [c * m, d]), q), [c, m])) };
     });
     const [fHost, predHost, normHost] = await readAll([step.f, step.pred, step.normQ]);
