@@ -6,7 +6,9 @@ import { useGpu } from './helpers.js';
 import { createModel, modelConfig } from '../src/models/factorisations.js';
 import { saveCheckpoint } from '../src/models/store.js';
 import { defaultConfig, checkConfig, type StudyConfig } from '../src/study/config.js';
-import { runStudy } from '../src/study/run.js';
+import { runStudy, inBlocks } from '../src/study/run.js';
+import { bayesClassifier } from '../src/attacks/classifier.js';
+import * as T from './lib.js';
 import { writeReport } from '../src/study/report.js';
 import { imageGrid, CLASS_NAMES, type GridBand } from '../src/study/plots.js';
 import { PNG } from 'pngjs';
@@ -24,6 +26,31 @@ describe('config', () => {
     expect(bad({ subset: 0 })).toThrow(/config: subset must be a positive integer/);
     expect(bad({ attacks: [{ kind: 'fgs', eps: [-0.1] }] })).toThrow(/attacks\[0\] \(fgs\): eps must be finite and >= 0, got -0.1/);
     expect(bad({ attacks: [{ kind: 'deepfool', p: [1], maxIterations: 5, overshoot: 0.02 }] })).toThrow(/p must be > 1 or 'inf', got 1/);
+  });
+});
+
+describe('fixed noise in the study', () => {
+  it("an image sees the same z draws in its block's clean batch and in any smaller batch an attack hands in", async () => {
+    const model = createModel(modelConfig('gfz', 'compact', { channels: 2, hidden: 8, latent: 3, seed: 4, preset: 'custom' }));
+    const plain = bayesClassifier(model, { samples: 3, noise: { kind: 'fixed', seed: 5 } });
+    const clf = inBlocks(plain, 4);
+    const x = T.randomUniform([4, 1, 28, 28], 6);
+    const firstTwo = T.slice(x, [0, 0, 0, 0], [2, 1, 28, 28]);
+    const lastAndSecond = T.gather(T.reshape(x, [4, -1]), T.tensor([3, 1], [2], 'i32'));
+    const [block, head, subset, plainHead] = await T.readAll([
+      clf.logits(x, 0),
+      clf.logits(firstTwo, 0),
+      clf.logits(T.reshape(lastAndSecond, [2, 1, 28, 28]), 0, 1, { indices: [3, 1], of: 4 }),
+      plain.logits(firstTwo, 0),
+    ]);
+    for (let c = 0; c < 20; c++) expect(head[c]).toBeCloseTo(block[c], 4);
+    for (let c = 0; c < 10; c++) {
+      expect(subset[c]).toBeCloseTo(block[30 + c], 4);
+      expect(subset[10 + c]).toBeCloseTo(block[10 + c], 4);
+    }
+    // Without the blocks a batch of two draws other noise than the clean batch of four.
+    expect(Array.from(plainHead)).not.toEqual(Array.from(head));
+    model.params.dispose();
   });
 });
 

@@ -157,6 +157,21 @@ export function describeNoise(cfg: StudyConfig): string {
     : `expectation over noise: attack gradients averaged over ${cfg.noise.draws} fresh draws per step`;
 }
 
+/**
+ * The study hands every classifier call images from one block of `blockSize` consecutive images (its batches start
+ * at multiples of it), and under fixed noise an image's z draws follow its place in that block: its clean logits,
+ * an attack's queries on any subset, and its adversarial logits all see the same draws, whatever the batch size.
+ */
+export function inBlocks(clf: Classifier, blockSize: number): Classifier {
+  return {
+    ...clf,
+    logits: (x, draw, replicas = 1, rows) => {
+      const indices = rows?.indices ?? Array.from({ length: x.shape[0] / replicas }, (_, i) => i);
+      return clf.logits(x, draw, replicas, { indices, of: blockSize });
+    },
+  };
+}
+
 /** Logits [n, 10] of the first n images of a split, in batches. */
 async function logitsOf(clf: Classifier, data: FashionMnistSplit, n: number, batchSize: number, bar?: Progress): Promise<Float32Array> {
   const out = new Float32Array(n * 10);
@@ -203,7 +218,7 @@ export async function runStudy(cfg: StudyConfig, opts: { out: string; dataDir?: 
     if (!existsSync(checkpoint)) throw new Error(`no checkpoint for model '${name}' at ${checkpoint}: train it with \`npx tsx src/cli.ts train --model ${name} --preset ${cfg.preset}\``);
     const { model, meta } = loadModel(checkpoint, { model: name, preset: cfg.preset });
     loaded.set(name, { model, checkpoint, epoch: meta.epoch });
-    classifiers.set(name, bayesClassifier(model, { samples: cfg.samples, noise: noiseMode(cfg) }));
+    classifiers.set(name, inBlocks(bayesClassifier(model, { samples: cfg.samples, noise: noiseMode(cfg) }), cfg.batchSize));
   }
 
   const weights = Object.fromEntries([...loaded].map(([name, { checkpoint }]) => [name, createHash('sha256').update(readFileSync(checkpoint)).digest('hex').slice(0, 16)]));
