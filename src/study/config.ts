@@ -46,7 +46,7 @@ export function defaultConfig(gpu: boolean): StudyConfig {
       // The reference's settings on a GPU (PGD 40 steps of 0.01, MIM 100 steps); fewer steps and images on a CPU.
       { kind: 'pgd', norm: 'linf', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? undefined : 60 },
       { kind: 'mim', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 100 : 10, stepSize: 0.01, momentum: 1, subset: gpu ? undefined : 60 },
-      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 20 },
+      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 50 },
       { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: gpu ? 1000 : 40 },
       { kind: 'transfer', from: 'dfz', eps: [0.05, 0.1, 0.2] },
     ],
