@@ -94,7 +94,12 @@ export async function deepfoolTfjs(clf: PeerAttackTarget, x0: tf.Tensor4D, opts:
       const f = tf.slice(logits, [0, 0], [m, c]);
       // w_k = grad f_k - grad f_l for every k, and ||w_k||_q^q.
       const origRows = tf.tensor1d(active.map((r, j) => originalLabels[r] * m + j), 'int32');
-      const w = tf.reshape(tf.sub(tf.reshape(g, [c, m, d]), tf.reshape(tf.gather(g, origRows), [1, m, d])), [c * m, d]) as tf.Tensor2D;
+      const wAll = tf.sub(tf.reshape(g, [c, m, d]), tf.reshape(tf.gather(g, origRows), [1, m, d]));
+      // Pixels at a bound of the box leave the step (as ours).
+      const xb = tf.reshape(x, [1, m, d]);
+      const mask = (b: tf.Tensor) => tf.cast(b, 'float32');
+      const movable = tf.add(tf.mul(mask(tf.greater(wAll, 0)), mask(tf.less(xb, 1))), tf.mul(mask(tf.less(wAll, 0)), mask(tf.greater(xb, 0))));
+      const w = tf.reshape(tf.mul(wAll, movable), [c * m, d]) as tf.Tensor2D;
       return { f, pred: tf.argMax(f, 1), g: w, normQ: tf.reshape(powNormQ(w, q), [c, m]) };
     });
     const [fHost, predHost, normHost] = (await Promise.all([step.f.data(), step.pred.data(), step.normQ.data()])) as [Float32Array, Int32Array, Float32Array];
