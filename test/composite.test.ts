@@ -116,4 +116,23 @@ describe('memory', () => {
     adam.dispose();
     params.dispose();
   });
+
+  it('the pool keeps at most poolLimitBytes when shapes keep changing, and results stay right', async () => {
+    const rt = T.runtime();
+    const limit = rt.poolLimitBytes;
+    await rt.sync();
+    rt.trimPool();
+    rt.poolLimitBytes = 64 * 1024;
+    try {
+      for (let n = 1; n <= 40; n++) {
+        // Intermediates of many sizes, released while their dispatches are still unsubmitted.
+        const total = T.tidy(() => T.sum(T.scale(T.affine(T.tensor(new Float32Array(n * 700).fill(1), [n, 700]), 2, 1), 0.5)));
+        expect(await total.item()).toBeCloseTo(n * 700 * 1.5, 0);
+        total.dispose();
+        expect(rt.memory().pooledBytes).toBeLessThanOrEqual(64 * 1024);
+      }
+    } finally {
+      rt.poolLimitBytes = limit;
+    }
+  });
 });

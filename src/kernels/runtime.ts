@@ -82,10 +82,16 @@ export class Runtime {
   private uniformBuffers: GPUBuffer[] = [];
   private uniformArenaFree: GPUBuffer[] = [];
   private readonly uniformAlign: number;
-  private stagingToDestroy: GPUBuffer[] = [];
+  private toDestroy: GPUBuffer[] = [];
   private pendingChecks: Promise<void>[] = [];
   private errors: Error[] = [];
   private lost: string | null = null;
+  /**
+   * The most bytes the pool keeps for reuse. A buffer released beyond it is destroyed instead (after the next
+   * submission, which may still use it): work whose shapes keep changing, such as DeepFool's shrinking set of
+   * active images, would otherwise leave a buffer of every size it met in the pool.
+   */
+  poolLimitBytes = 2 ** 31;
   /** Dispatches per submission before an automatic flush; bounds latency and uniform arena growth. */
   maxDispatchesPerSubmit = 512;
   dispatchCount = 0;
@@ -135,6 +141,10 @@ export class Runtime {
     if (size === undefined) throw new Error('release: buffer was not allocated by this runtime');
     this.stats.liveBytes -= size;
     this.stats.liveBuffers--;
+    if (this.stats.pooledBytes + size > this.poolLimitBytes) {
+      this.toDestroy.push(buf);
+      return;
+    }
     this.stats.pooledBytes += size;
     this.stats.pooledBuffers++;
     let list = this.free.get(size);
@@ -166,7 +176,7 @@ export class Runtime {
     new Uint8Array(staging.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     staging.unmap();
     this.copy(staging, 0, buf, offsetBytes, size);
-    this.stagingToDestroy.push(staging);
+    this.toDestroy.push(staging);
   }
 
   // ---------- pipelines ----------
@@ -304,8 +314,8 @@ export class Runtime {
     this.uniformChunks = [];
     this.encoder = null;
     this.pendingDispatches = 0;
-    for (const b of this.stagingToDestroy) b.destroy();
-    this.stagingToDestroy = [];
+    for (const b of this.toDestroy) b.destroy();
+    this.toDestroy = [];
   }
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
