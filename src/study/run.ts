@@ -55,7 +55,8 @@ export interface StudyResult {
   seconds: number;
 }
 
-const fingerprint = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
+const digest = (data: string | Buffer) => createHash('sha256').update(data).digest('hex').slice(0, 16);
+const fingerprint = (v: unknown) => digest(JSON.stringify(v));
 
 /** One parameter setting of an attack spec, ready to run on a batch. */
 interface Job {
@@ -221,7 +222,7 @@ export async function runStudy(cfg: StudyConfig, opts: { out: string; dataDir?: 
     classifiers.set(name, inBlocks(bayesClassifier(model, { samples: cfg.samples, noise: noiseMode(cfg) }), cfg.batchSize));
   }
 
-  const weights = Object.fromEntries([...loaded].map(([name, { checkpoint }]) => [name, createHash('sha256').update(readFileSync(checkpoint)).digest('hex').slice(0, 16)]));
+  const weights = Object.fromEntries([...loaded].map(([name, { checkpoint }]) => [name, digest(readFileSync(checkpoint))]));
   const models: ModelSummary[] = [];
   const jobs: JobResult[] = [];
   for (const name of cfg.models) {
