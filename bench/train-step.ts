@@ -14,7 +14,7 @@
 // Before timing, a check copies our weights into the peer and compares log-weights and input gradients.
 // ratio = tfjs_webgpu_ms / ours_ms (> 1: ours is faster). Nothing here asserts a speed.
 import { shutdown, tidy, noGrad, tensor, scale, mean, sum, oneHot, gradients, readAll, Adam } from '../src/index.js';
-import { createModel, modelConfig, PRESETS, type PresetName } from '../src/models/factorisations.js';
+import { createModel, modelConfig, maxRowsPerPass, PRESETS, type PresetName } from '../src/models/factorisations.js';
 import { createPeerModel, importOurWeights, type PeerModelName } from './peer/tfjs-models.js';
 import {
   parseOptions, runMain, fail, startEngines, checkedTfjs, printEngines, timeReps, randomBatch, round, atomicWriteJson, resultsPath, reportHeader,
@@ -164,8 +164,8 @@ async function main(): Promise<void> {
   });
 
   const host = [randomBatch(opt.batch, 1), randomBatch(opt.batch, 2)];
-  // The largest activation per row is the decoder's C x 14 x 14 feature map; keep a pass's under the binding limit.
-  const maxRowsFor = (c: Case) => Math.min(10_000, Math.floor(maxBinding / (4 * 196 * PRESETS[c.preset].channels)));
+  // Both engines split the rows of K=10 classification into the passes our model makes under the binding limit.
+  const maxRowsFor = (c: Case) => maxRowsPerPass(PRESETS[c.preset].channels);
   const rowsPerPass = (c: Case) => {
     const perClass = opt.samples * opt.batch;
     return Math.max(1, Math.min(10, Math.floor(maxRowsFor(c) / perClass))) * perClass;

@@ -44,7 +44,7 @@ describe('the seven factorisations', () => {
     });
   }
 
-  it('Bayes-rule logits: one batched pass equals per-class passes, and equals the brute-force estimate', async () => {
+  it('Bayes-rule logits: one batched pass equals passes by class or by image, and equals the brute-force estimate', async () => {
     const model = createModel(tiny('dfz'));
     const n = 3;
     const k = 4;
@@ -55,15 +55,19 @@ describe('the seven factorisations', () => {
     const perClass = Array.from({ length: NUM_CLASSES }, (_, c) =>
       model.logWeights(x, T.oneHot(T.tensor(new Array(k * n).fill(c), [k * n], 'i32'), NUM_CLASSES), { seed: 3, noise }),
     );
-    const [whole, chunked, ...weights] = await T.readAll([model.logits(x, { seed: 3, samples: k }), model.logits(x, { seed: 3, samples: k, maxRows: 2 * k * n }), ...perClass]);
+    // Passes of two classes, and passes of one class for two images (then one) when a class of the batch does not fit.
+    const passes = [2 * k * n, 2 * k + 1].map((maxRows) => model.logits(x, { seed: 3, samples: k, maxRows }));
+    const [whole, byClass, byImage, ...weights] = await T.readAll([model.logits(x, { seed: 3, samples: k }), ...passes, ...perClass]);
     for (let i = 0; i < n; i++)
       for (let c = 0; c < NUM_CLASSES; c++) {
         const w = Array.from({ length: k }, (_, s) => weights[c][s * n + i]);
         const m = Math.max(...w);
         const want = m + Math.log(w.reduce((a, v) => a + Math.exp(v - m), 0) / k);
         expect(whole[i * NUM_CLASSES + c]).toBeCloseTo(want, 3);
-        expect(chunked[i * NUM_CLASSES + c]).toBeCloseTo(want, 3);
+        expect(byClass[i * NUM_CLASSES + c]).toBeCloseTo(want, 3);
+        expect(byImage[i * NUM_CLASSES + c]).toBeCloseTo(want, 3);
       }
+    expect(() => model.logits(x, { seed: 3, samples: k, maxRows: k - 1 })).toThrow(/maxRows must be an integer of at least K = 4/);
     model.params.dispose();
   });
 

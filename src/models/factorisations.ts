@@ -3,7 +3,7 @@
 //   log p(x, y, z) - log q(z|x, y),   z ~ q(z|x, y)   (one reparameterised sample),
 // and classification applies Bayes' rule to importance-sampled estimates of log p(x, y).
 import {
-  Tensor, ParameterSet, Rng, add, concat, slice, reshape, broadcastTo, exp, mul, oneHot, tensor, randomNormal, dropout,
+  Tensor, ParameterSet, Rng, runtime, add, concat, slice, reshape, broadcastTo, exp, mul, oneHot, tensor, randomNormal, dropout,
   logsumexp, addScalar, transpose, sub, gather,
 } from '../index.js';
 import { SpecList, Mlp, ConvFeatures, ImageDecoder } from './layers.js';
@@ -48,6 +48,15 @@ export function modelConfig(model: string, preset: string, overrides: Partial<Mo
     if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new Error(`${k} must be a positive integer, got ${cfg[k]}`);
   }
   return cfg;
+}
+
+/**
+ * Rows (class hypotheses x samples x images) one pass of `logits` may hold: the largest activation per row, the
+ * decoder's C x 14 x 14 feature map (or the 28 x 28 image), must fit the adapter's maxStorageBufferBindingSize.
+ */
+export function maxRowsPerPass(channels: number): number {
+  const floatsPerRow = Math.max(784, channels * 196);
+  return Math.max(1, Math.floor(runtime().limits.maxStorageBufferBindingSize / (4 * floatsPerRow)));
 }
 
 /** The images of a batch are rows `indices` of a larger batch of `of` images (an attack's still-active subset). */
@@ -159,7 +168,8 @@ export abstract class LatentVariableClassifier {
 
   /**
    * Bayes' rule logits: log p(x, y=c) ~ logsumexp_k [log p(x, c, z_k) - log q(z_k|x, c)] - log K, with K samples
-   * per class; all classes and samples of a chunk go through the networks as one batch. [N, 10].
+   * per class; all classes and samples go through the networks as one batch unless that would exceed `maxRows`
+   * (default: what the adapter binds, `maxRowsPerPass`): then passes take fewer classes, or fewer images. [N, 10].
    * The K standard-normal draws eps_k of an image are shared by its ten class hypotheses (z_k = mu_c + sigma_c eps_k):
    * each class's estimate is distributed as before, but Bayes' rule compares classes, and common random numbers
    * make the estimates' errors move together, so fewer images are misclassified by sampling noise alone.
@@ -170,25 +180,33 @@ export abstract class LatentVariableClassifier {
     const n = x.shape[0];
     const replicas = opts.replicas ?? 1;
     if (!Number.isInteger(replicas) || replicas < 1 || n % replicas !== 0) throw new Error(`replicas must divide the batch of ${n}, got ${replicas}`);
-    const maxRows = opts.maxRows ?? 10_000;
-    const classesPerChunk = Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * n))));
-    const chunks: Tensor[] = [];
+    const maxRows = opts.maxRows ?? maxRowsPerPass(this.config.channels);
+    if (!Number.isInteger(maxRows) || maxRows < k) throw new Error(`maxRows must be an integer of at least K = ${k}, got ${maxRows}`);
+    const imagesPerPass = Math.min(n, Math.floor(maxRows / k));
+    const classesPerPass = Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * imagesPerPass))));
     // K draws per image, broadcast over the classes (and over `replicas` copies of the same images, DeepFool's
-    // per-class gradients), drawn once so chunking never changes the result. Rows are (class, sample, image).
+    // per-class gradients), drawn once so passes never change the result. Laid out (class, sample, image, z).
     const perCopy = n / replicas;
     const z = this.config.latent;
     const drawn = opts.rows ? noiseForRows(opts.rows, perCopy, k, z, opts.seed) : randomNormal([k, 1, perCopy, z], opts.seed);
-    const noise = reshape(broadcastTo(reshape(drawn, [1, k, 1, perCopy * z]), [NUM_CLASSES, k, replicas, perCopy * z]), [NUM_CLASSES * k * n, z]);
-    for (let c0 = 0; c0 < NUM_CLASSES; c0 += classesPerChunk) {
-      const classes = Math.min(classesPerChunk, NUM_CLASSES - c0);
-      const rows = classes * k * n;
-      const labels = Array.from({ length: rows }, (_, row) => c0 + Math.floor(row / (k * n)));
-      const y = oneHot(tensor(labels, [rows], 'i32'), NUM_CLASSES);
-      const chunkNoise = classes === NUM_CLASSES ? noise : slice(noise, [c0 * k * n, 0], [rows, this.config.latent]);
-      const w = reshape(this.logWeights(x, y, { seed: opts.seed, noise: chunkNoise }), [classes, k, n]);
-      chunks.push(logsumexp(w, 1));
+    const noise = reshape(broadcastTo(reshape(drawn, [1, k, 1, perCopy * z]), [NUM_CLASSES, k, replicas, perCopy * z]), [NUM_CLASSES, k, n, z]);
+    const imageBlocks: Tensor[] = [];
+    for (let i0 = 0; i0 < n; i0 += imagesPerPass) {
+      const images = Math.min(imagesPerPass, n - i0);
+      const xBlock = images === n ? x : slice(x, [i0, ...x.shape.slice(1).map(() => 0)], [images, ...x.shape.slice(1)]);
+      const classBlocks: Tensor[] = [];
+      for (let c0 = 0; c0 < NUM_CLASSES; c0 += classesPerPass) {
+        const classes = Math.min(classesPerPass, NUM_CLASSES - c0);
+        const rows = classes * k * images;
+        const labels = Array.from({ length: rows }, (_, row) => c0 + Math.floor(row / (k * images)));
+        const y = oneHot(tensor(labels, [rows], 'i32'), NUM_CLASSES);
+        const passNoise = classes === NUM_CLASSES && images === n ? noise : slice(noise, [c0, 0, i0, 0], [classes, k, images, z]);
+        const w = reshape(this.logWeights(xBlock, y, { seed: opts.seed, noise: reshape(passNoise, [rows, z]) }), [classes, k, images]);
+        classBlocks.push(logsumexp(w, 1));
+      }
+      imageBlocks.push(classBlocks.length === 1 ? classBlocks[0] : concat(classBlocks, 0));
     }
-    const logJointPerClass = chunks.length === 1 ? chunks[0] : concat(chunks, 0);
+    const logJointPerClass = imageBlocks.length === 1 ? imageBlocks[0] : concat(imageBlocks, 1);
     return transpose(addScalar(logJointPerClass, -Math.log(k)));
   }
 }
