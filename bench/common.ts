@@ -2,7 +2,9 @@
 // done one way in all of them: command-line options, engine start-up (ours, then TensorFlow.js's WebGPU backend on
 // the same Dawn backend), timing, deterministic inputs, result files, tables, and the ours-against-peer records of
 // the model benchmarks (train-step, attacks).
-import { relative, resolve } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import os from 'node:os';
@@ -206,6 +208,40 @@ export function randomBatch(n: number, seed: number): { x: Float32Array; y: Int3
   const y = Int32Array.from({ length: n }, () => Math.floor(next() * 10));
   return { x, y };
 }
+
+// ---------------------------------------------------------------- the PyTorch peer
+
+/** What every answer of bench/peer/torch_peer.py starts with. */
+export interface TorchHeader {
+  torch_version: string;
+  device: string;
+  cuda: string | null;
+  tf32: boolean;
+}
+
+/** bench/peer/torch_peer.py, found from the repository root (also when run as dist/bench/*.js). */
+function torchPeerScript(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const candidate = join(dir, 'bench', 'peer', 'torch_peer.py');
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) throw new Error('bench/peer/torch_peer.py not found above ' + fileURLToPath(import.meta.url));
+  }
+}
+
+/**
+ * Runs the PyTorch peer in `mode` with `input` as JSON on stdin and returns its JSON answer. The peer is a separate
+ * process (python3, else $PYTHON) so the two engines never share a process; it is started only after our engine
+ * finished its cases, so the two never run on the GPU at once.
+ */
+export function runTorchPeer<T>(mode: 'kernels' | 'train' | 'logweights', input: unknown): TorchHeader & T {
+  const python = process.env.PYTHON || 'python3';
+  const r = spawnSync(python, [torchPeerScript(), mode], { input: JSON.stringify(input), encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['pipe', 'pipe', 'inherit'] });
+  if (r.error) throw new Error(`PyTorch peer: cannot run ${python}: ${r.error.message} (set PYTHON to an interpreter with torch)`);
+  if (r.status !== 0) throw new Error(`PyTorch peer (${mode}) exited with ${r.status ?? r.signal}; its stderr is above`);
+  return JSON.parse(r.stdout) as TorchHeader & T;
+}
+
+export const torchDescription = (h: TorchHeader) => `torch ${h.torch_version} on ${h.device}${h.cuda ? ` (CUDA ${h.cuda})` : ''}, fp32${h.tf32 ? ' (TF32 on)' : ', TF32 off'}`;
 
 // ---------------------------------------------------------------- results
 

@@ -1,8 +1,9 @@
 // Kernel benchmark: GFLOP/s of matmul, conv2d and conv_transpose2d (forward, input gradient, filter gradient)
 // at the model's shapes, for this engine and, in the same process on the same Dawn adapter, TensorFlow.js's
-// WebGPU backend, plus TensorFlow.js's CPU backend.
+// WebGPU backend, plus TensorFlow.js's CPU backend, and with --torch PyTorch (bench/peer/torch_peer.py, its own
+// process, CUDA when it has a GPU, fp32 with TF32 off) on the same cases.
 //
-//   npm run bench:kernels -- [--reps N] [--budget S] [--only S]... [--no-cpu] [--no-webgpu] [--json PATH] [--list]
+//   npm run bench:kernels -- [--reps N] [--budget S] [--only S]... [--no-cpu] [--no-webgpu] [--torch] [--json PATH] [--list]
 //
 // FLOPs are nominal: 2 x multiply-adds of the dense computation, padded taps included, the same count for
 // the forward pass and both gradients (they do the same multiply-adds). Times are the median over timed reps,
@@ -12,7 +13,7 @@ import * as tfjsCore from '@tensorflow/tfjs-core';
 import { runtime, shutdown, tensor, gradients, Tensor } from '../src/index.js';
 import {
   parseOptions, runMain, fail, startEngines, printEngines, summarise, mulberry32, round, atomicWriteJson, resultsPath, reportHeader,
-  fmtRatio, fmtRate, tableHead, tableRow, printNotMeasured, printDone, type Column,
+  fmtRatio, fmtRate, tableHead, tableRow, printNotMeasured, printDone, runTorchPeer, torchDescription, type Column, type TorchHeader,
 } from './common.js';
 
 const P = 'bench:kernels';
@@ -113,6 +114,7 @@ Options:
   --only S        run only cases whose '<op> <pass> <shape>' contains S (case-insensitive); repeatable
   --no-cpu        skip TensorFlow.js's CPU backend (slow)
   --no-webgpu     skip TensorFlow.js's WebGPU backend
+  --torch         also time PyTorch on the same cases (python3, or $PYTHON; CUDA if it sees a GPU)
   --backend B     our WebGPU backend: auto|native|opengl (default env GENCLS_BACKEND, else auto)
   --json PATH     where to write results (default bench/results/kernels-<date>.json; written atomically)
   --list          print the cases and exit
@@ -120,7 +122,7 @@ Options:
 `;
 
 function options() {
-  const o = parseOptions(P, HELP, ['reps', 'budget', 'warmup'], ['no-cpu', 'no-webgpu']);
+  const o = parseOptions(P, HELP, ['reps', 'budget', 'warmup'], ['no-cpu', 'no-webgpu', 'torch']);
   return {
     ...o.common,
     reps: o.int('reps', 1, 10),
@@ -128,6 +130,7 @@ function options() {
     warmup: o.int('warmup', 0, 1),
     cpu: !o.flag('no-cpu'),
     webgpu: !o.flag('no-webgpu'),
+    torch: o.flag('torch'),
   };
 }
 
@@ -376,16 +379,19 @@ interface Record_ {
   ours_gflops: number | null;
   tfjs_webgpu_gflops: number | null;
   tfjs_cpu_gflops: number | null;
+  torch_gflops: number | null;
   ratio_vs_webgpu: number | null;
   ratio_vs_cpu: number | null;
+  ratio_vs_torch: number | null;
   adapter: string;
   ours_ms: number | null;
   tfjs_webgpu_ms: number | null;
   tfjs_cpu_ms: number | null;
+  torch_ms: number | null;
   /** Fastest timed rep per engine (the median above is what GFLOP/s uses). */
-  min_ms: Partial<Record<Engine, number>>;
-  reps: Partial<Record<Engine, number>>;
-  notes?: Partial<Record<Engine, string>>;
+  min_ms: Partial<Record<Engine | 'torch', number>>;
+  reps: Partial<Record<Engine | 'torch', number>>;
+  notes?: Partial<Record<Engine | 'torch', string>>;
 }
 
 const COLS: Column[] = [
@@ -399,6 +405,22 @@ const COLS: Column[] = [
   ['x webgpu', 8, 'r'],
   ['x cpu', 7, 'r'],
 ];
+const TORCH_COLS: Column[] = [
+  ['torch', 8, 'r'],
+  ['x torch', 7, 'r'],
+];
+
+type TorchTiming = { ms: number; min_ms: number; reps: number } | { error: string };
+
+/** PyTorch on all `cases` in one peer process; a failure of the whole peer becomes every case's error. */
+function torchKernels(cases: Case[], opt: { reps: number; warmup: number; budgetMs: number }) {
+  try {
+    const out = runTorchPeer<{ results: TorchTiming[] }>('kernels', { reps: opt.reps, warmup: opt.warmup, budget_s: opt.budgetMs / 1000, cases });
+    return { header: out as TorchHeader, results: out.results };
+  } catch (e) {
+    return { header: null, results: cases.map((): TorchTiming => ({ error: (e as Error).message })) };
+  }
+}
 
 // ---------------------------------------------------------------- main
 
@@ -424,15 +446,19 @@ async function main(): Promise<void> {
 
   const date = new Date();
   const jsonPath = resultsPath(opt.json, 'kernels', date);
+  const torch = opt.torch ? torchKernels(cases, opt) : null;
+  const cols = torch ? [...COLS, ...TORCH_COLS] : COLS;
   const results: Record_[] = [];
   const report = () => ({
     ...reportHeader(engines, date, 'bench/kernels.ts'),
     tfjs_version: tf.version_core, // the CPU backend's too, so set even when the WebGPU backend is skipped
-    settings: { reps: opt.reps, budget_s: opt.budgetMs / 1000, warmup: opt.warmup, cpu: opt.cpu, webgpu: opt.webgpu, only: opt.only ?? null },
+    torch: torch?.header ?? null,
+    settings: { reps: opt.reps, budget_s: opt.budgetMs / 1000, warmup: opt.warmup, cpu: opt.cpu, webgpu: opt.webgpu, torch: opt.torch, only: opt.only ?? null },
     conventions: {
       flops: '2 x multiply-adds of the dense op (padded taps included); same count for forward, input_grad, filter_grad',
       time: 'median over timed reps, each synchronised with the device; gradients time the backward pass only',
       ratio: 'ours_gflops / other_gflops (> 1 means ours is faster)',
+      torch: 'bench/peer/torch_peer.py in its own process after ours: same cases, NCHW, fp32 with TF32 off, cudnn.benchmark on; gradients via torch.autograd.grad on a recorded forward (backward only)',
       tfjs_gradients: 'conv2d input_grad = tf.conv2dTranspose; filter grads = Conv2DBackpropFilter kernel; convT input_grad = tf.conv2d; matmul grads = tf.matMul with transposes',
       layouts: 'ours NCHW (PyTorch layouts), tfjs NHWC',
     },
@@ -441,17 +467,18 @@ async function main(): Promise<void> {
 
   printEngines(engines);
   process.stdout.write(`tfjs-cpu:     ${engineOk.tfjs_cpu ?? `tfjs ${tf.version_core} cpu backend`}\n`);
+  if (torch) process.stdout.write(`torch:        ${torch.header ? torchDescription(torch.header) : torch.results[0]}\n`);
   for (const [op, note] of Object.entries(ops.notes)) process.stdout.write(`ours ${op}:  ${note}\n`);
   process.stdout.write(`${cases.length} cases, up to ${opt.reps} reps / ${opt.budgetMs / 1000}s each; GFLOP/s (higher is better)\n\n`);
-  process.stdout.write(tableHead(COLS) + '\n');
+  process.stdout.write(tableHead(cols) + '\n');
 
   const t0 = performance.now();
-  for (const c of cases) {
+  for (const [ci, c] of cases.entries()) {
     const gflops: Record<Engine, number | null> = { ours: null, tfjs_webgpu: null, tfjs_cpu: null };
     const ms: Record<Engine, number | null> = { ours: null, tfjs_webgpu: null, tfjs_cpu: null };
-    const reps: Partial<Record<Engine, number>> = {};
-    const minMs: Partial<Record<Engine, number>> = {};
-    const notes: Partial<Record<Engine, string>> = {};
+    const reps: Partial<Record<Engine | 'torch', number>> = {};
+    const minMs: Partial<Record<Engine | 'torch', number>> = {};
+    const notes: Partial<Record<Engine | 'torch', string>> = {};
     for (const engine of ENGINES) {
       if (engineOk[engine]) {
         if (engine !== 'ours') notes[engine] = engineOk[engine]!;
@@ -483,6 +510,13 @@ async function main(): Promise<void> {
       }
     }
     const ratio = (other: number | null) => (gflops.ours !== null && other ? gflops.ours / other : null);
+    const t = torch?.results[ci];
+    const torchMs = t && 'ms' in t ? t.ms : null;
+    const torchGflops = torchMs ? c.flops / (torchMs / 1000) / 1e9 : null;
+    if (t && 'ms' in t) {
+      minMs.torch = round(t.min_ms, 5)!;
+      reps.torch = t.reps;
+    } else if (t) notes.torch = `error: ${t.error.split('\n')[0]}`;
     const rec: Record_ = {
       op: c.op,
       pass: c.pass,
@@ -491,19 +525,22 @@ async function main(): Promise<void> {
       ours_gflops: round(gflops.ours),
       tfjs_webgpu_gflops: round(gflops.tfjs_webgpu),
       tfjs_cpu_gflops: round(gflops.tfjs_cpu),
+      torch_gflops: round(torchGflops),
       ratio_vs_webgpu: round(ratio(gflops.tfjs_webgpu)),
       ratio_vs_cpu: round(ratio(gflops.tfjs_cpu)),
+      ratio_vs_torch: round(ratio(torchGflops)),
       adapter,
       ours_ms: round(ms.ours, 5),
       tfjs_webgpu_ms: round(ms.tfjs_webgpu, 5),
       tfjs_cpu_ms: round(ms.tfjs_cpu, 5),
+      torch_ms: round(torchMs, 5),
       min_ms: minMs,
       reps,
       ...(Object.keys(notes).length ? { notes } : {}),
     };
     results.push(rec);
     process.stdout.write(
-      tableRow(COLS, [
+      tableRow(cols, [
         c.op,
         c.pass,
         c.shape,
@@ -513,6 +550,7 @@ async function main(): Promise<void> {
         fmtRate(gflops.tfjs_cpu),
         fmtRatio(ratio(gflops.tfjs_webgpu)),
         fmtRatio(ratio(gflops.tfjs_cpu)),
+        ...(torch ? [fmtRate(torchGflops), fmtRatio(ratio(torchGflops))] : []),
       ]) + '\n',
     );
     // Rewritten after every case so an interrupted run keeps what it measured.
