@@ -105,17 +105,19 @@ describe('training', () => {
   const trainCfg = { epochs: 2, batchSize: 20, lr: 3e-3, seed: 9, evalSubset: 20, evalSamples: 2, trainLimit: 60 };
   const quiet = () => {};
 
-  it('lowers the negative ELBO and resumes to exactly the weights of an uninterrupted run', async () => {
+  it('lowers the negative ELBO and resumes to exactly the weights of an uninterrupted run, also when scored anew', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gencls-train-'));
     const straight = await trainModel(data, { config: tiny('gfz'), train: trainCfg, checkpoint: join(dir, 'a.safetensors'), resume: false, log: quiet });
     expect(straight.history[1].trainNegElbo).toBeLessThan(straight.history[0].trainNegElbo);
 
     const first = await trainModel(data, { config: tiny('gfz'), train: { ...trainCfg, epochs: 1 }, checkpoint: join(dir, 'b.safetensors'), resume: false, log: quiet });
     first.model.params.dispose();
-    const resumed = await trainModel(data, { config: tiny('gfz'), train: trainCfg, checkpoint: join(dir, 'b.safetensors'), resume: true, log: quiet });
+    // A new per-epoch scoring subset on resume changes what is reported, never the training.
+    const resumed = await trainModel(data, { config: tiny('gfz'), train: trainCfg, checkpoint: join(dir, 'b.safetensors'), resume: true, resumeOverrides: { evalSubset: 10 }, log: quiet });
     const [a, b] = await Promise.all([straight.model.params.state(), resumed.model.params.state()]);
     for (const name of Object.keys(a)) expect(Array.from(b[name]), name).toEqual(Array.from(a[name]));
     expect(resumed.history.map((h) => h.epoch)).toEqual([1, 2]);
+    expect(resumed.history.map((h) => h.testSubset)).toEqual([20, 10]);
     straight.model.params.dispose();
     resumed.model.params.dispose();
   });

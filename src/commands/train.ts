@@ -32,7 +32,7 @@ export const command: Command = {
     'train-limit': { type: 'string', valueName: 'n', description: 'use only the first n training images', defaultText: '60000' },
     out: { type: 'string', valueName: 'dir', description: 'checkpoint directory', defaultText: DEFAULT_CHECKPOINT_DIR },
     data: { type: 'string', valueName: 'dir', description: 'Fashion-MNIST directory', defaultText: 'env FASHION_MNIST_DIR, else data/fashion-mnist' },
-    resume: { type: 'boolean', description: 'continue the checkpoint in --out' },
+    resume: { type: 'boolean', description: 'continue the checkpoint in --out with its settings (--epochs, --eval-subset and --eval-samples may be given anew)' },
     force: { type: 'boolean', description: 'discard an existing checkpoint and start over' },
     backend: BACKEND_OPTION,
   },
@@ -59,6 +59,10 @@ export const command: Command = {
       evalSamples: intOpt(values, 'eval-samples', 10, { min: 1 }),
       trainLimit: intOpt(values, 'train-limit', 60000, { min: 1 }),
     };
+    // Given explicitly, the per-epoch scoring options also apply to a resumed run (the rest come from its checkpoint).
+    const resumeOverrides = Object.fromEntries(
+      (['evalSubset', 'evalSamples'] as const).filter((k) => values[k === 'evalSubset' ? 'eval-subset' : 'eval-samples'] !== undefined).map((k) => [k, train[k]]),
+    );
     const path = checkpointPath(stringOpt(values, 'out') ?? DEFAULT_CHECKPOINT_DIR, model, preset);
     if (boolOpt(values, 'force') && existsSync(path)) {
       rmSync(path);
@@ -75,7 +79,7 @@ export const command: Command = {
     };
     process.on('SIGINT', onSigint);
     try {
-      const { stopped } = await trainModel(data, { config, train, checkpoint: path, resume: boolOpt(values, 'resume'), shouldStop: () => stop, log: (l) => stderr.write(l + '\n') });
+      const { stopped } = await trainModel(data, { config, train, checkpoint: path, resume: boolOpt(values, 'resume'), resumeOverrides, shouldStop: () => stop, log: (l) => stderr.write(l + '\n') });
       stderr.write(`${stopped ? 'stopped' : 'done'}: ${path}\n`);
       return stopped ? 130 : 0;
     } finally {

@@ -78,6 +78,11 @@ export interface TrainOptions {
   train: TrainConfig;
   checkpoint: string;
   resume: boolean;
+  /**
+   * On resume, the stored run's settings are kept except `epochs` and these, which only change how each epoch is
+   * scored (say fewer test images on a slow adapter), never the training itself.
+   */
+  resumeOverrides?: Partial<Pick<TrainConfig, 'evalSubset' | 'evalSamples'>>;
   log?: (line: string) => void;
   /** Set by a SIGINT handler: the loop stops after the current step without saving a partial epoch. */
   shouldStop?: () => boolean;
@@ -93,7 +98,7 @@ export async function trainModel(data: { train: Split; test: Split }, opts: Trai
   if (opts.resume && existsSync(opts.checkpoint)) {
     const meta = readMeta(opts.checkpoint);
     ({ model } = loadModel(opts.checkpoint, { model: opts.config.model, preset: opts.config.preset }));
-    train = { ...meta.train, epochs: opts.train.epochs };
+    train = { ...meta.train, epochs: opts.train.epochs, ...opts.resumeOverrides };
     adam = new Adam(model.params, { lr: train.lr });
     loadOptimizerState(opts.checkpoint, model, adam);
     history = meta.history;
