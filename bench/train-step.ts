@@ -19,7 +19,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { shutdown, tidy, noGrad, tensor, scale, mean, sum, oneHot, gradients, readAll, Adam } from '../src/index.js';
-import { createModel, modelConfig, maxRowsPerPass, PRESETS, type PresetName } from '../src/models/factorisations.js';
+import { createModel, modelConfig, maxRowsPerPass, passPlan, PRESETS, type PresetName } from '../src/models/factorisations.js';
 import { writeSafetensors } from '../src/models/checkpoint.js';
 import { createPeerModel, importOurWeights, type PeerModelName } from './peer/tfjs-models.js';
 import {
@@ -229,8 +229,8 @@ async function main(): Promise<void> {
   // Both engines split the rows of K=10 classification into the passes our model makes under the binding limit.
   const maxRowsFor = (c: Case) => maxRowsPerPass(PRESETS[c.preset].channels);
   const rowsPerPass = (c: Case) => {
-    const perClass = opt.samples * opt.batch;
-    return Math.max(1, Math.min(10, Math.floor(maxRowsFor(c) / perClass))) * perClass;
+    const { imagesPerPass, classesPerPass } = passPlan(opt.batch, opt.samples, maxRowsFor(c));
+    return classesPerPass * opt.samples * imagesPerPass;
   };
 
   const ours: EngineRun = async (c, timing) => {

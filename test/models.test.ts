@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as T from './lib.js';
 import { useGpu, randomRef } from './helpers.js';
-import { createModel, modelConfig, MODEL_NAMES, NUM_CLASSES, type ModelName } from '../src/models/factorisations.js';
+import { createModel, modelConfig, passPlan, MODEL_NAMES, NUM_CLASSES, type ModelName } from '../src/models/factorisations.js';
 import { trainModel, evaluate, batchTensors } from '../src/models/train.js';
 import { loadModel, saveCheckpoint } from '../src/models/store.js';
 import type { FashionMnistSplit } from '../src/data/idx.js';
@@ -69,6 +69,13 @@ describe('the seven factorisations', () => {
       }
     expect(() => model.logits(x, { seed: 3, samples: k, maxRows: k - 1 })).toThrow(/maxRows must be an integer of at least K = 4/);
     model.params.dispose();
+  });
+
+  it('pass plan: every image and as many classes as fit, else as many images as fit with one class', () => {
+    expect(passPlan(100, 10, 1e9)).toEqual({ imagesPerPass: 100, classesPerPass: 10 });
+    expect(passPlan(100, 10, 2_999)).toEqual({ imagesPerPass: 100, classesPerPass: 2 });
+    expect(passPlan(100, 10, 999)).toEqual({ imagesPerPass: 99, classesPerPass: 1 });
+    expect(passPlan(3, 4, 2 * 4 + 1)).toEqual({ imagesPerPass: 2, classesPerPass: 1 });
   });
 
   it('fixed noise follows the image: logits of a subset equal those rows of the whole batch', async () => {

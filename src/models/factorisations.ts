@@ -59,6 +59,15 @@ export function maxRowsPerPass(channels: number): number {
   return Math.max(1, Math.floor(runtime().limits.maxStorageBufferBindingSize / (4 * floatsPerRow)));
 }
 
+/**
+ * How `logits` splits N images x K samples x 10 classes into passes of at most `maxRows` rows: all images per
+ * pass when they fit, else as many as fit; then as many classes as fit beside them.
+ */
+export function passPlan(n: number, k: number, maxRows: number): { imagesPerPass: number; classesPerPass: number } {
+  const imagesPerPass = Math.min(n, Math.floor(maxRows / k));
+  return { imagesPerPass, classesPerPass: Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * imagesPerPass)))) };
+}
+
 /** The images of a batch are rows `indices` of a larger batch of `of` images (an attack's still-active subset). */
 export interface BatchRows {
   indices: number[];
@@ -182,8 +191,7 @@ export abstract class LatentVariableClassifier {
     if (!Number.isInteger(replicas) || replicas < 1 || n % replicas !== 0) throw new Error(`replicas must divide the batch of ${n}, got ${replicas}`);
     const maxRows = opts.maxRows ?? maxRowsPerPass(this.config.channels);
     if (!Number.isInteger(maxRows) || maxRows < k) throw new Error(`maxRows must be an integer of at least K = ${k}, got ${maxRows}`);
-    const imagesPerPass = Math.min(n, Math.floor(maxRows / k));
-    const classesPerPass = Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * imagesPerPass))));
+    const { imagesPerPass, classesPerPass } = passPlan(n, k, maxRows);
     // K draws per image, broadcast over the classes (and over `replicas` copies of the same images, DeepFool's
     // per-class gradients), drawn once so passes never change the result. Laid out (class, sample, image, z).
     const perCopy = n / replicas;
