@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One GPU session's work, in the order scarce GPU time is spent: confirm Dawn finds the GPU through the native
 # (Vulkan) backend, benchmark kernels and training steps against PyTorch on the same machine, then train the
-# `paper` DFZ while the `paper` GFZ checkpoint is evaluated on the full test set (K = 10, seeds 1-3), and evaluate
-# DFZ if its training finished. New work stops at the deadline, so what was measured is always written out.
+# `paper` GFZ and DFZ (or resume them from checkpoints/) and evaluate them on the full test set (K = 10, seeds 1-3).
+# New work stops at the deadline, so what was measured is always written out.
 #
 #   bash bench/gpu-session.sh OUT_DIR [SECONDS]      (default 480 s; run from the repository root, after `npm run build`)
 #
 # Needs: node, dist/ (npm run build), python3 with torch, Fashion-MNIST in $FASHION_MNIST_DIR. Writes OUT_DIR/results.tar
-# (benchmark JSON, evaluations, logs) and OUT_DIR/dfz-paper.tar.part-* (the DFZ checkpoint and Adam state, split into
-# 15 MiB parts: `cat dfz-paper.tar.part-* | tar -x` joins them).
+# (benchmark JSON, evaluations, logs) and OUT_DIR/checkpoints.tar.part-* (the checkpoints trained, with Adam's state,
+# split into 15 MiB parts: `cat checkpoints.tar.part-* | tar -x` gives <model>/<model>-paper.*).
 set -u
 out=${1:?usage: bash bench/gpu-session.sh OUT_DIR [SECONDS]}
 budget=${2:-480}
@@ -30,7 +30,9 @@ step() { # step NAME SECONDS CMD...: runs CMD under a time limit; stdout to $wor
 pack() {
   say "packing results"
   tar -cf "$out/results.tar" -C "$work" --exclude=ckpt .
-  if ls "$work"/ckpt/*.safetensors >/dev/null 2>&1; then tar -cf - -C "$work/ckpt" . | split -b 15m - "$out/dfz-paper.tar.part-"; fi
+  # Checkpoints of the models trained here (with Adam's state), in parts the size a transfer may carry.
+  local trained=$(cd "$work/ckpt" && for m in *; do [ "$m/$m-paper.safetensors" -nt "$m/.before" ] && echo "$m"; done)
+  [ -n "$trained" ] && tar -cf - -C "$work/ckpt" $trained | split -b 15m - "$out/checkpoints.tar.part-"
   ls -la "$out"
 }
 trap pack EXIT
@@ -40,15 +42,25 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 step kernels $(($(left) - 380)) node dist/bench/kernels.js --no-cpu --no-webgpu --torch --reps 10 --budget 1 --json "$work/kernels.json"
 step train-step $(($(left) - 300)) node dist/bench/train-step.js --no-tfjs --torch --budget 5 --json "$work/train-step.json"
 
-# The paper DFZ trains (checkpointing every epoch; SIGINT at the deadline keeps the last whole epoch) while the
-# paper GFZ is scored; DFZ is scored too if it finishes.
-(
-  step train-dfz-paper $(($(left) - 25)) node dist/src/cli.js train --model dfz --preset paper --out "$work/ckpt" &&
+# Then the paper models, side by side on the GPU. Each is trained from scratch, or resumed from its checkpoint in
+# checkpoints/ when Adam's state is there too, to its last epoch (a checkpoint every epoch; SIGINT at the deadline
+# keeps the last whole epoch), then evaluated on the full test set with seeds 1-3. A checkpoint that came without
+# its Adam state is only evaluated.
+for m in gfz dfz; do
+  (
+    dir="$work/ckpt/$m"
+    mkdir -p "$dir"
+    ck="$dir/$m-paper.safetensors"
+    cp checkpoints/$m-paper.safetensors checkpoints/$m-paper.optim.safetensors "$dir/" 2>/dev/null
+    if [ -f "$ck" ] && [ ! -f "$dir/$m-paper.optim.safetensors" ]; then
+      say "$m: checkpoint without Adam state: evaluating only"
+    else
+      touch "$dir/.before" # checkpoints saved after this were trained here
+      step train-$m-paper $(($(left) - 25)) node dist/src/cli.js train --model $m --preset paper --out "$dir" $([ -f "$ck" ] && echo --resume) || exit 0
+    fi
     for seed in 1 2 3; do
-      step "evaluate-dfz-paper-seed$seed" $(($(left) - 15)) node dist/src/cli.js evaluate "$work/ckpt/dfz-paper.safetensors" --seed $seed --json || break
+      step evaluate-$m-paper-seed$seed $(($(left) - 15)) node dist/src/cli.js evaluate "$ck" --seed $seed --json || break
     done
-) &
-for seed in 1 2 3; do
-  step "evaluate-gfz-paper-seed$seed" $(($(left) - 15)) node dist/src/cli.js evaluate checkpoints/gfz-paper.safetensors --seed $seed --json || break
+  ) &
 done
 wait
