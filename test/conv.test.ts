@@ -1,12 +1,13 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
 import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, RUNS, checkVjp } from './helpers.js';
 import { refConv2d, refConvTranspose2d } from '../src/reference/conv.js';
 import type { Ref } from '../src/reference/tensor.js';
 import * as K from '../src/kernels/conv.js';
+import type { KernelProfile } from '../src/kernels/runtime.js';
 
-useGpu();
+const gpu = useGpu();
 
 const TOL = { rtol: 1e-4, atol: 1e-5 };
 
@@ -181,79 +182,93 @@ function convTInputs(c: ConvTCase) {
 
 // ---------- kernels against the float64 reference ----------
 
-describe('conv2d kernels match the float64 reference', () => {
-  const forward = async (c: ConvCase) => {
-    const { x, w, b, padding, outputSize } = convInputs(c);
-    const y = K.conv2dForward(toGpu(x), toGpu(w), toGpu(b), { stride: c.stride, padding, outputSize, activation: c.activation });
-    const want = mapRef(refConv2d(x, w, b, { stride: c.stride, padding, outputSize }), refActivation[c.activation]);
-    expect(y.shape).toEqual(want.shape);
-    expectClose(await download(y), want, TOL, `conv2dForward ${JSON.stringify(c)}`);
-  };
-  const backward = async (c: ConvCase) => {
-    const { x, w, g, padding, outputSize } = convInputs(c);
-    const p = { stride: c.stride, padding, outputSize };
-    const want = refConv2dGrads(x, w, g, c.stride, padding);
-    expectClose(await download(K.conv2dBackwardInput(toGpu(g), toGpu(w), x.shape, p)), want.dx, TOL, `conv2dBackwardInput ${JSON.stringify(c)}`);
-    expectClose(await download(K.conv2dBackwardFilter(toGpu(x), toGpu(g), w.shape, p)), want.dw, TOL, `conv2dBackwardFilter ${JSON.stringify(c)}`);
-  };
+// Every kernel under both tilings: the software renderer's large register tiles and the GPU's small ones.
+for (const profile of ['software', 'gpu'] as const) {
+  describe(`conv kernels, ${profile} tiling`, () => {
+    let saved: KernelProfile;
+    beforeAll(() => {
+      saved = gpu.rt().kernelProfile;
+      gpu.rt().kernelProfile = profile;
+    });
+    afterAll(() => {
+      gpu.rt().kernelProfile = saved;
+    });
 
-  it('forward with fused bias and activation', async () => {
-    await fc.assert(fc.asyncProperty(arbConvCase(), forward), RUNS);
-  });
-  it('backward input and filter', async () => {
-    await fc.assert(fc.asyncProperty(arbConvCase(), backward), RUNS);
-  });
-  it('channel counts that straddle register tiles', async () => {
-    await fc.assert(
-      fc.asyncProperty(arbConvCase(40, 7), async (c) => {
-        await forward(c);
+    describe('conv2d kernels match the float64 reference', () => {
+      const forward = async (c: ConvCase) => {
+        const { x, w, b, padding, outputSize } = convInputs(c);
+        const y = K.conv2dForward(toGpu(x), toGpu(w), toGpu(b), { stride: c.stride, padding, outputSize, activation: c.activation });
+        const want = mapRef(refConv2d(x, w, b, { stride: c.stride, padding, outputSize }), refActivation[c.activation]);
+        expect(y.shape).toEqual(want.shape);
+        expectClose(await download(y), want, TOL, `conv2dForward ${JSON.stringify(c)}`);
+      };
+      const backward = async (c: ConvCase) => {
+        const { x, w, g, padding, outputSize } = convInputs(c);
+        const p = { stride: c.stride, padding, outputSize };
+        const want = refConv2dGrads(x, w, g, c.stride, padding);
+        expectClose(await download(K.conv2dBackwardInput(toGpu(g), toGpu(w), x.shape, p)), want.dx, TOL, `conv2dBackwardInput ${JSON.stringify(c)}`);
+        expectClose(await download(K.conv2dBackwardFilter(toGpu(x), toGpu(g), w.shape, p)), want.dw, TOL, `conv2dBackwardFilter ${JSON.stringify(c)}`);
+      };
+
+      it('forward with fused bias and activation', async () => {
+        await fc.assert(fc.asyncProperty(arbConvCase(), forward), RUNS);
+      });
+      it('backward input and filter', async () => {
+        await fc.assert(fc.asyncProperty(arbConvCase(), backward), RUNS);
+      });
+      it('channel counts that straddle register tiles', async () => {
+        await fc.assert(
+          fc.asyncProperty(arbConvCase(40, 7), async (c) => {
+            await forward(c);
+            await backward(c);
+          }),
+          { numRuns: 8 },
+        );
+      });
+      it('long batch reductions in the filter gradient (split over invocations)', async () => {
+        const c: ConvCase = { n: 9, cin: 3, cout: 7, h: 17, w: 19, kernel: [5, 5], stride: [2, 2], padding: 'same', activation: 'none', seed: 5 };
         await backward(c);
-      }),
-      { numRuns: 8 },
-    );
-  });
-  it('long batch reductions in the filter gradient (split over invocations)', async () => {
-    const c: ConvCase = { n: 9, cin: 3, cout: 7, h: 17, w: 19, kernel: [5, 5], stride: [2, 2], padding: 'same', activation: 'none', seed: 5 };
-    await backward(c);
-  });
-});
+      });
+    });
 
-describe('convTranspose2d kernels match the float64 reference', () => {
-  const forward = async (c: ConvTCase) => {
-    const { x, w, b } = convTInputs(c);
-    const p = { stride: c.stride, padding: c.padding, outputPadding: c.outputPadding, activation: c.activation };
-    const y = K.convTranspose2dForward(toGpu(x), toGpu(w), toGpu(b), p);
-    const want = mapRef(refConvTranspose2d(x, w, b, p), refActivation[c.activation]);
-    expect(y.shape).toEqual(want.shape);
-    expectClose(await download(y), want, TOL, `convTranspose2dForward ${JSON.stringify(c)}`);
-  };
-  const backward = async (c: ConvTCase) => {
-    const { x, w, g } = convTInputs(c);
-    const p = { stride: c.stride, padding: c.padding, outputPadding: c.outputPadding };
-    const want = refConvTranspose2dGrads(x, w, g, c.stride, c.padding);
-    expectClose(await download(K.convTranspose2dBackwardInput(toGpu(g), toGpu(w), x.shape, p)), want.dx, TOL, `convTranspose2dBackwardInput ${JSON.stringify(c)}`);
-    expectClose(await download(K.convTranspose2dBackwardFilter(toGpu(x), toGpu(g), w.shape, p)), want.dw, TOL, `convTranspose2dBackwardFilter ${JSON.stringify(c)}`);
-  };
+    describe('convTranspose2d kernels match the float64 reference', () => {
+      const forward = async (c: ConvTCase) => {
+        const { x, w, b } = convTInputs(c);
+        const p = { stride: c.stride, padding: c.padding, outputPadding: c.outputPadding, activation: c.activation };
+        const y = K.convTranspose2dForward(toGpu(x), toGpu(w), toGpu(b), p);
+        const want = mapRef(refConvTranspose2d(x, w, b, p), refActivation[c.activation]);
+        expect(y.shape).toEqual(want.shape);
+        expectClose(await download(y), want, TOL, `convTranspose2dForward ${JSON.stringify(c)}`);
+      };
+      const backward = async (c: ConvTCase) => {
+        const { x, w, g } = convTInputs(c);
+        const p = { stride: c.stride, padding: c.padding, outputPadding: c.outputPadding };
+        const want = refConvTranspose2dGrads(x, w, g, c.stride, c.padding);
+        expectClose(await download(K.convTranspose2dBackwardInput(toGpu(g), toGpu(w), x.shape, p)), want.dx, TOL, `convTranspose2dBackwardInput ${JSON.stringify(c)}`);
+        expectClose(await download(K.convTranspose2dBackwardFilter(toGpu(x), toGpu(g), w.shape, p)), want.dw, TOL, `convTranspose2dBackwardFilter ${JSON.stringify(c)}`);
+      };
 
-  it('forward with fused bias and activation', async () => {
-    await fc.assert(fc.asyncProperty(arbConvTCase(), forward), RUNS);
+      it('forward with fused bias and activation', async () => {
+        await fc.assert(fc.asyncProperty(arbConvTCase(), forward), RUNS);
+      });
+      it('backward input and filter', async () => {
+        await fc.assert(fc.asyncProperty(arbConvTCase(), backward), RUNS);
+      });
+      it('channel counts that straddle register tiles', async () => {
+        await fc.assert(
+          fc.asyncProperty(arbConvTCase(40, 6), async (c) => {
+            await forward(c);
+            await backward(c);
+          }),
+          { numRuns: 8 },
+        );
+      });
+      it('kernels smaller than the stride leave bias-only output pixels', async () => {
+        await forward({ n: 2, cin: 3, cout: 2, h: 4, w: 3, kernel: [1, 2], stride: [3, 3], padding: [0, 0], outputPadding: [2, 1], activation: 'none', seed: 9 });
+      });
+    });
   });
-  it('backward input and filter', async () => {
-    await fc.assert(fc.asyncProperty(arbConvTCase(), backward), RUNS);
-  });
-  it('channel counts that straddle register tiles', async () => {
-    await fc.assert(
-      fc.asyncProperty(arbConvTCase(40, 6), async (c) => {
-        await forward(c);
-        await backward(c);
-      }),
-      { numRuns: 8 },
-    );
-  });
-  it('kernels smaller than the stride leave bias-only output pixels', async () => {
-    await forward({ n: 2, cin: 3, cout: 2, h: 4, w: 3, kernel: [1, 2], stride: [3, 3], padding: [0, 0], outputPadding: [2, 1], activation: 'none', seed: 9 });
-  });
-});
+}
 
 // ---------- ops: option parsing, fused activations and gradients ----------
 

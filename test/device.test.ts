@@ -1,13 +1,21 @@
 import { describe, it, expect } from 'vitest';
 import * as T from './lib.js';
 import { NoAdapterError, parseBackend } from '../src/device.js';
-import { UniformWriter } from '../src/kernels/runtime.js';
+import { UniformWriter, kernelProfileFor } from '../src/kernels/runtime.js';
 
 describe('device acquisition', () => {
   it('parses backends and rejects unknown ones by name', () => {
     expect(parseBackend(undefined)).toBe('auto');
     expect(parseBackend('OpenGL')).toBe('opengl');
     expect(() => parseBackend('cuda')).toThrow(/Unknown backend 'cuda': expected one of auto, native, opengl/);
+  });
+
+  it('picks the kernel profile from the adapter, or from GENCLS_KERNEL_PROFILE', () => {
+    expect(kernelProfileFor('llvmpipe-llvm-15-0-6-256-bits- / OpenGL version 4.5 (Core Profile) Mesa 22.3.6 [dawn opengl, compatibility]', '')).toBe('software');
+    expect(kernelProfileFor('Google / SwiftShader Device (Subzero) [dawn native, core]', undefined)).toBe('software');
+    expect(kernelProfileFor('nvidia / nvidia-h200 / NVIDIA: 580.159.04 580.159.4.0 [dawn native, core]', undefined)).toBe('gpu');
+    expect(kernelProfileFor('llvmpipe', 'gpu')).toBe('gpu');
+    expect(() => kernelProfileFor('llvmpipe', 'fast')).toThrow(/GENCLS_KERNEL_PROFILE must be one of software, gpu, got 'fast'/);
   });
 
   it('the no-adapter error names what was tried and what to install', () => {

@@ -65,6 +65,23 @@ export interface MemoryStats {
 
 const UNIFORM_ARENA_BYTES = 1 << 16;
 
+/**
+ * How kernels size their work per invocation. 'software': a renderer on the CPU (llvmpipe and kin), where large
+ * register tiles and few invocations win; 'gpu': hardware, where small tiles and many invocations keep registers
+ * from spilling and the multiprocessors busy.
+ */
+export type KernelProfile = 'software' | 'gpu';
+const KERNEL_PROFILES: readonly KernelProfile[] = ['software', 'gpu'];
+
+/** The profile for an adapter: GENCLS_KERNEL_PROFILE if set, else 'software' for CPU renderers, else 'gpu'. */
+export function kernelProfileFor(description: string, env = process.env.GENCLS_KERNEL_PROFILE): KernelProfile {
+  if (env !== undefined && env !== '') {
+    if (!(KERNEL_PROFILES as readonly string[]).includes(env)) throw new Error(`GENCLS_KERNEL_PROFILE must be one of ${KERNEL_PROFILES.join(', ')}, got '${env}'`);
+    return env as KernelProfile;
+  }
+  return /llvmpipe|lavapipe|softpipe|swiftshader/i.test(description) ? 'software' : 'gpu';
+}
+
 export class Runtime {
   readonly device: GPUDevice;
   readonly description: string;
@@ -92,6 +109,8 @@ export class Runtime {
    * active images, would otherwise leave a buffer of every size it met in the pool.
    */
   poolLimitBytes = 2 ** 31;
+  /** Tile sizes the kernels pick (see KernelProfile); settable, e.g. to test both on one adapter. */
+  kernelProfile: KernelProfile;
   /** Dispatches per submission before an automatic flush; bounds latency and uniform arena growth. */
   maxDispatchesPerSubmit = 512;
   dispatchCount = 0;
@@ -103,6 +122,7 @@ export class Runtime {
     this.backend = acquired.backend;
     this.limits = acquired.device.limits;
     this.uniformAlign = Math.max(16, this.limits.minUniformBufferOffsetAlignment);
+    this.kernelProfile = kernelProfileFor(this.description);
     this.device.lost.then((info) => {
       this.lost = `${info.reason}: ${info.message}`;
     });
