@@ -29,6 +29,11 @@ export const COMMANDS: CommandEntry[] = [
     load: () => import('./commands/evaluate.js'),
   },
   {
+    name: 'inspect',
+    summary: "a checkpoint's model, tensors, parameter count and training run (no GPU needed)",
+    load: () => import('./commands/inspect.js'),
+  },
+  {
     name: 'experiment',
     summary: 'run the study (models x attacks x detectors) and write report/',
     load: () => import('./commands/experiment.js'),
