@@ -33,6 +33,28 @@ export interface ModelConfig {
   seed: number;
 }
 
+/**
+ * How Li, Bradshaw & Sharma (2019) name and group the seven: in G(enerative) models y is an ancestor of x (x is
+ * generated from the class), in D(iscriminative) ones x is an ancestor of y (p_D(x), where x is the root, is the data
+ * distribution). F(ully connected) graphs link x and y directly; B(ottleneck) ones connect them only through z.
+ * The last letter names the root.
+ */
+export const MODEL_STRUCTURE: Record<ModelName, { factorisation: string; family: 'generative' | 'discriminative'; graph: 'fully connected' | 'bottleneck' }> = {
+  gfz: { factorisation: 'p(z) p(y|z) p(x|y,z)', family: 'generative', graph: 'fully connected' },
+  gfy: { factorisation: 'p(y) p(z|y) p(x|y,z)', family: 'generative', graph: 'fully connected' },
+  gbz: { factorisation: 'p(z) p(y|z) p(x|z)', family: 'generative', graph: 'bottleneck' },
+  gby: { factorisation: 'p(y) p(z|y) p(x|z)', family: 'generative', graph: 'bottleneck' },
+  dfz: { factorisation: 'p(z) p(x|z) p(y|x,z)', family: 'discriminative', graph: 'fully connected' },
+  dfx: { factorisation: 'p_D(x) p(z|x) p(y|x,z)', family: 'discriminative', graph: 'fully connected' },
+  dbx: { factorisation: 'p_D(x) p(z|x) p(y|z)', family: 'discriminative', graph: 'bottleneck' },
+};
+
+export function modelStructure(model: string): (typeof MODEL_STRUCTURE)[ModelName] {
+  const s = MODEL_STRUCTURE[model as ModelName];
+  if (!s) throw new Error(`unknown model '${model}': expected one of ${MODEL_NAMES.join(', ')}`);
+  return s;
+}
+
 export const NUM_CLASSES = 10;
 /** Names the Bayes-rule estimator `logits` computes, so results cached under another one are recomputed. */
 export const LOGITS_ESTIMATOR = 'importance sampling, K draws per image shared by all classes';
@@ -224,7 +246,7 @@ export abstract class LatentVariableClassifier {
 
 /** GFZ: p(z) p(y|z) p(x|y,z). */
 export class GFZ extends LatentVariableClassifier {
-  readonly factorisation = 'p(z) p(y|z) p(x|y,z)';
+  readonly factorisation = MODEL_STRUCTURE.gfz.factorisation;
   declare private pYgivenZ: Mlp;
   declare private pXgivenYZ: ImageDecoder;
   protected declareNetworks(s: SpecList): void {
@@ -243,7 +265,7 @@ export class GFZ extends LatentVariableClassifier {
 
 /** DFZ: p(z) p(x|z) p(y|x,z). */
 export class DFZ extends LatentVariableClassifier {
-  readonly factorisation = 'p(z) p(x|z) p(y|x,z)';
+  readonly factorisation = MODEL_STRUCTURE.dfz.factorisation;
   declare private pXgivenZ: ImageDecoder;
   declare private pYgivenXZ: { features: ConvFeatures; head: Mlp };
   protected declareNetworks(s: SpecList): void {
@@ -270,7 +292,7 @@ function declareZgivenX(s: SpecList, cfg: ModelConfig) {
 
 /** DFX: p_D(x) p(z|x) p(y|x,z). */
 export class DFX extends LatentVariableClassifier {
-  readonly factorisation = 'p_D(x) p(z|x) p(y|x,z)';
+  readonly factorisation = MODEL_STRUCTURE.dfx.factorisation;
   declare private pZgivenX: { features: ConvFeatures; head: Mlp };
   declare private pYgivenXZ: { features: ConvFeatures; head: Mlp };
   protected declareNetworks(s: SpecList): void {
@@ -295,7 +317,7 @@ export class DFX extends LatentVariableClassifier {
 
 /** DBX: p_D(x) p(z|x) p(y|z). */
 export class DBX extends LatentVariableClassifier {
-  readonly factorisation = 'p_D(x) p(z|x) p(y|z)';
+  readonly factorisation = MODEL_STRUCTURE.dbx.factorisation;
   declare private pZgivenX: { features: ConvFeatures; head: Mlp };
   declare private pYgivenZ: Mlp;
   protected declareNetworks(s: SpecList): void {
@@ -313,7 +335,7 @@ export class DBX extends LatentVariableClassifier {
 
 /** GFY: p(y) p(z|y) p(x|y,z), with p(y) uniform. */
 export class GFY extends LatentVariableClassifier {
-  readonly factorisation = 'p(y) p(z|y) p(x|y,z)';
+  readonly factorisation = MODEL_STRUCTURE.gfy.factorisation;
   declare private pZgivenY: Mlp;
   declare private pXgivenYZ: ImageDecoder;
   protected declareNetworks(s: SpecList): void {
@@ -330,7 +352,7 @@ export class GFY extends LatentVariableClassifier {
 
 /** GBZ: p(z) p(y|z) p(x|z). */
 export class GBZ extends LatentVariableClassifier {
-  readonly factorisation = 'p(z) p(y|z) p(x|z)';
+  readonly factorisation = MODEL_STRUCTURE.gbz.factorisation;
   declare private pYgivenZ: Mlp;
   declare private pXgivenZ: ImageDecoder;
   protected declareNetworks(s: SpecList): void {
@@ -348,7 +370,7 @@ export class GBZ extends LatentVariableClassifier {
 
 /** GBY: p(y) p(z|y) p(x|z), with p(y) uniform. */
 export class GBY extends LatentVariableClassifier {
-  readonly factorisation = 'p(y) p(z|y) p(x|z)';
+  readonly factorisation = MODEL_STRUCTURE.gby.factorisation;
   declare private pZgivenY: Mlp;
   declare private pXgivenZ: ImageDecoder;
   protected declareNetworks(s: SpecList): void {

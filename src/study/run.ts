@@ -1,14 +1,14 @@
-// The study runner: models x attacks x detectors. Every (model, attack, parameter) job writes its per-image
-// results atomically to <out>/jobs/, so an interrupted run resumes where it stopped (jobs whose config
-// fingerprint matches are loaded, not recomputed).
-import { existsSync, readFileSync } from 'node:fs';
+// The study runner: computes units of the plan (src/study/plan.ts) — all of them, or one share — each written
+// atomically to <out>/jobs/<unit>.json, and assembles the report's results from those files. A unit whose file
+// holds the current fingerprint is never recomputed, so an interrupted run, or a share killed midway, loses at
+// most the unit in progress; shares run as separate processes on separate machines write into one directory.
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
-import { Tensor, tidy, noGrad, readAll, argmax, runtime, keep } from '../index.js';
+import { Tensor, tidy, noGrad, readAll, argmax, runtime } from '../index.js';
 import { loadFashionMnist, resolveDataDir, type FashionMnistSplit } from '../data/idx.js';
 import { loadModel } from '../models/store.js';
 import { batchTensors } from '../models/train.js';
-import { LOGITS_ESTIMATOR, type LatentVariableClassifier } from '../models/factorisations.js';
+import { modelStructure, type LatentVariableClassifier } from '../models/factorisations.js';
 import { bayesClassifier, type Classifier, type NoiseMode } from '../attacks/classifier.js';
 import { fgsDirection, fgsStep, iterativeAttack, perturbationNorms } from '../attacks/gradient.js';
 import { deepfool } from '../attacks/deepfool.js';
@@ -17,13 +17,14 @@ import { fitDetectors, detectionReport, type Detectors, type DetectionReport } f
 import { writeFileAtomic } from '../fsutil.js';
 import { Progress } from '../progress.js';
 import { attackMetrics, type AttackMetrics, type ImageResults } from './metrics.js';
+import { planStudy, unitsOfShard, assignShares, fingerprint, type JobInfo, type Shard, type StudyPlan, type Unit } from './plan.js';
 import type { AttackSpec, StudyConfig } from './config.js';
 
 export interface JobResult {
   id: string;
   model: string;
   attack: AttackSpec['kind'];
-  /** e.g. 'eps=0.1', 'p=2', 'eps=0.05 from dfz'. */
+  /** e.g. 'eps=0.1', 'p=2', 'FGS eps=0.05 crafted on dfz'. */
   setting: string;
   eps?: number;
   p?: number | 'inf';
@@ -32,6 +33,7 @@ export interface JobResult {
   detection: DetectionReport;
   /** First few clean and adversarial images (784 values each) for the figure grid. */
   grid: { clean: number[][]; adversarial: number[][] };
+  /** Compute time of its units (a unit shared by an FGS sweep counts evenly towards each of its settings). */
   seconds: number;
   fingerprint: string;
 }
@@ -55,97 +57,33 @@ export interface StudyResult {
   seconds: number;
 }
 
-const digest = (data: string | Buffer) => createHash('sha256').update(data).digest('hex').slice(0, 16);
-const fingerprint = (v: unknown) => digest(JSON.stringify(v));
-
-/** One parameter setting of an attack spec, ready to run on a batch. */
-interface Job {
-  id: string;
-  attack: AttackSpec['kind'];
-  setting: string;
-  eps?: number;
-  p?: number | 'inf';
-  subset: number;
-  craft: (x: Tensor, y: Tensor, batch: number) => Promise<{ adversarial: Tensor; queries?: ArrayLike<number> }>;
+export interface RunOptions {
+  out: string;
+  dataDir?: string;
+  log: (s: string) => void;
 }
 
-function jobsFor(model: string, clf: Classifier, spec: AttackSpec, cfg: StudyConfig, classifiers: Map<string, Classifier>): Job[] {
-  const subset = Math.min(spec.subset ?? cfg.subset, cfg.subset);
-  const seedOf = (batch: number) => cfg.seed * 1_000_003 + batch;
-  // FGS sweeps share one gradient per batch: directions are kept until the sweep's last eps has used them.
-  const fgsSweep = (source: Classifier, eps: number[]) => {
-    const directions = new Map<number, Tensor>();
-    return (e: number) => async (x: Tensor, y: Tensor, batch: number) => {
-      let direction = directions.get(batch);
-      if (!direction) directions.set(batch, (direction = keep(await fgsDirection(source, x, y))));
-      const adversarial = fgsStep(x, direction, e);
-      if (e === eps[eps.length - 1]) {
-        direction.dispose();
-        directions.delete(batch);
-      }
-      return { adversarial };
-    };
-  };
-  switch (spec.kind) {
-    case 'fgs': {
-      const sweep = fgsSweep(clf, spec.eps);
-      return spec.eps.map((eps) => ({ id: `${model}-fgs-eps${eps}`, attack: 'fgs', setting: `eps=${eps}`, eps, subset, craft: sweep(eps) }));
-    }
-    case 'pgd':
-    case 'mim':
-      return spec.eps.map((eps) => ({
-        id: `${model}-${spec.kind}-${spec.kind === 'pgd' ? spec.norm : 'linf'}-eps${eps}`,
-        attack: spec.kind,
-        setting: `eps=${eps}${spec.kind === 'pgd' ? ` ${spec.norm}` : ''}, ${spec.iterations} it`,
-        eps,
-        subset,
-        craft: async (x, y, batch) => ({
-          adversarial: await iterativeAttack(clf, x, y, {
-            eps,
-            norm: spec.kind === 'pgd' ? spec.norm : 'linf',
-            stepSize: spec.stepSize,
-            iterations: spec.iterations,
-            randomStart: spec.kind === 'pgd' ? spec.randomStart : false,
-            momentum: spec.kind === 'mim' ? spec.momentum : 0,
-            seed: seedOf(batch),
-          }),
-        }),
-      }));
-    case 'deepfool':
-      return spec.p.map((p) => ({
-        id: `${model}-deepfool-p${p}`,
-        attack: 'deepfool',
-        setting: `p=${p === 'inf' ? '∞' : p}`,
-        p,
-        subset,
-        craft: async (x) => ({ adversarial: (await deepfool(clf, x, { p: p === 'inf' ? Infinity : p, maxIterations: spec.maxIterations, overshoot: spec.overshoot })).adversarial }),
-      }));
-    case 'square':
-      return spec.eps.map((eps) => ({
-        id: `${model}-square-${spec.norm}-eps${eps}`,
-        attack: 'square',
-        setting: `eps=${eps} ${spec.norm}, ${spec.queryBudget} queries`,
-        eps,
-        subset,
-        craft: async (x, y, batch) => {
-          const r = await squareAttack(clf, x, y, { norm: spec.norm, eps, queryBudget: spec.queryBudget, seed: seedOf(batch) });
-          return { adversarial: r.adversarial, queries: r.queries };
-        },
-      }));
-    case 'transfer': {
-      const substitute = classifiers.get(spec.from);
-      if (model === spec.from || !substitute) return [];
-      const sweep = fgsSweep(substitute, spec.eps);
-      return spec.eps.map((eps) => ({
-        id: `${model}-transfer-from-${spec.from}-eps${eps}`,
-        attack: 'transfer',
-        setting: `FGS eps=${eps} crafted on ${spec.from}`,
-        eps,
-        subset,
-        craft: sweep(eps),
-      }));
-    }
-  }
+/** What a unit's file holds for one job and block. */
+interface AttackBlock {
+  adversarialPredictions: number[];
+  logits: number[];
+  l2: number[];
+  linf: number[];
+  xNorm: number[];
+  queries?: number[];
+  grid: { clean: number[][]; adversarial: number[][] };
+}
+
+interface UnitFile {
+  id: string;
+  fingerprint: string;
+  seconds: number;
+  /** The adapter it was computed on (shares may run on different machines). */
+  adapter: string;
+  /** Clean units: logits [count, 10]. */
+  logits?: number[];
+  /** Attack units: per job. */
+  jobs?: Record<string, AttackBlock>;
 }
 
 export function noiseMode(cfg: StudyConfig): NoiseMode {
@@ -173,28 +111,7 @@ export function inBlocks(clf: Classifier, blockSize: number): Classifier {
   };
 }
 
-/** Logits [n, 10] of the first n images of a split, in batches. */
-async function logitsOf(clf: Classifier, data: FashionMnistSplit, n: number, batchSize: number, bar?: Progress): Promise<Float32Array> {
-  const out = new Float32Array(n * 10);
-  for (let start = 0; start < n; start += batchSize) {
-    const rows = Array.from({ length: Math.min(batchSize, n - start) }, (_, i) => start + i);
-    const l = noGrad(() => tidy(() => clf.logits(batchTensors(data, rows).x, 0)));
-    out.set(await l.data(), start * 10);
-    l.dispose();
-    bar?.tick(rows.length);
-  }
-  return out;
-}
-
-function predictionsOf(logits: ArrayLike<number>, n: number): number[] {
-  return Array.from({ length: n }, (_, i) => {
-    let best = 0;
-    for (let c = 1; c < 10; c++) if (logits[i * 10 + c] > logits[i * 10 + best]) best = c;
-    return best;
-  });
-}
-
-const fmtMaybe = (v: number | null, scale = 1, digits = 3) => (v === null ? '–' : (v * scale).toFixed(digits));
+const unitPath = (out: string, id: string) => join(out, 'jobs', `${id}.json`);
 
 function readJson<T>(path: string): T | null {
   if (!existsSync(path)) return null;
@@ -205,118 +122,278 @@ function readJson<T>(path: string): T | null {
   }
 }
 
-export async function runStudy(cfg: StudyConfig, opts: { out: string; dataDir?: string; log: (s: string) => void }): Promise<StudyResult> {
-  const t0 = performance.now();
-  const jobsDir = join(opts.out, 'jobs');
+function readUnit(out: string, unit: Unit): UnitFile | null {
+  const file = readJson<UnitFile>(unitPath(out, unit.id));
+  return file?.fingerprint === unit.fingerprint ? file : null;
+}
+
+const range = (start: number, count: number) => Array.from({ length: count }, (_, i) => start + i);
+
+/** Adversarial images per job of an attack unit, for one block. */
+async function craft(
+  unit: Unit,
+  spec: AttackSpec,
+  jobs: JobInfo[],
+  clf: Classifier,
+  classifiers: Map<string, Classifier>,
+  x: Tensor,
+  y: Tensor,
+  cfg: StudyConfig,
+): Promise<{ adversarial: Tensor; queries?: ArrayLike<number> }[]> {
+  const seed = cfg.seed * 1_000_003 + unit.block;
+  switch (spec.kind) {
+    case 'fgs':
+    case 'transfer': {
+      // Every eps of the sweep steps along the same sign of the gradient (the substitute's, for transfer).
+      const direction = await fgsDirection(spec.kind === 'fgs' ? clf : classifiers.get(spec.from)!, x, y);
+      const out = jobs.map((j) => ({ adversarial: fgsStep(x, direction, j.eps!) }));
+      direction.dispose();
+      return out;
+    }
+    case 'pgd':
+    case 'mim':
+      return [
+        {
+          adversarial: await iterativeAttack(clf, x, y, {
+            eps: jobs[0].eps!,
+            norm: spec.kind === 'pgd' ? spec.norm : 'linf',
+            stepSize: spec.stepSize,
+            iterations: spec.iterations,
+            randomStart: spec.kind === 'pgd' ? spec.randomStart : false,
+            momentum: spec.kind === 'mim' ? spec.momentum : 0,
+            seed,
+          }),
+        },
+      ];
+    case 'deepfool': {
+      const p = jobs[0].p!;
+      return [{ adversarial: (await deepfool(clf, x, { p: p === 'inf' ? Infinity : p, maxIterations: spec.maxIterations, overshoot: spec.overshoot })).adversarial }];
+    }
+    case 'square': {
+      const r = await squareAttack(clf, x, y, { norm: spec.norm, eps: jobs[0].eps!, queryBudget: spec.queryBudget, seed });
+      return [{ adversarial: r.adversarial, queries: r.queries }];
+    }
+  }
+}
+
+async function computeUnit(unit: Unit, plan: StudyPlan, cfg: StudyConfig, data: { test: FashionMnistSplit; train: FashionMnistSplit }, classifiers: Map<string, Classifier>): Promise<UnitFile> {
+  const started = performance.now();
+  const clf = classifiers.get(unit.model)!;
+  const rows = range(unit.start, unit.count);
+  if (unit.kind !== 'attack') {
+    const split = unit.kind === 'clean-test' ? data.test : data.train;
+    const l = noGrad(() => tidy(() => clf.logits(batchTensors(split, rows).x, 0)));
+    const logits = Array.from(await l.data());
+    l.dispose();
+    return { id: unit.id, fingerprint: unit.fingerprint, seconds: (performance.now() - started) / 1000, adapter: runtime().description, logits };
+  }
+  const spec = cfg.attacks[unit.specIndex!];
+  const jobs = unit.jobIds.map((id) => plan.jobs.find((j) => j.id === id)!);
+  const { x, y } = batchTensors(data.test, rows);
+  const crafted = await craft(unit, spec, jobs, clf, classifiers, x, y, cfg);
+  const out: Record<string, AttackBlock> = {};
+  const gridRows = Math.max(0, Math.min(unit.count, cfg.gridImages - unit.start));
+  for (const [k, job] of jobs.entries()) {
+    const { adversarial, queries } = crafted[k];
+    const logits = noGrad(() => tidy(() => clf.logits(adversarial, 0)));
+    const pred = argmax(logits);
+    const [l, p] = await readAll([logits, pred]);
+    const norms = await perturbationNorms(x, adversarial);
+    const grid: AttackBlock['grid'] = { clean: [], adversarial: [] };
+    if (gridRows > 0) {
+      const [xs, as] = await readAll([x, adversarial]);
+      for (let i = 0; i < gridRows; i++) {
+        grid.clean.push(Array.from(xs.subarray(i * 784, (i + 1) * 784)));
+        grid.adversarial.push(Array.from(as.subarray(i * 784, (i + 1) * 784)));
+      }
+    }
+    out[job.id] = {
+      adversarialPredictions: Array.from(p),
+      logits: Array.from(l),
+      l2: Array.from(norms.l2),
+      linf: Array.from(norms.linf),
+      xNorm: Array.from(norms.x2),
+      ...(queries ? { queries: Array.from(queries) } : {}),
+      grid,
+    };
+    for (const t of [adversarial, logits, pred]) t.dispose();
+  }
+  x.dispose();
+  y.dispose();
+  return { id: unit.id, fingerprint: unit.fingerprint, seconds: (performance.now() - started) / 1000, adapter: runtime().description, jobs: out };
+}
+
+/** Computes the given units of the plan that have no current file; returns how many were computed and reused. */
+export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[], opts: RunOptions & { label?: string }): Promise<{ computed: number; cached: number }> {
+  const pending = units.filter((u) => !readUnit(opts.out, u));
+  const cached = units.length - pending.length;
+  opts.log(`${opts.label ?? 'study'}: ${units.length} units of work, ${cached} already done, ${pending.length} to compute`);
+  if (pending.length === 0) return { computed: 0, cached };
+  const dir = resolveDataDir(opts.dataDir);
+  const data = { test: loadFashionMnist({ dir, split: 'test' }), train: loadFashionMnist({ dir, split: 'train' }) };
+  // Load only the models this share attacks, and the substitutes its transfer units craft on.
+  const needed = new Set(pending.flatMap((u) => {
+    const spec = u.specIndex === undefined ? undefined : cfg.attacks[u.specIndex];
+    return spec?.kind === 'transfer' ? [u.model, spec.from] : [u.model];
+  }));
+  const loaded: LatentVariableClassifier[] = [];
+  const classifiers = new Map<string, Classifier>();
+  for (const m of plan.models.filter((m) => needed.has(m.name))) {
+    const { model } = loadModel(m.checkpoint, { model: m.name, preset: cfg.preset });
+    loaded.push(model);
+    classifiers.set(m.name, inBlocks(bayesClassifier(model, { samples: cfg.samples, noise: noiseMode(cfg) }), cfg.batchSize));
+  }
+  try {
+    const bar = new Progress({ total: pending.reduce((a, u) => a + u.count, 0), label: opts.label ?? 'study', unit: 'img' });
+    for (const unit of pending) {
+      bar.setStatus(unit.id);
+      writeFileAtomic(unitPath(opts.out, unit.id), JSON.stringify(await computeUnit(unit, plan, cfg, data, classifiers)));
+      bar.tick(unit.count);
+    }
+    bar.finish('');
+  } finally {
+    for (const model of loaded) model.params.dispose();
+  }
+  return { computed: pending.length, cached };
+}
+
+const shardRecordPath = (out: string, shard: Shard) => join(out, 'jobs', `shard-${shard.index}-of-${shard.count}.json`);
+
+/** Runs one share of the study; the last share to finish finds every unit present and says so. */
+export async function runShare(cfg: StudyConfig, shard: Shard, opts: RunOptions): Promise<{ computed: number; cached: number; units: number; missing: number }> {
+  const plan = planStudy(cfg);
+  const units = unitsOfShard(plan, shard);
+  const r = await runUnits(cfg, plan, units, { ...opts, label: `share ${shard.index}/${shard.count}` });
+  writeFileAtomic(shardRecordPath(opts.out, shard), JSON.stringify({ plan: plan.fingerprint, units: units.map((u) => u.id), finishedAt: new Date().toISOString() }));
+  const missing = plan.units.filter((u) => !readUnit(opts.out, u)).length;
+  return { ...r, units: units.length, missing };
+}
+
+/** Units of the study are missing: names how many, and which shares (of the share counts seen so far) owe them. */
+export class IncompleteStudyError extends Error {
+  constructor(readonly missing: string[], detail: string) {
+    super(`the study is incomplete: ${missing.length} units of work have no results yet (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''})${detail}`);
+  }
+}
+
+/** The shares that have finished in <out>, with the plan each ran. */
+function shardRecords(out: string): { index: number; count: number; plan: string }[] {
+  if (!existsSync(join(out, 'jobs'))) return [];
+  return readdirSync(join(out, 'jobs')).flatMap((f) => {
+    const m = /^shard-(\d+)-of-(\d+)\.json$/.exec(f);
+    const rec = m ? readJson<{ plan: string }>(join(out, 'jobs', f)) : null;
+    return m && rec ? [{ index: Number(m[1]), count: Number(m[2]), plan: rec.plan }] : [];
+  });
+}
+
+/** Fingerprints of the plans finished shares ran. */
+export function shardPlans(out: string): Set<string> {
+  return new Set(shardRecords(out).map((r) => r.plan));
+}
+
+function describeMissing(plan: StudyPlan, missing: Set<string>, out: string): string {
+  const records = shardRecords(out).filter((r) => r.plan === plan.fingerprint);
+  if (records.length === 0) return '; run `experiment` (all of it) or its shares (`experiment --shard I/N`) first';
+  const parts = [...new Set(records.map((r) => r.count))].sort((a, b) => a - b).map((n) => {
+    const share = assignShares(plan.units, n);
+    const owing = [...new Set(plan.units.flatMap((u, k) => (missing.has(u.id) ? [share[k]] : [])))].sort((a, b) => a - b);
+    const finished = (i: number) => records.some((r) => r.index === i && r.count === n);
+    return `of ${n} shares, ${owing.map((i) => `${i}/${n}${finished(i) ? ' (finished, but files are missing: rerun it)' : ''}`).join(', ')} still owe results`;
+  });
+  return `; ${parts.join('; ')}. Run those shares (\`experiment --shard I/N\`), or a plain \`experiment\` to compute what is missing here`;
+}
+
+/** Builds the study's results from the unit files, which must all be present (else IncompleteStudyError). */
+export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOptions & { started?: number }): StudyResult {
+  const t0 = opts.started ?? performance.now();
+  const files = new Map<string, UnitFile>();
+  const missing = new Set<string>();
+  for (const u of plan.units) {
+    const f = readUnit(opts.out, u);
+    if (f) files.set(u.id, f);
+    else missing.add(u.id);
+  }
+  if (missing.size) throw new IncompleteStudyError([...missing], describeMissing(plan, missing, opts.out));
   const dir = resolveDataDir(opts.dataDir);
   const test = loadFashionMnist({ dir, split: 'test' });
   const train = loadFashionMnist({ dir, split: 'train' });
-  const loaded = new Map<string, { model: LatentVariableClassifier; checkpoint: string; epoch: number }>();
-  const classifiers = new Map<string, Classifier>();
-  const substitutes = cfg.attacks.flatMap((a) => (a.kind === 'transfer' ? [a.from] : []));
-  for (const name of new Set([...cfg.models, ...substitutes])) {
-    const checkpoint = join(cfg.checkpoints, `${name}-${cfg.preset}.safetensors`);
-    if (!existsSync(checkpoint)) throw new Error(`no checkpoint for model '${name}' at ${checkpoint}: train it with \`npx tsx src/cli.ts train --model ${name} --preset ${cfg.preset}\``);
-    const { model, meta } = loadModel(checkpoint, { model: name, preset: cfg.preset });
-    loaded.set(name, { model, checkpoint, epoch: meta.epoch });
-    classifiers.set(name, inBlocks(bayesClassifier(model, { samples: cfg.samples, noise: noiseMode(cfg) }), cfg.batchSize));
-  }
-
-  const weights = Object.fromEntries([...loaded].map(([name, { checkpoint }]) => [name, digest(readFileSync(checkpoint))]));
+  const unitsOf = (model: string, pred: (u: Unit) => boolean) => plan.units.filter((u) => u.model === model && pred(u)).sort((a, b) => a.start - b.start);
+  const cleanLogitsOf = (model: string, kind: Unit['kind'], n: number) => {
+    const out = new Float32Array(n * 10);
+    for (const u of unitsOf(model, (u) => u.kind === kind)) out.set(files.get(u.id)!.logits!, u.start * 10);
+    return out;
+  };
   const models: ModelSummary[] = [];
   const jobs: JobResult[] = [];
-  for (const name of cfg.models) {
-    const { model, checkpoint, epoch } = loaded.get(name)!;
-    const clf = classifiers.get(name)!;
-    // Cached results are reused only for the same weights (this model's and any transfer substitute's) and estimator.
-    const base = { model: name, checkpoint, epoch, weights, estimator: LOGITS_ESTIMATOR, samples: cfg.samples, noise: cfg.noise, seed: cfg.seed, batchSize: cfg.batchSize };
-
-    // Clean logits of the attacked images and detector statistics from training images, cached like the jobs.
-    const cleanPath = join(jobsDir, `${name}-clean.json`);
-    const cleanKey = fingerprint({ ...base, subset: cfg.subset, detection: cfg.detection });
-    let clean = readJson<{ fingerprint: string; logits: number[]; detectors: Detectors }>(cleanPath);
-    if (clean?.fingerprint !== cleanKey) {
-      const bar = new Progress({ total: cfg.subset + cfg.detection.trainImages, label: `${name}: clean logits`, unit: 'img' });
-      const testLogits = await logitsOf(clf, test, cfg.subset, cfg.batchSize, bar);
-      const trainLogits = await logitsOf(clf, train, cfg.detection.trainImages, cfg.batchSize, bar);
-      bar.finish();
-      const detectors = fitDetectors(
-        { logits: trainLogits, labels: train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 },
-        { falsePositiveRate: cfg.detection.falsePositiveRate },
-      );
-      clean = { fingerprint: cleanKey, logits: Array.from(testLogits), detectors };
-      writeFileAtomic(cleanPath, JSON.stringify(clean));
-    }
-    const cleanLogits = Float32Array.from(clean.logits);
-    const cleanPred = predictionsOf(cleanLogits, cfg.subset);
+  for (const m of plan.models.filter((m) => m.studied)) {
+    const cleanLogits = cleanLogitsOf(m.name, 'clean-test', cfg.subset);
+    const trainLogits = cleanLogitsOf(m.name, 'clean-train', cfg.detection.trainImages);
+    const detectors = fitDetectors(
+      { logits: trainLogits, labels: train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 },
+      { falsePositiveRate: cfg.detection.falsePositiveRate },
+    );
+    const cleanPred = Array.from({ length: cfg.subset }, (_, i) => {
+      let best = 0;
+      for (let c = 1; c < 10; c++) if (cleanLogits[i * 10 + c] > cleanLogits[i * 10 + best]) best = c;
+      return best;
+    });
     const cleanAccuracy = cleanPred.filter((p, i) => p === test.labels[i]).length / cfg.subset;
-    models.push({ model: name, factorisation: model.factorisation, checkpoint, epoch, cleanAccuracy, cleanCount: cfg.subset, detectors: clean.detectors });
-    opts.log(`${name} (${model.factorisation}, epoch ${epoch}): clean accuracy ${(100 * cleanAccuracy).toFixed(2)}% on ${cfg.subset} test images`);
+    models.push({ model: m.name, factorisation: modelStructure(m.name).factorisation, checkpoint: m.checkpoint, epoch: m.epoch, cleanAccuracy, cleanCount: cfg.subset, detectors });
+    opts.log(`${m.name} (${modelStructure(m.name).factorisation}, epoch ${m.epoch}): clean accuracy ${(100 * cleanAccuracy).toFixed(2)}% on ${cfg.subset} test images`);
 
-    for (const spec of cfg.attacks) {
-      for (const job of jobsFor(name, clf, spec, cfg, classifiers)) {
-        const path = join(jobsDir, `${job.id}.json`);
-        const key = fingerprint({ ...base, spec, id: job.id, subset: job.subset, gridImages: cfg.gridImages, cleanKey });
-        const cached = readJson<JobResult>(path);
-        if (cached?.fingerprint === key) {
-          jobs.push(cached);
-          opts.log(`${job.id}: cached`);
-          continue;
+    for (const job of plan.jobs.filter((j) => j.model === m.name)) {
+      const units = unitsOf(m.name, (u) => u.jobIds.includes(job.id));
+      const results: ImageResults = { labels: [], cleanPredictions: [], adversarialPredictions: [], l2: [], linf: [], xNorm: [] };
+      const queries: number[] = [];
+      const advLogits = new Float32Array(job.subset * 10);
+      const grid: JobResult['grid'] = { clean: [], adversarial: [] };
+      let seconds = 0;
+      for (const u of units) {
+        const file = files.get(u.id)!;
+        const b = file.jobs![job.id];
+        seconds += file.seconds / u.jobIds.length;
+        advLogits.set(b.logits, u.start * 10);
+        grid.clean.push(...b.grid.clean);
+        grid.adversarial.push(...b.grid.adversarial);
+        for (let i = 0; i < u.count; i++) {
+          const r = u.start + i;
+          results.labels.push(test.labels[r]);
+          results.cleanPredictions.push(cleanPred[r]);
+          results.adversarialPredictions.push(b.adversarialPredictions[i]);
+          results.l2.push(b.l2[i]);
+          results.linf.push(b.linf[i]);
+          results.xNorm.push(b.xNorm[i]);
+          if (b.queries) queries.push(b.queries[i]);
         }
-        const started = performance.now();
-        const bar = new Progress({ total: job.subset, label: `${name} ${job.attack} ${job.setting}`, unit: 'img' });
-        const results: ImageResults = { labels: [], cleanPredictions: [], adversarialPredictions: [], l2: [], linf: [], xNorm: [] };
-        const queries: number[] = [];
-        const advLogits = new Float32Array(job.subset * 10);
-        const grid: JobResult['grid'] = { clean: [], adversarial: [] };
-        for (let start = 0, batch = 0; start < job.subset; start += cfg.batchSize, batch++) {
-          const rows = Array.from({ length: Math.min(cfg.batchSize, job.subset - start) }, (_, i) => start + i);
-          const { x, y } = batchTensors(test, rows);
-          const { adversarial, queries: q } = await job.craft(x, y, batch);
-          const logits = noGrad(() => tidy(() => clf.logits(adversarial, 0)));
-          const pred = argmax(logits);
-          const [l, p] = await readAll([logits, pred]);
-          advLogits.set(l, start * 10);
-          const norms = await perturbationNorms(x, adversarial);
-          if (grid.clean.length < cfg.gridImages) {
-            const [xs, as] = await readAll([x, adversarial]);
-            for (let i = 0; i < rows.length && grid.clean.length < cfg.gridImages; i++) {
-              grid.clean.push(Array.from(xs.subarray(i * 784, (i + 1) * 784)));
-              grid.adversarial.push(Array.from(as.subarray(i * 784, (i + 1) * 784)));
-            }
-          }
-          rows.forEach((r, i) => {
-            results.labels.push(test.labels[r]);
-            results.cleanPredictions.push(cleanPred[r]);
-            results.adversarialPredictions.push(p[i]);
-            results.l2.push(norms.l2[i]);
-            results.linf.push(norms.linf[i]);
-            results.xNorm.push(norms.x2[i]);
-            if (q) queries.push(q[i]);
-          });
-          for (const t of [x, y, adversarial, logits, pred]) t.dispose();
-          bar.tick(rows.length);
-        }
-        bar.finish();
-        if (queries.length) results.queries = queries;
-        const metrics = attackMetrics(results);
-        const detection = detectionReport(clean.detectors, {
-          cleanLogits: cleanLogits.subarray(0, job.subset * 10),
-          cleanLabels: Int32Array.from(results.labels),
-          adversarialLogits: advLogits,
-          adversarialLabels: Int32Array.from(results.labels),
-          sourceCorrect: results.labels.map((y, i) => results.cleanPredictions[i] === y),
-        });
-        const result: JobResult = { id: job.id, model: name, attack: job.attack, setting: job.setting, eps: job.eps, p: job.p, results, metrics, detection, grid, seconds: (performance.now() - started) / 1000, fingerprint: key };
-        writeFileAtomic(path, JSON.stringify(result));
-        jobs.push(result);
-        opts.log(
-          `${job.id}: accuracy ${(100 * metrics.adversarialAccuracy).toFixed(1)}%, success ${fmtMaybe(metrics.successRate, 100, 1)}%, ` +
-            `median L2 ${fmtMaybe(metrics.l2.median)}, rho ${fmtMaybe(metrics.rhoSuccessful)} (${result.seconds.toFixed(0)} s)`,
-        );
       }
+      if (queries.length) results.queries = queries;
+      const metrics = attackMetrics(results);
+      const detection = detectionReport(detectors, {
+        cleanLogits: cleanLogits.subarray(0, job.subset * 10),
+        cleanLabels: Int32Array.from(results.labels),
+        adversarialLogits: advLogits,
+        adversarialLabels: Int32Array.from(results.labels),
+        sourceCorrect: results.labels.map((y, i) => results.cleanPredictions[i] === y),
+      });
+      jobs.push({
+        id: job.id, model: m.name, attack: job.attack, setting: job.setting, eps: job.eps, p: job.p,
+        results, metrics, detection, grid, seconds, fingerprint: fingerprint(units.map((u) => u.fingerprint)),
+      });
+      const fmt = (v: number | null, scale = 1, digits = 3) => (v === null ? '–' : (v * scale).toFixed(digits));
+      opts.log(
+        `${job.id}: accuracy ${(100 * metrics.adversarialAccuracy).toFixed(1)}%, success ${fmt(metrics.successRate, 100, 1)}%, ` +
+          `median L2 ${fmt(metrics.l2.median)}, rho ${fmt(metrics.rhoSuccessful)} (${seconds.toFixed(0)} s)`,
+      );
     }
   }
-  for (const { model } of loaded.values()) model.params.dispose();
-  return { config: cfg, adapter: runtime().description, noiseMode: describeNoise(cfg), models, jobs, seconds: (performance.now() - t0) / 1000 };
+  const adapters = [...new Set([...files.values()].map((f) => f.adapter))].sort();
+  return { config: cfg, adapter: adapters.join('; '), noiseMode: describeNoise(cfg), models, jobs, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** The whole study in this process: every missing unit, then the results. */
+export async function runStudy(cfg: StudyConfig, opts: RunOptions): Promise<StudyResult> {
+  const t0 = performance.now();
+  const plan = planStudy(cfg);
+  await runUnits(cfg, plan, plan.units, opts);
+  return assembleStudy(cfg, plan, { ...opts, started: t0 });
 }

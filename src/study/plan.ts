@@ -1,0 +1,225 @@
+// The study as a list of independent units of work, and their division into shares. A unit is one block of
+// `batchSize` consecutive test (or training) images under one job — or, for an FGS sweep, under every eps of
+// the sweep, which share one gradient — and writes one file. No unit reads another's output: a share of units
+// can run on any machine, in any order, and the report is assembled from the files afterwards. Planning reads
+// only the config and the checkpoints' bytes and metadata (no GPU), so every process derives the same plan.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { readMeta } from '../models/store.js';
+import { LOGITS_ESTIMATOR } from '../models/factorisations.js';
+import type { AttackSpec, StudyConfig } from './config.js';
+
+export const digest = (data: string | Buffer) => createHash('sha256').update(data).digest('hex').slice(0, 16);
+export const fingerprint = (v: unknown) => digest(JSON.stringify(v));
+
+/** One (model, attack, parameter) result of the report, e.g. `dfz-fgs-eps0.1`. */
+export interface JobInfo {
+  id: string;
+  model: string;
+  attack: AttackSpec['kind'];
+  /** e.g. 'eps=0.1', 'p=2', 'FGS eps=0.05 crafted on dfz'. */
+  setting: string;
+  eps?: number;
+  p?: number | 'inf';
+  /** Test images attacked: the first `subset`. */
+  subset: number;
+  specIndex: number;
+}
+
+export interface Unit {
+  /** File stem under <out>/jobs/. */
+  id: string;
+  model: string;
+  kind: 'clean-test' | 'clean-train' | 'attack';
+  /** Jobs whose results for this block the unit computes (attack units). */
+  jobIds: string[];
+  specIndex?: number;
+  block: number;
+  /** First image and number of images. */
+  start: number;
+  count: number;
+  /** Relative cost (classifier gradients per image, roughly), for even shares. */
+  cost: number;
+  /** Cached output is reused only when this matches. */
+  fingerprint: string;
+}
+
+export interface PlannedModel {
+  name: string;
+  checkpoint: string;
+  /** SHA-256 prefix of the checkpoint file. */
+  weights: string;
+  epoch: number;
+  /** Attacked (false for a transfer attack's substitute only). */
+  studied: boolean;
+}
+
+export interface StudyPlan {
+  models: PlannedModel[];
+  jobs: JobInfo[];
+  units: Unit[];
+  fingerprint: string;
+}
+
+/** The study's models and transfer substitutes, each checked to have a checkpoint of the right model and preset. */
+export function planModels(cfg: StudyConfig): PlannedModel[] {
+  const substitutes = cfg.attacks.flatMap((a) => (a.kind === 'transfer' ? [a.from] : []));
+  return [...new Set([...cfg.models, ...substitutes])].map((name) => {
+    const checkpoint = join(cfg.checkpoints, `${name}-${cfg.preset}.safetensors`);
+    if (!existsSync(checkpoint)) throw new Error(`no checkpoint for model '${name}' at ${checkpoint}: train it with \`npx tsx src/cli.ts train --model ${name} --preset ${cfg.preset}\``);
+    const meta = readMeta(checkpoint);
+    if (meta.model.model !== name) throw new Error(`${checkpoint}: holds model '${meta.model.model}', expected '${name}'`);
+    if (meta.model.preset !== cfg.preset) throw new Error(`${checkpoint}: holds preset '${meta.model.preset}', expected '${cfg.preset}'`);
+    return { name, checkpoint, weights: digest(readFileSync(checkpoint)), epoch: meta.epoch, studied: cfg.models.includes(name) };
+  });
+}
+
+/** The jobs one attack spec makes for one model (none for a transfer attack onto its own substitute). */
+export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: StudyConfig): JobInfo[] {
+  const subset = Math.min(spec.subset ?? cfg.subset, cfg.subset);
+  const job = (id: string, setting: string, extra: Partial<JobInfo>): JobInfo => ({ id, model, attack: spec.kind, setting, subset, specIndex, ...extra });
+  switch (spec.kind) {
+    case 'fgs':
+      return spec.eps.map((eps) => job(`${model}-fgs-eps${eps}`, `eps=${eps}`, { eps }));
+    case 'pgd':
+      return spec.eps.map((eps) => job(`${model}-pgd-${spec.norm}-eps${eps}`, `eps=${eps} ${spec.norm}, ${spec.iterations} it`, { eps }));
+    case 'mim':
+      return spec.eps.map((eps) => job(`${model}-mim-linf-eps${eps}`, `eps=${eps}, ${spec.iterations} it`, { eps }));
+    case 'deepfool':
+      return spec.p.map((p) => job(`${model}-deepfool-p${p}`, `p=${p === 'inf' ? '∞' : p}`, { p }));
+    case 'square':
+      return spec.eps.map((eps) => job(`${model}-square-${spec.norm}-eps${eps}`, `eps=${eps} ${spec.norm}, ${spec.queryBudget} queries`, { eps }));
+    case 'transfer':
+      return model === spec.from ? [] : spec.eps.map((eps) => job(`${model}-transfer-from-${spec.from}-eps${eps}`, `FGS eps=${eps} crafted on ${spec.from}`, { eps }));
+  }
+}
+
+/** Classifier gradients per image, roughly: what makes shares even. */
+function costPerImage(spec: AttackSpec, jobs: number): number {
+  switch (spec.kind) {
+    case 'fgs':
+    case 'transfer':
+      return 1 + 0.3 * jobs;
+    case 'pgd':
+    case 'mim':
+      return spec.iterations + 0.3;
+    case 'deepfool':
+      // Most images cross within a few iterations; each needs a gradient per class.
+      return 10 * Math.min(spec.maxIterations, 5);
+    case 'square':
+      return 0.3 * spec.queryBudget;
+  }
+}
+
+const CLEAN_COST = 0.3;
+
+/** Splits images [0, n) into blocks of `size`. */
+function blocks(n: number, size: number): { block: number; start: number; count: number }[] {
+  return Array.from({ length: Math.ceil(n / size) }, (_, block) => ({ block, start: block * size, count: Math.min(size, n - block * size) }));
+}
+
+export function planStudy(cfg: StudyConfig, models = planModels(cfg)): StudyPlan {
+  const weightsOf = new Map(models.map((m) => [m.name, m.weights]));
+  const jobs: JobInfo[] = [];
+  const units: Unit[] = [];
+  for (const m of models.filter((m) => m.studied)) {
+    // What every unit of this model depends on: its weights, the estimator and how it is seeded and batched.
+    const base = { model: m.name, weights: m.weights, estimator: LOGITS_ESTIMATOR, samples: cfg.samples, noise: cfg.noise, seed: cfg.seed, batchSize: cfg.batchSize };
+    for (const [kind, n] of [['clean-test', cfg.subset], ['clean-train', cfg.detection.trainImages]] as const) {
+      for (const b of blocks(n, cfg.batchSize)) {
+        units.push({ id: `${m.name}-${kind}-b${b.block}`, model: m.name, kind, jobIds: [], ...b, cost: CLEAN_COST * b.count, fingerprint: fingerprint({ ...base, kind, ...b }) });
+      }
+    }
+    cfg.attacks.forEach((spec, specIndex) => {
+      const specJobs = jobsOf(m.name, spec, specIndex, cfg);
+      if (specJobs.length === 0) return;
+      jobs.push(...specJobs);
+      const substitute = spec.kind === 'transfer' ? { substitute: weightsOf.get(spec.from) } : {};
+      // An FGS sweep's settings share one gradient per block, so they form one unit; other settings are units of their own.
+      const groups = spec.kind === 'fgs' || spec.kind === 'transfer' ? [specJobs] : specJobs.map((j) => [j]);
+      for (const group of groups) {
+        for (const b of blocks(group[0].subset, cfg.batchSize)) {
+          const id = group.length > 1 ? `${m.name}-${spec.kind}-s${specIndex}-b${b.block}` : `${group[0].id}-b${b.block}`;
+          const grid = Math.max(0, Math.min(b.count, cfg.gridImages - b.start));
+          units.push({
+            id,
+            model: m.name,
+            kind: 'attack',
+            jobIds: group.map((j) => j.id),
+            specIndex,
+            ...b,
+            cost: costPerImage(spec, group.length) * b.count,
+            fingerprint: fingerprint({ ...base, ...substitute, spec, jobs: group.map((j) => j.id), ...b, grid }),
+          });
+        }
+      }
+    });
+  }
+  const ids = new Set<string>();
+  for (const u of units) {
+    if (ids.has(u.id)) throw new Error(`config: two attacks produce the same results '${u.id}' (an attack listed twice?)`);
+    ids.add(u.id);
+  }
+  return { models, jobs, units, fingerprint: fingerprint(units.map((u) => u.fingerprint)) };
+}
+
+/** One of N disjoint shares of a study, numbered from 1. */
+export interface Shard {
+  index: number;
+  count: number;
+}
+
+/**
+ * Deals the units into `count` shares of nearly equal cost: longest first, each to the share with the least work
+ * so far (ties to the lower share). Deterministic, so every process agrees on who does what.
+ */
+export function assignShares(units: Unit[], count: number): number[] {
+  const order = units.map((u, i) => i).sort((a, b) => units[b].cost - units[a].cost || a - b);
+  const load = new Array<number>(count).fill(0);
+  const share = new Array<number>(units.length);
+  for (const i of order) {
+    let best = 0;
+    for (let s = 1; s < count; s++) if (load[s] < load[best]) best = s;
+    share[i] = best + 1;
+    load[best] += units[i].cost;
+  }
+  return share;
+}
+
+export function unitsOfShard(plan: StudyPlan, shard: Shard): Unit[] {
+  const share = assignShares(plan.units, shard.count);
+  return plan.units.filter((_, i) => share[i] === shard.index);
+}
+
+/**
+ * A share from `I/N`, or from a scheduler's environment: `slurm` (a job array's SLURM_ARRAY_TASK_ID, counted
+ * from SLURM_ARRAY_TASK_MIN, of SLURM_ARRAY_TASK_COUNT tasks) or `k8s:N` (an Indexed Job's JOB_COMPLETION_INDEX,
+ * from 0, of N completions).
+ */
+export function parseShard(text: string, env: Record<string, string | undefined> = process.env): Shard {
+  const int = (v: string | undefined, what: string): number => {
+    if (v === undefined || !/^\d+$/.test(v.trim())) throw new Error(`--shard ${text}: ${what} must be a non-negative integer, got ${v === undefined ? 'nothing (is it set?)' : JSON.stringify(v)}`);
+    return Number(v);
+  };
+  let shard: Shard;
+  if (text === 'slurm') {
+    const id = int(env.SLURM_ARRAY_TASK_ID, 'SLURM_ARRAY_TASK_ID');
+    const min = env.SLURM_ARRAY_TASK_MIN === undefined ? 0 : int(env.SLURM_ARRAY_TASK_MIN, 'SLURM_ARRAY_TASK_MIN');
+    const count = int(env.SLURM_ARRAY_TASK_COUNT, 'SLURM_ARRAY_TASK_COUNT');
+    shard = { index: id - min + 1, count };
+    if (env.SLURM_ARRAY_TASK_STEP !== undefined && env.SLURM_ARRAY_TASK_STEP !== '1') {
+      throw new Error(`--shard slurm: the job array must be contiguous (--array=0-${count - 1}), got step ${env.SLURM_ARRAY_TASK_STEP}`);
+    }
+  } else if (text.startsWith('k8s:')) {
+    shard = { index: int(env.JOB_COMPLETION_INDEX, 'JOB_COMPLETION_INDEX') + 1, count: int(text.slice(4), 'the completion count') };
+  } else {
+    const m = /^(\d+)\/(\d+)$/.exec(text);
+    if (!m) throw new Error(`--shard: expected I/N (e.g. 2/8), 'slurm' or 'k8s:N', got '${text}'`);
+    shard = { index: Number(m[1]), count: Number(m[2]) };
+  }
+  if (!(shard.count >= 1 && shard.index >= 1 && shard.index <= shard.count)) {
+    throw new Error(`--shard ${text}: share ${shard.index} of ${shard.count} does not exist (shares are numbered 1 to N)`);
+  }
+  return shard;
+}
