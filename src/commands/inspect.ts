@@ -2,22 +2,8 @@
 // the host from the safetensors file, so it works on a machine with no adapter at all and never waits for one.
 import { readSafetensors } from '../models/checkpoint.js';
 import { readMeta, type CheckpointMeta, type EpochRecord } from '../models/store.js';
-import type { ModelName } from '../models/factorisations.js';
+import { MODEL_STRUCTURE, type ModelName } from '../models/factorisations.js';
 import { CliError, boolOpt, type Command } from './command.js';
-
-/**
- * Each model's factorisation of log p(x, y, z). The models carry it as an instance field, and building one
- * allocates its parameters on the GPU, so the names are listed here (test/inspect.test.ts checks they agree).
- */
-export const FACTORISATIONS: Record<ModelName, string> = {
-  gfz: 'p(z) p(y|z) p(x|y,z)',
-  dfz: 'p(z) p(x|z) p(y|x,z)',
-  dfx: 'p_D(x) p(z|x) p(y|x,z)',
-  dbx: 'p_D(x) p(z|x) p(y|z)',
-  gfy: 'p(y) p(z|y) p(x|y,z)',
-  gbz: 'p(z) p(y|z) p(x|z)',
-  gby: 'p(y) p(z|y) p(x|z)',
-};
 
 export interface TensorInfo {
   name: string;
@@ -56,7 +42,7 @@ export function summarizeCheckpoint(path: string, withHistory = false): Checkpoi
   return {
     checkpoint: path,
     model: meta.model.model,
-    factorisation: FACTORISATIONS[meta.model.model] ?? '?',
+    factorisation: MODEL_STRUCTURE[meta.model.model as ModelName]?.factorisation ?? '?',
     preset: meta.model.preset,
     config: meta.model,
     tensorCount: list.length,
