@@ -110,16 +110,12 @@ describe('README.md and docs/ name only commands that exist', () => {
         if (/^[a-z]+:/.test(target)) continue;
         const [path, anchor] = target.split('#');
         const resolved = path ? normalize(join(dirname(file), path)) : file;
-        if (PENDING.has(resolved) && !existsSync(resolved)) continue;
         expect(existsSync(resolved), `${file} links to ${target}`).toBe(true);
         if (anchor && resolved.endsWith('.md')) expect(headingSlugs(readFileSync(resolved, 'utf8')), `${file} links to ${target}`).toContain(anchor);
       }
     }
   });
 });
-
-/** Pages written alongside this documentation by other work (docs/cluster.md: the study across machines); checked once they exist. */
-const PENDING = new Set(['docs/cluster.md']);
 
 /** GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces as hyphens. */
 function headingSlugs(markdown: string): string[] {

@@ -49,6 +49,34 @@ describe('shares', () => {
   });
 });
 
+describe('the cluster recipes', () => {
+  const read = (f: string) => readFileSync(join(root, f), 'utf8');
+  const doc = read('docs/cluster.md');
+  const blocks = (lang: string) => [...doc.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map((m) => m[1]);
+
+  it('configs/full.json is the GPU defaults (the reference budgets) over all seven paper models', () => {
+    const full = checkConfig(JSON.parse(read('configs/full.json')));
+    expect(full).toEqual(JSON.parse(JSON.stringify({ ...defaultConfig(true), models: full.models, preset: 'paper' })));
+    expect([...full.models].sort()).toEqual(['dbx', 'dfx', 'dfz', 'gby', 'gbz', 'gfy', 'gfz']);
+  });
+
+  it('the docs show the shipped Slurm script and Kubernetes Job, whose share counts match their arrays', () => {
+    const sbatch = read('deploy/slurm/study.sbatch');
+    for (const line of blocks('bash')[0].split('\n').filter(Boolean)) expect(sbatch).toContain(line);
+    const array = /#SBATCH --array=0-(\d+)/.exec(sbatch)!;
+    expect(sbatch).toContain('--shard slurm');
+    const job = read('deploy/k8s/study-job.yaml');
+    const spec = blocks('yaml').find((b) => b.includes('completionMode'))!;
+    for (const line of spec.split('\n').filter(Boolean)) expect(job).toContain(line);
+    const completions = Number(/completions: (\d+)/.exec(job)![1]);
+    expect(job).toContain(`"--shard", "k8s:${completions}"`);
+    expect(Number(array[1]) + 1).toBeGreaterThan(1);
+    // The shares and the merge use one configuration and one output directory.
+    expect(read('deploy/slurm/merge.sbatch')).toContain('--config configs/full.json --out "${STUDY_OUT:-report-full}" --merge');
+    expect(read('deploy/k8s/merge-job.yaml')).toContain('"--config", "configs/full.json", "--out", "/study/report-full", "--merge"');
+  });
+});
+
 interface Run {
   code: number | null;
   signal: NodeJS.Signals | null;

@@ -3,13 +3,13 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { useGpu } from './helpers.js';
-import { createModel, modelConfig } from '../src/models/factorisations.js';
+import { createModel, modelConfig, MODEL_NAMES } from '../src/models/factorisations.js';
 import { saveCheckpoint } from '../src/models/store.js';
 import { defaultConfig, checkConfig, type StudyConfig } from '../src/study/config.js';
 import { runStudy, inBlocks } from '../src/study/run.js';
 import { bayesClassifier } from '../src/attacks/classifier.js';
 import * as T from './lib.js';
-import { writeReport } from '../src/study/report.js';
+import { writeReport, sideBySideValues } from '../src/study/report.js';
 import { imageGrid, CLASS_NAMES, type GridBand } from '../src/study/plots.js';
 import { PNG } from 'pngjs';
 
@@ -117,6 +117,69 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     const again = await runStudy(cfg, { out, dataDir: shared, log: (l) => logs.push(l) });
     expect(logs).toContain(`study: ${units} units of work, ${units} already done, 0 to compute`);
     expect(again.jobs.map((j) => j.metrics)).toEqual(study.jobs.map((j) => j.metrics));
+  });
+
+  it('puts all seven factorisations side by side, grouped as the paper groups them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gencls-seven-'));
+    for (const m of MODEL_NAMES) {
+      const model = createModel(modelConfig(m, 'compact', { channels: 2, hidden: 8, latent: 2, seed: 5, preset: 'custom' }));
+      await saveCheckpoint(join(dir, `${m}-custom.safetensors`), model, { train: { epochs: 0, batchSize: 1, lr: 1, seed: 1, evalSubset: 1, evalSamples: 1, trainLimit: 1 }, epoch: 0, history: [] });
+      model.params.dispose();
+    }
+    const seven = JSON.parse(readFileSync(resolve(__dirname, '..', 'configs', 'seven.json'), 'utf8')) as Partial<StudyConfig>;
+    expect([...seven.models!].sort()).toEqual([...MODEL_NAMES].sort());
+    const cfg = checkConfig({
+      ...defaultConfig(false),
+      models: seven.models!,
+      checkpoints: dir,
+      preset: 'custom',
+      subset: 4,
+      batchSize: 50,
+      samples: 2,
+      attacks: [
+        { kind: 'fgs', eps: [0.1, 0.3] },
+        { kind: 'pgd', norm: 'linf', eps: [0.1], iterations: 1, stepSize: 0.1, randomStart: false },
+        { kind: 'deepfool', p: [2], maxIterations: 1, overshoot: 0.02 },
+      ],
+      // Enough that even an untrained model classifies some correctly, which fitting the detectors needs.
+      detection: { trainImages: 200, falsePositiveRate: 0.2 },
+      gridImages: 1,
+    });
+    const out = join(dir, 'report');
+    const study = await runStudy(cfg, { out, dataDir: shared, log: () => {} });
+    await writeReport(study, out, 'test');
+    const md = readFileSync(join(out, 'report.md'), 'utf8');
+    const side = md.split('## The models side by side')[1].split('\n## ')[0];
+    const grouped = ['GFZ', 'GFY', 'GBZ', 'GBY', 'DFZ', 'DFX', 'DBX'];
+    for (const table of ['Accuracy under FGS', 'Accuracy under PGD', 'DeepFool ρ', 'Detection AUC']) {
+      const rows = side.split(`### ${table}`)[1].split('###')[0].split('\n').filter((l) => /^\| [A-Z]{3} \|/.test(l));
+      expect(rows.map((r) => r.slice(2, 5)), table).toEqual(grouped);
+      expect(rows[0]).toMatch(/^\| GFZ \| generative \| fully connected \|/);
+      expect(rows[6]).toMatch(/^\| DBX \| discriminative \| bottleneck \|/);
+    }
+    // Every cell of the FGS table is the job's own accuracy.
+    const fgsRows = side.split('### Accuracy under FGS')[1].split('###')[0].split('\n').filter((l) => /^\| [A-Z]{3} \|/.test(l));
+    for (const row of fgsRows) {
+      const model = row.slice(2, 5).toLowerCase();
+      const cells = row.split('|').slice(4, 6).map((c) => c.trim());
+      const accs = ['eps=0.1', 'eps=0.3'].map((e) => study.jobs.find((j) => j.model === model && j.attack === 'fgs' && j.setting === e)!.metrics.adversarialAccuracy);
+      expect(cells).toEqual(accs.map((a) => `${(100 * a).toFixed(1)}%`));
+    }
+    const values = sideBySideValues(study);
+    for (const m of grouped) expect(values.filter((v) => v.model === m && v.panel === 'clean accuracy').length).toBe(1);
+    const panels = [...new Set(values.map((v) => v.panel))];
+    expect(panels.slice(0, 3)).toEqual(['clean accuracy', 'FGS eps=0.1: accuracy', 'PGD eps=0.1 linf, 1 it: accuracy']);
+    for (const v of values.filter((v) => v.panel.startsWith('PGD'))) {
+      expect(v.value).toBe(study.jobs.find((j) => j.model === v.model.toLowerCase() && j.attack === 'pgd')!.metrics.adversarialAccuracy);
+    }
+    // Detection AUCs and rho exist only where an attack succeeded; each one shown is the job's own.
+    for (const v of values.filter((v) => v.panel.includes('AUC'))) {
+      const d = v.panel.split(': ')[1].split(' ')[0] as 'marginal' | 'logit' | 'kl';
+      expect(v.value).toBe(study.jobs.find((j) => j.model === v.model.toLowerCase() && j.id.endsWith('fgs-eps0.1'))!.detection.detectors[d].roc!.auc);
+    }
+    const svg = readFileSync(join(out, 'models.svg'), 'utf8');
+    expect(svg).toMatch(/^<svg/);
+    for (const m of [...grouped, 'generative', 'discriminative', 'bottleneck']) expect(svg).toContain(`>${m}<`);
   });
 
   it('names the missing checkpoint and how to make it', async () => {

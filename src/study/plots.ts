@@ -73,6 +73,43 @@ export async function rhoDistributions(study: StudyResult): Promise<string> {
   });
 }
 
+/**
+ * The models side by side: one panel per measure (clean accuracy, accuracy under FGS and PGD, DeepFool's rho,
+ * detection AUCs), models along x in the paper's grouping, coloured by family, solid for fully connected graphs
+ * and light for bottleneck ones.
+ */
+export interface SideBySideValue {
+  model: string;
+  family: string;
+  graph: string;
+  panel: string;
+  /** Panels and models are drawn in these orders. */
+  panelOrder: number;
+  order: number;
+  value: number;
+}
+
+export async function modelsSideBySide(values: SideBySideValue[]): Promise<string> {
+  return renderSvg({
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    data: { values },
+    facet: { field: 'panel', type: 'nominal', title: null, sort: { field: 'panelOrder', op: 'min' } },
+    columns: 4,
+    spec: {
+      width: 150,
+      height: 120,
+      mark: { type: 'bar' },
+      encoding: {
+        x: { field: 'model', type: 'nominal', title: null, sort: { field: 'order', op: 'min' }, axis: { labelAngle: 0 } },
+        y: { field: 'value', type: 'quantitative', title: null },
+        color: { field: 'family', type: 'nominal', title: 'family', scale: { domain: ['generative', 'discriminative'] } },
+        opacity: { field: 'graph', type: 'ordinal', title: 'graph', scale: { domain: ['fully connected', 'bottleneck'], range: [1, 0.45] } },
+      },
+    },
+    resolve: { scale: { y: 'independent' } },
+  });
+}
+
 /** ROC curves of the three detectors on clean test data against successful adversarial examples (AUCs in the tables). */
 export async function rocCurves(jobs: JobResult[], model: string): Promise<string> {
   const values = jobs.flatMap((j) =>

@@ -2,8 +2,9 @@
 // how they were made), SVG plots and a PNG image grid per model. All files are written atomically.
 import { join } from 'node:path';
 import { writeFileAtomic } from '../fsutil.js';
-import { accuracyVsEps, rhoDistributions, rocCurves, imageGrid } from './plots.js';
-import type { JobResult, StudyResult } from './run.js';
+import { accuracyVsEps, rhoDistributions, rocCurves, imageGrid, modelsSideBySide, type SideBySideValue } from './plots.js';
+import { MODEL_NAMES, modelStructure } from '../models/factorisations.js';
+import type { JobResult, ModelSummary, StudyResult } from './run.js';
 
 const pct = (v: number | null) => (v !== null && Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '–');
 const num = (v: number | null, digits = 3) => (v !== null && Number.isFinite(v) ? v.toFixed(digits) : '–');
@@ -59,6 +60,101 @@ function headlineTable(study: StudyResult): string {
   return [head, sep, ...rows].join('\n');
 }
 
+/** The paper's grouping: generative before discriminative, fully connected before bottleneck, then by name. */
+export function groupOrder(models: string[]): string[] {
+  const rank = (m: string) => {
+    const s = modelStructure(m);
+    return (s.family === 'generative' ? 0 : 2) + (s.graph === 'fully connected' ? 0 : 1);
+  };
+  return [...models].sort((a, b) => rank(a) - rank(b) || MODEL_NAMES.indexOf(a as never) - MODEL_NAMES.indexOf(b as never));
+}
+
+const groupCells = (m: string) => {
+  const s = modelStructure(m);
+  return `${m.toUpperCase()} | ${s.family} | ${s.graph}`;
+};
+
+/** Rows: models in the paper's grouping; columns: the settings of one attack kind (by eps or p), as `cell` gives. */
+function sweepTable(study: StudyResult, attack: string, cell: (j: JobResult) => string): string | null {
+  const jobs = study.jobs.filter((j) => j.attack === attack);
+  const settings = [...new Set(jobs.map((j) => j.setting))];
+  if (settings.length === 0) return null;
+  const head = `| model | family | graph | ${settings.join(' | ')} |`;
+  const sep = `|---|---|---|${settings.map(() => '---:').join('|')}|`;
+  const rows = groupOrder(study.models.map((m) => m.model)).map((m) => {
+    const cells = settings.map((s) => {
+      const j = jobs.find((j) => j.model === m && j.setting === s);
+      return j ? cell(j) : '–';
+    });
+    return `| ${groupCells(m)} | ${cells.join(' | ')} |`;
+  });
+  return [head, sep, ...rows].join('\n');
+}
+
+/** Detection AUC per model and detector, for each attack kind's representative setting. */
+function aucTable(study: StudyResult): string {
+  const kinds = [...new Set(study.jobs.map((j) => j.attack))];
+  const columns = kinds.flatMap((k) => DETECTORS.map((d) => ({ kind: k, detector: d })));
+  const head = `| model | family | graph | ${columns.map((c) => `${c.kind.toUpperCase()} ${c.detector}`).join(' | ')} |`;
+  const sep = `|---|---|---|${columns.map(() => '---:').join('|')}|`;
+  const rows = groupOrder(study.models.map((m) => m.model)).map((m) => {
+    const shown = representativeJobs(study.jobs.filter((j) => j.model === m));
+    const cells = columns.map((c) => num(shown.find((j) => j.attack === c.kind)?.detection.detectors[c.detector].roc?.auc ?? null, 2));
+    return `| ${groupCells(m)} | ${cells.join(' | ')} |`;
+  });
+  return [head, sep, ...rows].join('\n');
+}
+
+/** The models side by side: accuracy per eps of FGS and PGD, DeepFool's rho per p, detection AUCs; and one figure. */
+function sideBySide(study: StudyResult): string[] {
+  const acc = (j: JobResult) => pct(j.metrics.adversarialAccuracy);
+  const part = (title: string, table: string | null) => (table ? [`### ${title}`, '', table, ''] : []);
+  const n = (kind: string) => {
+    const counts = [...new Set(study.jobs.filter((j) => j.attack === kind).map((j) => j.metrics.count))];
+    return counts.length ? ` (n = ${counts.join(', ')} images)` : '';
+  };
+  return [
+    '## The models side by side',
+    '',
+    "Grouped as the paper groups them: generative (y generates x) or discriminative (x generates y), fully connected (x and y linked directly) or bottleneck (linked only through z).",
+    '',
+    '![the models side by side](models.svg)',
+    '',
+    ...part(`Accuracy under FGS${n('fgs')}`, sweepTable(study, 'fgs', acc)),
+    ...part(`Accuracy under PGD${n('pgd')}`, sweepTable(study, 'pgd', acc)),
+    ...part(`DeepFool ρ on successful examples${n('deepfool')}`, sweepTable(study, 'deepfool', (j) => num(j.metrics.rhoSuccessful))),
+    '### Detection AUC',
+    '',
+    'Per detector, for each attack at its representative setting (as in the ROC plots): the area under the ROC of clean test images against successful adversarial examples.',
+    '',
+    aucTable(study),
+    '',
+  ];
+}
+
+/** The figure's values: one row per model and panel. */
+export function sideBySideValues(study: StudyResult): SideBySideValue[] {
+  const order = groupOrder(study.models.map((m) => m.model));
+  const rows: SideBySideValue[] = [];
+  const panels: string[] = [];
+  const push = (m: ModelSummary, panel: string, value: number | null | undefined) => {
+    if (value === null || value === undefined || !Number.isFinite(value)) return;
+    const s = modelStructure(m.model);
+    if (!panels.includes(panel)) panels.push(panel);
+    rows.push({ model: m.model.toUpperCase(), family: s.family, graph: s.graph, panel, panelOrder: panels.indexOf(panel), value, order: order.indexOf(m.model) });
+  };
+  for (const m of study.models) {
+    push(m, 'clean accuracy', m.cleanAccuracy);
+    for (const j of representativeJobs(study.jobs.filter((j) => j.model === m.model))) {
+      if (j.attack === 'fgs' || j.attack === 'pgd') push(m, `${j.attack.toUpperCase()} ${j.setting}: accuracy`, j.metrics.adversarialAccuracy);
+      if (j.attack === 'deepfool') push(m, `DeepFool ${j.setting}: ρ`, j.metrics.rhoSuccessful);
+    }
+    const fgs = representativeJobs(study.jobs.filter((j) => j.model === m.model && j.attack === 'fgs'))[0];
+    if (fgs) for (const d of DETECTORS) push(m, `FGS ${fgs.setting}: ${d} detection AUC`, fgs.detection.detectors[d].roc?.auc);
+  }
+  return rows;
+}
+
 export async function writeReport(study: StudyResult, out: string, command: string): Promise<string[]> {
   const files: string[] = [];
   const write = (name: string, data: string | Buffer) => {
@@ -67,6 +163,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
   };
   write('accuracy-vs-eps.svg', await accuracyVsEps(study));
   write('rho-deepfool.svg', await rhoDistributions(study));
+  write('models.svg', await modelsSideBySide(sideBySideValues(study)));
   for (const m of study.models) {
     const shown = representativeJobs(study.jobs.filter((j) => j.model === m.model));
     write(`roc-${m.model}.svg`, await rocCurves(shown, m.model));
@@ -93,9 +190,9 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     '',
     '## Models',
     '',
-    '| model | factorisation | checkpoint | epochs | clean accuracy | test images |',
-    '|---|---|---|---:|---:|---:|',
-    ...study.models.map((m) => `| ${m.model.toUpperCase()} | ${m.factorisation} | \`${m.checkpoint}\` | ${m.epoch} | ${pct(m.cleanAccuracy)} | ${m.cleanCount} |`),
+    '| model | family | graph | factorisation | checkpoint | epochs | clean accuracy | test images |',
+    '|---|---|---|---|---|---:|---:|---:|',
+    ...study.models.map((m) => `| ${groupCells(m.model)} | ${m.factorisation} | \`${m.checkpoint}\` | ${m.epoch} | ${pct(m.cleanAccuracy)} | ${m.cleanCount} |`),
     '',
     '## Headline',
     '',
@@ -103,6 +200,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     '',
     headlineTable(study),
     '',
+    ...sideBySide(study),
     '## Attacks',
     '',
     'Accuracy is over all attacked images; the success rate is over those classified correctly before the attack; ',
