@@ -244,13 +244,19 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
     classifiers.set(m.name, inBlocks(bayesClassifier(model, { samples: cfg.samples, noise: noiseMode(cfg) }), cfg.batchSize));
   }
   try {
-    const bar = new Progress({ total: pending.reduce((a, u) => a + u.count, 0), label: opts.label ?? 'study', unit: 'img' });
+    // The bar counts estimated work (gradient-equivalents), not images: a DeepFool image costs fifty FGS ones, and
+    // an ETA from images would be off by that much.
+    const work = (u: Unit) => Math.max(1, Math.round(u.cost));
+    const images = pending.reduce((a, u) => a + u.count, 0);
+    const bar = new Progress({ total: pending.reduce((a, u) => a + work(u), 0), label: opts.label ?? 'study', unit: 'grad' });
+    let done = 0;
     for (const unit of pending) {
-      bar.setStatus(unit.id);
+      bar.setStatus(`${done}/${images} img, ${unit.id}`);
       writeFileAtomic(unitPath(opts.out, unit.id), JSON.stringify(await computeUnit(unit, plan, cfg, data, classifiers)));
-      bar.tick(unit.count);
+      done += unit.count;
+      bar.tick(work(unit), `${done}/${images} img`);
     }
-    bar.finish('');
+    bar.finish();
   } finally {
     for (const model of loaded) model.params.dispose();
   }
