@@ -2,9 +2,8 @@
 // ten classes, common random numbers) against the same estimate with independent draws per class (as the
 // reference code does), paired on the same test images, weights and seeds.
 //   npm run bench:estimator -- [--count N] [--samples K] [--seed S] [--checkpoints A,B] [--json PATH]
-import { tidy, readAll, tensor, oneHot, reshape, logsumexp, transpose, argmax, addScalar, randomNormal, noGrad, Rng } from '../src/index.js';
+import { tidy, readAll, argmax, noGrad, Rng } from '../src/index.js';
 import { loadModel } from '../src/models/store.js';
-import { NUM_CLASSES, type LatentVariableClassifier } from '../src/models/factorisations.js';
 import { loadFashionMnist } from '../src/data/idx.js';
 import { batchTensors } from '../src/models/train.js';
 import { Progress } from '../src/progress.js';
@@ -20,15 +19,6 @@ const HELP = `bench/estimator.ts: Bayes-rule accuracy with K draws shared across
   --backend B        WebGPU backend: auto|native|opengl (default env GENCLS_BACKEND, else auto)
   --json PATH        where to write results (default bench/results/estimator-<date>.json; written atomically)
 `;
-
-/** The reference's estimator: a fresh draw for every (class, sample, image) row. Rows (class, sample, image). */
-function independentLogits(model: LatentVariableClassifier, x: ReturnType<typeof batchTensors>['x'], k: number, seed: number) {
-  const n = x.shape[0];
-  const rows = NUM_CLASSES * k * n;
-  const y = oneHot(tensor(Array.from({ length: rows }, (_, r) => Math.floor(r / (k * n))), [rows], 'i32'), NUM_CLASSES);
-  const w = reshape(model.logWeights(x, y, { seed, noise: randomNormal([rows, model.config.latent], seed) }), [NUM_CLASSES, k, n]);
-  return transpose(addScalar(logsumexp(w, 1), -Math.log(k)));
-}
 
 async function main(): Promise<void> {
   const o = parseOptions(P, HELP, ['count', 'samples', 'seed', 'checkpoints'], []);
@@ -53,7 +43,7 @@ async function main(): Promise<void> {
       const preds = noGrad(() =>
         tidy(() => {
           const { x } = batchTensors(test, rows);
-          return [argmax(model.logits(x, { samples: k, seed: batchSeed })), argmax(independentLogits(model, x, k, batchSeed))];
+          return [argmax(model.logits(x, { samples: k, seed: batchSeed })), argmax(model.logits(x, { samples: k, seed: batchSeed, estimator: 'independent' }))];
         }),
       );
       const [shared, independent] = await readAll(preds);

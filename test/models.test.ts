@@ -71,6 +71,44 @@ describe('the seven factorisations', () => {
     model.params.dispose();
   });
 
+  it("the reference's estimator: independent draws for every class, equal to the brute-force estimate, also in passes and for row subsets", async () => {
+    const model = createModel(tiny('gfz'));
+    const n = 3;
+    const k = 2;
+    const { x } = batchTensors(syntheticSplit(n, 5), [0, 1, 2]);
+    // Laid out (class, sample, image): class c's draws are rows c*k*n .. (c+1)*k*n.
+    const noise = T.reshape(T.randomNormal([NUM_CLASSES * k, 1, n, 3], 7), [NUM_CLASSES, k * n, 3]);
+    const perClass = Array.from({ length: NUM_CLASSES }, (_, c) =>
+      model.logWeights(x, T.oneHot(T.tensor(new Array(k * n).fill(c), [k * n], 'i32'), NUM_CLASSES), { seed: 7, noise: T.reshape(T.slice(noise, [c, 0, 0], [1, k * n, 3]), [k * n, 3]) }),
+    );
+    const sub = T.reshape(T.gather(T.reshape(x, [n, -1]), T.tensor([2, 0], [2], 'i32')), [2, 1, 28, 28]);
+    const [whole, byClass, shared, rows, ...weights] = await T.readAll([
+      model.logits(x, { seed: 7, samples: k, estimator: 'independent' }),
+      model.logits(x, { seed: 7, samples: k, estimator: 'independent', maxRows: 3 * k * n }),
+      model.logits(x, { seed: 7, samples: k }),
+      model.logits(sub, { seed: 7, samples: k, estimator: 'independent', rows: { indices: [2, 0], of: n } }),
+      ...perClass,
+    ]);
+    let differs = 0;
+    for (let i = 0; i < n; i++)
+      for (let c = 0; c < NUM_CLASSES; c++) {
+        const w = Array.from({ length: k }, (_, s) => weights[c][s * n + i]);
+        const m = Math.max(...w);
+        const want = m + Math.log(w.reduce((a, v) => a + Math.exp(v - m), 0) / k);
+        expect(whole[i * NUM_CLASSES + c]).toBeCloseTo(want, 3);
+        expect(byClass[i * NUM_CLASSES + c]).toBeCloseTo(want, 3);
+        if (Math.abs(shared[i * NUM_CLASSES + c] - want) > 1e-3) differs++;
+      }
+    // Class 0 draws the shared estimator's draws; the other classes draw their own.
+    expect(differs).toBeGreaterThan(NUM_CLASSES);
+    for (let c = 0; c < NUM_CLASSES; c++) {
+      expect(rows[c]).toBeCloseTo(whole[2 * NUM_CLASSES + c], 3);
+      expect(rows[NUM_CLASSES + c]).toBeCloseTo(whole[c], 3);
+    }
+    expect(() => model.logits(x, { seed: 7, samples: k, estimator: 'both' as never })).toThrow(/estimator must be one of shared, independent, got 'both'/);
+    model.params.dispose();
+  });
+
   it('pass plan: every image and as many classes as fit, else as many images as fit with one class', () => {
     expect(passPlan(100, 10, 1e9)).toEqual({ imagesPerPass: 100, classesPerPass: 10 });
     expect(passPlan(100, 10, 2_999)).toEqual({ imagesPerPass: 100, classesPerPass: 2 });

@@ -58,6 +58,12 @@ export function modelStructure(model: string): (typeof MODEL_STRUCTURE)[ModelNam
 export const NUM_CLASSES = 10;
 /** Names the Bayes-rule estimator `logits` computes, so results cached under another one are recomputed. */
 export const LOGITS_ESTIMATOR = 'importance sampling, K draws per image shared by all classes';
+/** The reference's estimator: fresh draws for every (class, sample, image). */
+export const INDEPENDENT_ESTIMATOR = 'importance sampling, K independent draws per image and class';
+/** 'shared': an image's K draws serve all ten classes (common random numbers); 'independent': the reference's. */
+export type Estimator = 'shared' | 'independent';
+export const ESTIMATORS: readonly Estimator[] = ['shared', 'independent'];
+export const estimatorName = (e: Estimator) => (e === 'shared' ? LOGITS_ESTIMATOR : INDEPENDENT_ESTIMATOR);
 const LOG_UNIFORM_PRIOR_Y = Math.log(1 / NUM_CLASSES);
 
 export function modelConfig(model: string, preset: string, overrides: Partial<ModelConfig> = {}): ModelConfig {
@@ -204,8 +210,9 @@ export abstract class LatentVariableClassifier {
    * The K standard-normal draws eps_k of an image are shared by its ten class hypotheses (z_k = mu_c + sigma_c eps_k):
    * each class's estimate is distributed as before, but Bayes' rule compares classes, and common random numbers
    * make the estimates' errors move together, so fewer images are misclassified by sampling noise alone.
+   * `estimator: 'independent'` draws K for every class instead (the reference's estimator).
    */
-  logits(x: Tensor, opts: EvalOptions & { samples?: number; maxRows?: number; replicas?: number; rows?: BatchRows }): Tensor {
+  logits(x: Tensor, opts: EvalOptions & { samples?: number; maxRows?: number; replicas?: number; rows?: BatchRows; estimator?: Estimator }): Tensor {
     const k = opts.samples ?? 10;
     if (!Number.isInteger(k) || k < 1) throw new Error(`samples (K) must be a positive integer, got ${k}`);
     const n = x.shape[0];
@@ -218,8 +225,11 @@ export abstract class LatentVariableClassifier {
     // per-class gradients), drawn once so passes never change the result. Laid out (class, sample, image, z).
     const perCopy = n / replicas;
     const z = this.config.latent;
-    const drawn = opts.rows ? noiseForRows(opts.rows, perCopy, k, z, opts.seed) : randomNormal([k, 1, perCopy, z], opts.seed);
-    const noise = reshape(broadcastTo(reshape(drawn, [1, k, 1, perCopy * z]), [NUM_CLASSES, k, replicas, perCopy * z]), [NUM_CLASSES, k, n, z]);
+    const estimator = opts.estimator ?? 'shared';
+    if (!ESTIMATORS.includes(estimator)) throw new Error(`logits: estimator must be one of ${ESTIMATORS.join(', ')}, got '${estimator}'`);
+    const perClass = estimator === 'independent' ? NUM_CLASSES : 1;
+    const drawn = opts.rows ? noiseForRows(opts.rows, perCopy, perClass * k, z, opts.seed) : randomNormal([perClass * k, 1, perCopy, z], opts.seed);
+    const noise = reshape(broadcastTo(reshape(drawn, [perClass, k, 1, perCopy * z]), [NUM_CLASSES, k, replicas, perCopy * z]), [NUM_CLASSES, k, n, z]);
     const imageBlocks: Tensor[] = [];
     for (let i0 = 0; i0 < n; i0 += imagesPerPass) {
       const images = Math.min(imagesPerPass, n - i0);
