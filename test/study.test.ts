@@ -182,6 +182,58 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     for (const m of [...grouped, 'generative', 'discriminative', 'bottleneck']) expect(svg).toContain(`>${m}<`);
   });
 
+  it('attacks the same model as other classifiers (fresh noise, EOT, independent draws), paired on the same images', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gencls-variants-'));
+    const model = createModel(modelConfig('gfz', 'compact', { channels: 2, hidden: 8, latent: 2, seed: 3, preset: 'custom' }));
+    await saveCheckpoint(join(dir, 'gfz-custom.safetensors'), model, { train: { epochs: 0, batchSize: 1, lr: 1, seed: 1, evalSubset: 1, evalSamples: 1, trainLimit: 1 }, epoch: 0, history: [] });
+    model.params.dispose();
+    const pgd = { kind: 'pgd', norm: 'linf', eps: [0.1], iterations: 2, stepSize: 0.05, randomStart: false } as const;
+    const cfg = checkConfig({
+      ...defaultConfig(false),
+      models: ['gfz'],
+      checkpoints: dir,
+      preset: 'custom',
+      subset: 4,
+      batchSize: 2,
+      samples: 2,
+      attacks: [
+        { kind: 'fgs', eps: [0.1] },
+        { kind: 'fgs', eps: [0.1], estimator: 'independent' },
+        pgd,
+        { ...pgd, noise: { kind: 'fresh' } },
+        { ...pgd, noise: { kind: 'expectation', draws: 2 }, subset: 2 },
+      ],
+      detection: { trainImages: 40, falsePositiveRate: 0.2 },
+      gridImages: 1,
+    });
+    const out = join(dir, 'report');
+    const study = await runStudy(cfg, { out, dataDir: shared, log: () => {} });
+    expect(study.jobs.map((j) => [j.id, j.variant])).toEqual([
+      ['gfz-fgs-eps0.1', ''],
+      ['gfz-fgs-eps0.1-indep', 'indep'],
+      ['gfz-pgd-linf-eps0.1', ''],
+      ['gfz-pgd-linf-eps0.1-fresh', 'fresh'],
+      ['gfz-pgd-linf-eps0.1-eot2', 'eot2'],
+    ]);
+    expect(study.models[0].variants!.map((v) => v.classifier)).toEqual(['fixed noise, independent draws', 'fresh noise, shared draws', 'EOT over 2 draws, shared draws']);
+    await writeReport(study, out, 'test');
+    const md = readFileSync(join(out, 'report.md'), 'utf8');
+    const section = md.split('## The classifier under attack')[1].split('\n## ')[0];
+    const rows = section.split('\n').filter((l) => l.startsWith('| GFZ | FGS') || l.startsWith('| GFZ | PGD'));
+    expect(rows.length).toBe(2);
+    // Paired counts: images right after the attack only under the study's classifier / only under the other.
+    const own = study.jobs[2].results;
+    const fresh = study.jobs[3].results;
+    const onlyOwn = own.labels.filter((y, i) => own.adversarialPredictions[i] === y && fresh.adversarialPredictions[i] !== y).length;
+    const onlyFresh = own.labels.filter((y, i) => own.adversarialPredictions[i] !== y && fresh.adversarialPredictions[i] === y).length;
+    expect(rows[1]).toContain(`| ${onlyOwn} / ${onlyFresh} of 4 |`);
+    // The headline and the models-side-by-side tables show the study's own classifier only.
+    expect(md.split('## Headline')[1].split('## ')[0]).not.toMatch(/fresh|indep|EOT/);
+    // Fresh draws are seeded per unit: the study again, from scratch, gives the same numbers.
+    const again = await runStudy(cfg, { out: join(dir, 'again'), dataDir: shared, log: () => {} });
+    expect(again.jobs.map((j) => j.results)).toEqual(study.jobs.map((j) => j.results));
+  });
+
   it('names the missing checkpoint and how to make it', async () => {
     const cfg = checkConfig({ ...defaultConfig(false), checkpoints: '/nonexistent', models: ['gbz'], attacks: [] });
     await expect(runStudy(cfg, { out: mkdtempSync(join(tmpdir(), 'gencls-study-')), dataDir: shared, log: () => {} })).rejects.toThrow(

@@ -1,11 +1,12 @@
 // What an attack sees: a differentiable map from images to logits. Generative classifiers are stochastic (their
-// logits are importance-sampled); `NoiseMode` says whether an attack sees the same z draws on every call
-// (fixed) or fresh draws averaged over several samples (expectation over noise, EOT).
+// logits are importance-sampled); `NoiseMode` says whether every call sees the same z draws (fixed), new draws
+// (fresh: the reference's default, in the attack and in the final evaluation alike), or new draws with attack
+// gradients averaged over several of them (expectation over noise, EOT).
 import { Tensor, Rng, crossEntropy, scale, add, gradients, noGrad, tidy, max, readAll } from '../index.js';
 import { fmt } from '../autograd/tensor.js';
-import type { LatentVariableClassifier, BatchRows } from '../models/factorisations.js';
+import type { LatentVariableClassifier, BatchRows, Estimator } from '../models/factorisations.js';
 
-export type NoiseMode = { kind: 'fixed'; seed: number } | { kind: 'expectation'; seed: number; draws: number };
+export type NoiseMode = { kind: 'fixed'; seed: number } | { kind: 'fresh'; seed: number } | { kind: 'expectation'; seed: number; draws: number };
 
 export interface Classifier {
   readonly name: string;
@@ -20,17 +21,23 @@ export interface Classifier {
   logits(x: Tensor, draw: number, replicas?: number, rows?: BatchRows): Tensor;
 }
 
-/** Wraps a trained latent-variable model: Bayes-rule logits with K importance samples per class. */
-export function bayesClassifier(model: LatentVariableClassifier, opts: { samples?: number; noise: NoiseMode }): Classifier {
+/**
+ * Wraps a trained latent-variable model: Bayes-rule logits with K importance samples per class. Under fresh noise
+ * and EOT every call draws anew from a stream seeded by `noise.seed`, so a run is reproducible call for call.
+ */
+export function bayesClassifier(model: LatentVariableClassifier, opts: { samples?: number; noise: NoiseMode; estimator?: Estimator }): Classifier {
   const samples = opts.samples ?? 10;
-  const { noise } = opts;
+  const { noise, estimator } = opts;
+  if (noise.kind === 'expectation' && !(Number.isInteger(noise.draws) && noise.draws >= 1)) throw new Error(`classifier: EOT draws must be a positive integer, got ${noise.draws}`);
+  if (!['fixed', 'fresh', 'expectation'].includes(noise.kind)) throw new Error(`classifier: noise must be fixed, fresh or expectation, got '${(noise as { kind: string }).kind}'`);
+  const stream = new Rng(noise.seed);
   return {
     name: model.config.model,
     numClasses: 10,
     draws: noise.kind === 'expectation' ? noise.draws : 1,
-    logits: (x, draw, replicas = 1, rows) => {
-      const seed = noise.kind === 'fixed' ? noise.seed : new Rng(noise.seed + draw).nextSeed();
-      return model.logits(x, { samples, seed, replicas, rows });
+    logits: (x, _draw, replicas = 1, rows) => {
+      const seed = noise.kind === 'fixed' ? noise.seed : stream.nextSeed();
+      return model.logits(x, { samples, seed, replicas, rows, estimator });
     },
   };
 }

@@ -2,15 +2,26 @@
 // images. Defaults are sized by machine: the full 10,000-image test set on a native GPU adapter, a subset that
 // finishes in minutes on Mesa's software renderer. A config file (JSON) overrides any field.
 import { readFileSync } from 'node:fs';
-import { MODEL_NAMES } from '../models/factorisations.js';
+import { MODEL_NAMES, ESTIMATORS, type Estimator } from '../models/factorisations.js';
 
-export type AttackSpec =
-  | { kind: 'fgs'; eps: number[]; subset?: number }
-  | { kind: 'pgd'; norm: 'linf' | 'l2'; eps: number[]; iterations: number; stepSize: number; randomStart: boolean; subset?: number }
-  | { kind: 'mim'; eps: number[]; iterations: number; stepSize: number; momentum: number; subset?: number }
-  | { kind: 'deepfool'; p: (number | 'inf')[]; maxIterations: number; overshoot: number; subset?: number }
-  | { kind: 'square'; norm: 'linf' | 'l2'; eps: number[]; queryBudget: number; subset?: number }
-  | { kind: 'transfer'; from: string; eps: number[]; subset?: number };
+/** 'fixed': the same z draws on every call; 'fresh': new draws on every call; 'expectation': fresh, with attack gradients averaged over `draws` of them (EOT). */
+export type NoiseConfig = { kind: 'fixed' } | { kind: 'fresh' } | { kind: 'expectation'; draws: number };
+
+/** The classifier an attack faces, where it differs from the study's: its noise and its estimator. */
+export interface ClassifierVariant {
+  noise?: NoiseConfig;
+  estimator?: Estimator;
+}
+
+export type AttackSpec = ClassifierVariant &
+  (
+    | { kind: 'fgs'; eps: number[]; subset?: number }
+    | { kind: 'pgd'; norm: 'linf' | 'l2'; eps: number[]; iterations: number; stepSize: number; randomStart: boolean; subset?: number }
+    | { kind: 'mim'; eps: number[]; iterations: number; stepSize: number; momentum: number; subset?: number }
+    | { kind: 'deepfool'; p: (number | 'inf')[]; maxIterations: number; overshoot: number; subset?: number }
+    | { kind: 'square'; norm: 'linf' | 'l2'; eps: number[]; queryBudget: number; subset?: number }
+    | { kind: 'transfer'; from: string; eps: number[]; subset?: number }
+  );
 
 export interface StudyConfig {
   /** Model names; their checkpoints are `<checkpoints>/<model>-<preset>.safetensors`. */
@@ -21,8 +32,10 @@ export interface StudyConfig {
   subset: number;
   /** Importance samples per class in the Bayes-rule logits. */
   samples: number;
-  /** 'fixed': the same z draws through an attack; 'expectation': gradients averaged over `draws` fresh draws. */
-  noise: { kind: 'fixed' } | { kind: 'expectation'; draws: number };
+  /** The noise every attack faces unless it names its own. */
+  noise: NoiseConfig;
+  /** The Bayes-rule estimator: K draws shared by the ten classes, or independent per class (the reference's). */
+  estimator: Estimator;
   batchSize: number;
   seed: number;
   attacks: AttackSpec[];
@@ -39,6 +52,7 @@ export function defaultConfig(gpu: boolean): StudyConfig {
     subset: gpu ? 10_000 : 300,
     samples: 10,
     noise: { kind: 'fixed' },
+    estimator: 'shared',
     batchSize: 100,
     seed: 1,
     attacks: [
@@ -49,6 +63,15 @@ export function defaultConfig(gpu: boolean): StudyConfig {
       { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 50 },
       { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: gpu ? 1000 : 40 },
       { kind: 'transfer', from: 'dfz', eps: [0.05, 0.1, 0.2] },
+      // The classifier's randomness as a threat model: fresh draws on every call, and EOT over 20 draws per gradient.
+      { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 20, noise: { kind: 'fresh' } },
+      { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 5, noise: { kind: 'expectation', draws: 20 } },
+      { kind: 'deepfool', p: [2], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 10, noise: { kind: 'fresh' } },
+      { kind: 'deepfool', p: [2], maxIterations: 50, overshoot: 0.02, subset: gpu ? 200 : 2, noise: { kind: 'expectation', draws: 20 } },
+      // The reference's estimator (independent draws per class) under the headline attacks, on the same images.
+      { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3], subset: gpu ? undefined : 100, estimator: 'independent' },
+      { kind: 'pgd', norm: 'linf', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? undefined : 20, estimator: 'independent' },
+      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 10, estimator: 'independent' },
     ],
     detection: { trainImages: gpu ? 10_000 : 1000, falsePositiveRate: 0.05 },
     gridImages: 6,
@@ -71,12 +94,21 @@ export function checkConfig(cfg: StudyConfig): StudyConfig {
   posInt(cfg.batchSize, 'batchSize');
   posInt(cfg.detection.trainImages, 'detection.trainImages');
   if (!(cfg.detection.falsePositiveRate > 0 && cfg.detection.falsePositiveRate < 1)) fail(`detection.falsePositiveRate must be in (0, 1), got ${cfg.detection.falsePositiveRate}`);
-  if (cfg.noise.kind === 'expectation') posInt(cfg.noise.draws, 'noise.draws');
-  else if (cfg.noise.kind !== 'fixed') fail(`noise.kind must be 'fixed' or 'expectation'`);
+  const checkVariant = (v: ClassifierVariant, where: string) => {
+    if (v.noise !== undefined) {
+      if (v.noise.kind === 'expectation') posInt(v.noise.draws, `${where}noise.draws`);
+      else if (v.noise.kind !== 'fixed' && v.noise.kind !== 'fresh') fail(`${where}noise.kind must be 'fixed', 'fresh' or 'expectation', got ${JSON.stringify((v.noise as { kind: unknown }).kind)}`);
+    }
+    if (v.estimator !== undefined && !ESTIMATORS.includes(v.estimator)) fail(`${where}estimator must be one of ${ESTIMATORS.join(', ')}, got ${JSON.stringify(v.estimator)}`);
+  };
+  if (cfg.noise === undefined) fail('noise must be given');
+  if (cfg.estimator === undefined) fail('estimator must be given');
+  checkVariant(cfg, '');
   for (const [i, a] of cfg.attacks.entries()) {
     const where = `attacks[${i}] (${a.kind})`;
     if (!ATTACK_KINDS.includes(a.kind)) fail(`${where}: unknown attack (expected one of ${ATTACK_KINDS.join(', ')})`);
     if (a.subset !== undefined) posInt(a.subset, `${where}.subset`);
+    checkVariant(a, `${where}.`);
     if ('eps' in a) for (const e of a.eps) if (!(e >= 0) || !Number.isFinite(e)) fail(`${where}: eps must be finite and >= 0, got ${e}`);
     if (a.kind === 'deepfool') for (const p of a.p) if (p !== 'inf' && !(typeof p === 'number' && p > 1)) fail(`${where}: p must be > 1 or 'inf', got ${p}`);
     if (a.kind === 'transfer' && !(MODEL_NAMES as readonly string[]).includes(a.from)) fail(`${where}: unknown substitute model '${a.from}'`);

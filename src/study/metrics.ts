@@ -63,3 +63,13 @@ export function attackMetrics(r: ImageResults): AttackMetrics {
     ...(r.queries ? { queries: summarize(r.queries) } : {}),
   };
 }
+
+/** The Wilson score interval for k successes in n trials (95% by default): [low, high], both in [0, 1]. */
+export function wilson(k: number, n: number, z = 1.959963984540054): [number, number] {
+  if (!(n > 0) || !(k >= 0 && k <= n)) throw new Error(`wilson: need 0 <= k <= n and n > 0, got k = ${k}, n = ${n}`);
+  const p = k / n;
+  const z2 = z * z;
+  const centre = (p + z2 / (2 * n)) / (1 + z2 / n);
+  const half = (z / (1 + z2 / n)) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
+  return [Math.max(0, centre - half), Math.min(1, centre + half)];
+}

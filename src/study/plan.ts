@@ -7,11 +7,30 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { readMeta } from '../models/store.js';
-import { LOGITS_ESTIMATOR } from '../models/factorisations.js';
-import type { AttackSpec, StudyConfig } from './config.js';
+import { estimatorName, type Estimator } from '../models/factorisations.js';
+import type { AttackSpec, ClassifierVariant, NoiseConfig, StudyConfig } from './config.js';
 
 export const digest = (data: string | Buffer) => createHash('sha256').update(data).digest('hex').slice(0, 16);
 export const fingerprint = (v: unknown) => digest(JSON.stringify(v));
+
+/** The classifier an attack faces: its noise and its Bayes-rule estimator. */
+export interface Variant {
+  noise: NoiseConfig;
+  estimator: Estimator;
+}
+
+export const variantOf = (spec: ClassifierVariant | undefined, cfg: StudyConfig): Variant => ({ noise: spec?.noise ?? cfg.noise, estimator: spec?.estimator ?? cfg.estimator });
+
+/** '' for the project's default classifier (fixed noise, shared draws); else e.g. 'fresh', 'eot20', 'indep', 'fresh-indep'. */
+export function variantKey(v: Variant): string {
+  const noise = v.noise.kind === 'fixed' ? '' : v.noise.kind === 'fresh' ? 'fresh' : `eot${v.noise.draws}`;
+  return [noise, v.estimator === 'independent' ? 'indep' : ''].filter(Boolean).join('-');
+}
+
+export function describeVariant(v: Variant): string {
+  const noise = v.noise.kind === 'fixed' ? 'fixed noise' : v.noise.kind === 'fresh' ? 'fresh noise' : `EOT over ${v.noise.draws} draws`;
+  return `${noise}, ${v.estimator === 'shared' ? 'shared draws' : 'independent draws'}`;
+}
 
 /** One (model, attack, parameter) result of the report, e.g. `dfz-fgs-eps0.1`. */
 export interface JobInfo {
@@ -25,6 +44,7 @@ export interface JobInfo {
   /** Test images attacked: the first `subset`. */
   subset: number;
   specIndex: number;
+  variant: Variant;
 }
 
 export interface Unit {
@@ -39,6 +59,7 @@ export interface Unit {
   /** First image and number of images. */
   start: number;
   count: number;
+  variant: Variant;
   /** Relative cost (classifier gradients per image, roughly), for even shares. */
   cost: number;
   /** Cached output is reused only when this matches. */
@@ -78,7 +99,11 @@ export function planModels(cfg: StudyConfig): PlannedModel[] {
 /** The jobs one attack spec makes for one model (none for a transfer attack onto its own substitute). */
 export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: StudyConfig): JobInfo[] {
   const subset = Math.min(spec.subset ?? cfg.subset, cfg.subset);
-  const job = (id: string, setting: string, extra: Partial<JobInfo>): JobInfo => ({ id, model, attack: spec.kind, setting, subset, specIndex, ...extra });
+  const variant = variantOf(spec, cfg);
+  const key = variantKey(variant);
+  // Jobs against another classifier than the study's name it in their id and setting.
+  const tagged = key === variantKey(variantOf(undefined, cfg)) ? { id: '', setting: '' } : { id: `-${key || 'fixed'}`, setting: `; ${describeVariant(variant)}` };
+  const job = (id: string, setting: string, extra: Partial<JobInfo>): JobInfo => ({ id: id + tagged.id, model, attack: spec.kind, setting: setting + tagged.setting, subset, specIndex, variant, ...extra });
   switch (spec.kind) {
     case 'fgs':
       return spec.eps.map((eps) => job(`${model}-fgs-eps${eps}`, `eps=${eps}`, { eps }));
@@ -95,20 +120,22 @@ export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: 
   }
 }
 
+const draws = (spec: AttackSpec) => (spec.noise?.kind === 'expectation' ? spec.noise.draws : 1);
+
 /** Classifier gradients per image, roughly: what makes shares even. */
 function costPerImage(spec: AttackSpec, jobs: number): number {
   switch (spec.kind) {
     case 'fgs':
     case 'transfer':
-      return 1 + 0.3 * jobs;
+      return draws(spec) + 0.3 * jobs;
     case 'pgd':
     case 'mim':
-      return spec.iterations + 0.3;
+      return spec.iterations * draws(spec) + 0.3;
     case 'deepfool':
       // Most images cross within a few iterations; each needs a gradient per class.
-      return 10 * Math.min(spec.maxIterations, 5);
+      return 10 * Math.min(spec.maxIterations, 5) * draws(spec);
     case 'square':
-      return 0.3 * spec.queryBudget;
+      return 0.3 * spec.queryBudget * draws(spec);
   }
 }
 
@@ -123,15 +150,23 @@ export function planStudy(cfg: StudyConfig, models = planModels(cfg)): StudyPlan
   const weightsOf = new Map(models.map((m) => [m.name, m.weights]));
   const jobs: JobInfo[] = [];
   const units: Unit[] = [];
+  // Every classifier some attack faces gets its own clean logits and detectors.
+  const variants = [variantOf(undefined, cfg), ...cfg.attacks.map((a) => variantOf(a, cfg))].filter((v, i, all) => all.findIndex((w) => variantKey(w) === variantKey(v)) === i);
   for (const m of models.filter((m) => m.studied)) {
     // What every unit of this model depends on: its weights, the estimator and how it is seeded and batched.
-    const base = { model: m.name, weights: m.weights, estimator: LOGITS_ESTIMATOR, samples: cfg.samples, noise: cfg.noise, seed: cfg.seed, batchSize: cfg.batchSize };
-    for (const [kind, n] of [['clean-test', cfg.subset], ['clean-train', cfg.detection.trainImages]] as const) {
-      for (const b of blocks(n, cfg.batchSize)) {
-        units.push({ id: `${m.name}-${kind}-b${b.block}`, model: m.name, kind, jobIds: [], ...b, cost: CLEAN_COST * b.count, fingerprint: fingerprint({ ...base, kind, ...b }) });
+    const baseOf = (v: Variant) => ({ model: m.name, weights: m.weights, estimator: estimatorName(v.estimator), samples: cfg.samples, noise: v.noise, seed: cfg.seed, batchSize: cfg.batchSize });
+    for (const variant of variants) {
+      const key = variantKey(variant);
+      for (const [kind, n] of [['clean-test', cfg.subset], ['clean-train', cfg.detection.trainImages]] as const) {
+        for (const b of blocks(n, cfg.batchSize)) {
+          const id = `${m.name}${key ? `-${key}` : ''}-${kind}-b${b.block}`;
+          units.push({ id, model: m.name, kind, jobIds: [], variant, ...b, cost: CLEAN_COST * b.count, fingerprint: fingerprint({ ...baseOf(variant), kind, ...b }) });
+        }
       }
     }
     cfg.attacks.forEach((spec, specIndex) => {
+      const variant = variantOf(spec, cfg);
+      const base = baseOf(variant);
       const specJobs = jobsOf(m.name, spec, specIndex, cfg);
       if (specJobs.length === 0) return;
       jobs.push(...specJobs);
@@ -148,6 +183,7 @@ export function planStudy(cfg: StudyConfig, models = planModels(cfg)): StudyPlan
             kind: 'attack',
             jobIds: group.map((j) => j.id),
             specIndex,
+            variant,
             ...b,
             cost: costPerImage(spec, group.length) * b.count,
             fingerprint: fingerprint({ ...base, ...substitute, spec, jobs: group.map((j) => j.id), ...b, grid }),

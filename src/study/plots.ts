@@ -18,10 +18,10 @@ const EPS_ATTACKS = new Set(['fgs', 'pgd', 'mim', 'transfer', 'square']);
 export async function accuracyVsEps(study: StudyResult): Promise<string> {
   const values = [
     ...study.jobs
-      .filter((j) => EPS_ATTACKS.has(j.attack) && j.eps !== undefined)
+      .filter((j) => EPS_ATTACKS.has(j.attack) && j.eps !== undefined && !j.variant)
       .map((j) => ({ model: j.model.toUpperCase(), attack: j.attack.toUpperCase(), eps: j.eps, accuracy: j.metrics.adversarialAccuracy })),
     // eps = 0: clean accuracy on the same images the attack used (attacks may use smaller subsets).
-    ...[...new Map(study.jobs.filter((j) => EPS_ATTACKS.has(j.attack)).map((j) => [`${j.model}/${j.attack}`, j])).values()].map((j) => ({
+    ...[...new Map(study.jobs.filter((j) => EPS_ATTACKS.has(j.attack) && !j.variant).map((j) => [`${j.model}/${j.attack}`, j])).values()].map((j) => ({
       model: j.model.toUpperCase(),
       attack: j.attack.toUpperCase(),
       eps: 0,

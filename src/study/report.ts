@@ -5,8 +5,17 @@ import { writeFileAtomic } from '../fsutil.js';
 import { accuracyVsEps, rhoDistributions, rocCurves, imageGrid, modelsSideBySide, type SideBySideValue } from './plots.js';
 import { MODEL_NAMES, modelStructure } from '../models/factorisations.js';
 import type { JobResult, ModelSummary, StudyResult } from './run.js';
+import { wilson } from './metrics.js';
 
 const pct = (v: number | null) => (v !== null && Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '–');
+/** A proportion of n with its 95% Wilson interval: `67.7% [62.2–72.7] (n=300)`. */
+const pctN = (v: number | null, n: number) => {
+  if (v === null || !Number.isFinite(v) || n === 0) return '–';
+  const [lo, hi] = wilson(Math.round(v * n), n);
+  return `${(100 * v).toFixed(1)}% [${(100 * lo).toFixed(1)}–${(100 * hi).toFixed(1)}] (n=${n})`;
+};
+/** Images correctly classified before the attack: the success rate's n. */
+const correctBefore = (j: JobResult) => Math.round(j.metrics.cleanAccuracy * j.metrics.count);
 const num = (v: number | null, digits = 3) => (v !== null && Number.isFinite(v) ? v.toFixed(digits) : '–');
 const DETECTORS = ['marginal', 'logit', 'kl'] as const;
 
@@ -15,7 +24,7 @@ function attackTable(jobs: JobResult[]): string {
   const sep = '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|';
   const rows = jobs.map((j) => {
     const m = j.metrics;
-    return `| ${j.model.toUpperCase()} | ${j.attack.toUpperCase()} | ${j.setting} | ${m.count} | ${pct(m.adversarialAccuracy)} | ${pct(m.successRate)} | ${num(m.l2.mean)} / ${num(m.l2.median)} | ${num(m.linf.mean)} / ${num(m.linf.median)} | ${num(m.rhoAll)} | ${num(m.rhoSuccessful)} | ${m.queries ? `${num(m.queries.mean, 1)} / ${num(m.queries.median, 0)}` : '–'} |`;
+    return `| ${j.model.toUpperCase()} | ${j.attack.toUpperCase()} | ${j.setting} | ${m.count} | ${pctN(m.adversarialAccuracy, m.count)} | ${pctN(m.successRate, correctBefore(j))} | ${num(m.l2.mean)} / ${num(m.l2.median)} | ${num(m.linf.mean)} / ${num(m.linf.median)} | ${num(m.rhoAll)} | ${num(m.rhoSuccessful)} | ${m.queries ? `${num(m.queries.mean, 1)} / ${num(m.queries.median, 0)}` : '–'} |`;
   });
   return [head, sep, ...rows].join('\n');
 }
@@ -36,7 +45,7 @@ function detectionTable(jobs: JobResult[]): string {
 /** One representative job per attack kind for the ROC plots and image grids (the middle setting). */
 function representativeJobs(jobs: JobResult[]): JobResult[] {
   const byKind = new Map<string, JobResult[]>();
-  for (const j of jobs) byKind.set(j.attack, [...(byKind.get(j.attack) ?? []), j]);
+  for (const j of jobs.filter((j) => !j.variant)) byKind.set(j.attack, [...(byKind.get(j.attack) ?? []), j]);
   return [...byKind.values()].map((list) => list[Math.floor((list.length - 1) / 2)]);
 }
 
@@ -45,17 +54,17 @@ function representativeJobs(jobs: JobResult[]): JobResult[] {
  * it): accuracy under attack, or for DeepFool, which flips nearly every point, the perturbation size ρ.
  */
 function headlineTable(study: StudyResult): string {
-  const columns = representativeJobs(study.jobs.filter((j) => j.model === study.models[0].model))
+  const columns = representativeJobs(study.jobs.filter((j) => j.model === study.models[0].model && !j.variant))
     .filter((r) => study.models.every((m) => study.jobs.some((j) => j.model === m.model && j.attack === r.attack && j.setting === r.setting)))
     .map((r) => ({ attack: r.attack, setting: r.setting, title: r.attack === 'deepfool' ? `DeepFool ${r.setting}: ρ (successful)` : `${r.attack.toUpperCase()} ${r.setting}: acc.` }));
   const head = `| model | clean acc. | ${columns.map((c) => c.title).join(' | ')} |`;
   const sep = `|---|---:|${columns.map(() => '---:').join('|')}|`;
   const rows = study.models.map((m) => {
     const cells = columns.map((c) => {
-      const j = study.jobs.find((j) => j.model === m.model && j.attack === c.attack && j.setting === c.setting)!;
-      return c.attack === 'deepfool' ? num(j.metrics.rhoSuccessful) : `${pct(j.metrics.adversarialAccuracy)} (n=${j.metrics.count})`;
+      const j = study.jobs.find((j) => j.model === m.model && j.attack === c.attack && j.setting === c.setting && !j.variant)!;
+      return c.attack === 'deepfool' ? num(j.metrics.rhoSuccessful) : pctN(j.metrics.adversarialAccuracy, j.metrics.count);
     });
-    return `| ${m.model.toUpperCase()} | ${pct(m.cleanAccuracy)} (n=${m.cleanCount}) | ${cells.join(' | ')} |`;
+    return `| ${m.model.toUpperCase()} | ${pctN(m.cleanAccuracy, m.cleanCount)} | ${cells.join(' | ')} |`;
   });
   return [head, sep, ...rows].join('\n');
 }
@@ -76,7 +85,7 @@ const groupCells = (m: string) => {
 
 /** Rows: models in the paper's grouping; columns: the settings of one attack kind (by eps or p), as `cell` gives. */
 function sweepTable(study: StudyResult, attack: string, cell: (j: JobResult) => string): string | null {
-  const jobs = study.jobs.filter((j) => j.attack === attack);
+  const jobs = study.jobs.filter((j) => j.attack === attack && !j.variant);
   const settings = [...new Set(jobs.map((j) => j.setting))];
   if (settings.length === 0) return null;
   const head = `| model | family | graph | ${settings.join(' | ')} |`;
@@ -93,12 +102,12 @@ function sweepTable(study: StudyResult, attack: string, cell: (j: JobResult) => 
 
 /** Detection AUC per model and detector, for each attack kind's representative setting. */
 function aucTable(study: StudyResult): string {
-  const kinds = [...new Set(study.jobs.map((j) => j.attack))];
+  const kinds = [...new Set(study.jobs.filter((j) => !j.variant).map((j) => j.attack))];
   const columns = kinds.flatMap((k) => DETECTORS.map((d) => ({ kind: k, detector: d })));
   const head = `| model | family | graph | ${columns.map((c) => `${c.kind.toUpperCase()} ${c.detector}`).join(' | ')} |`;
   const sep = `|---|---|---|${columns.map(() => '---:').join('|')}|`;
   const rows = groupOrder(study.models.map((m) => m.model)).map((m) => {
-    const shown = representativeJobs(study.jobs.filter((j) => j.model === m));
+    const shown = representativeJobs(study.jobs.filter((j) => j.model === m && !j.variant));
     const cells = columns.map((c) => num(shown.find((j) => j.attack === c.kind)?.detection.detectors[c.detector].roc?.auc ?? null, 2));
     return `| ${groupCells(m)} | ${cells.join(' | ')} |`;
   });
@@ -107,11 +116,11 @@ function aucTable(study: StudyResult): string {
 
 /** The models side by side: accuracy per eps of FGS and PGD, DeepFool's rho per p, detection AUCs; and one figure. */
 function sideBySide(study: StudyResult): string[] {
-  const acc = (j: JobResult) => pct(j.metrics.adversarialAccuracy);
+  const acc = (j: JobResult) => pctN(j.metrics.adversarialAccuracy, j.metrics.count);
   const part = (title: string, table: string | null) => (table ? [`### ${title}`, '', table, ''] : []);
   const n = (kind: string) => {
-    const counts = [...new Set(study.jobs.filter((j) => j.attack === kind).map((j) => j.metrics.count))];
-    return counts.length ? ` (n = ${counts.join(', ')} images)` : '';
+    const counts = [...new Set(study.jobs.filter((j) => j.attack === kind && !j.variant).map((j) => j.metrics.count))];
+    return kind === 'deepfool' && counts.length ? ` (n = ${counts.join(', ')} images)` : '';
   };
   return [
     '## The models side by side',
@@ -132,6 +141,72 @@ function sideBySide(study: StudyResult): string[] {
   ];
 }
 
+/**
+ * The same attack against other classifiers built from the same model — fresh noise, EOT, the reference's
+ * independent draws — side by side with the study's own, on the same images: accuracy (or DeepFool's rho) per
+ * classifier, and the images only one of the two classifies correctly after the attack.
+ */
+function classifierTables(study: StudyResult): string[] {
+  const base = (j: JobResult) => j.setting.split('; ')[0];
+  const groups = new Map<string, JobResult[]>();
+  for (const j of study.jobs) {
+    const key = `${j.model}|${j.attack}|${base(j)}`;
+    groups.set(key, [...(groups.get(key) ?? []), j]);
+  }
+  const compared = [...groups.values()].filter((g) => g.length > 1 && g.some((j) => !j.variant));
+  const order = groupOrder(study.models.map((m) => m.model));
+  if (compared.length === 0) return [];
+  const variants = [...new Set(compared.flat().map((j) => j.variant))].sort((a, b) => (a === '' ? -1 : b === '' ? 1 : 0));
+  const label = (v: string) => compared.flat().find((j) => j.variant === v)!.classifier + (v === '' ? ' (the study\'s)' : '');
+  const others = variants.filter((v) => v !== '');
+  const head = `| model | attack | setting | ${variants.map(label).join(' | ')} | ${others.map((v) => `right only with the study's / only with ${v}`).join(' | ')} |`;
+  const sep = `|---|---|---|${variants.map(() => '---:').join('|')}|${others.map(() => '---:').join('|')}|`;
+  const rows = compared
+    .sort((a, b) => order.indexOf(a[0].model) - order.indexOf(b[0].model) || study.jobs.indexOf(a[0]) - study.jobs.indexOf(b[0]))
+    .map((g) => {
+      const own = g.find((j) => !j.variant)!;
+      const cells = variants.map((v) => {
+        const j = g.find((j) => j.variant === v);
+        if (!j) return '–';
+        return j.attack === 'deepfool' ? `ρ ${num(j.metrics.rhoSuccessful)}, acc. ${pctN(j.metrics.adversarialAccuracy, j.metrics.count)}` : pctN(j.metrics.adversarialAccuracy, j.metrics.count);
+      });
+      const paired = others.map((v) => {
+        const j = g.find((j) => j.variant === v);
+        if (!j) return '–';
+        const n = Math.min(own.results.labels.length, j.results.labels.length);
+        let onlyOwn = 0;
+        let onlyOther = 0;
+        for (let i = 0; i < n; i++) {
+          const a = own.results.adversarialPredictions[i] === own.results.labels[i];
+          const b = j.results.adversarialPredictions[i] === j.results.labels[i];
+          if (a && !b) onlyOwn++;
+          if (b && !a) onlyOther++;
+        }
+        return `${onlyOwn} / ${onlyOther} of ${n}`;
+      });
+      return `| ${own.model.toUpperCase()} | ${own.attack.toUpperCase()} | ${base(own)} | ${cells.join(' | ')} | ${paired.join(' | ')} |`;
+    });
+  const clean = study.models.filter((m) => m.variants?.length);
+  return [
+    '## The classifier under attack',
+    '',
+    'The Bayes-rule classifier is stochastic, and its noise and estimator are part of it. Each row attacks one model',
+    'as several classifiers, on the same images: the study\'s own, and with fresh draws on every call (the',
+    "reference's default, in the attack and the final evaluation), with attack gradients averaged over fresh draws",
+    "(EOT), or with the reference's independent draws per class. The last columns count the images that only one",
+    'of two classifiers gets right after the attack (a paired comparison).',
+    '',
+    head,
+    sep,
+    ...rows,
+    '',
+    ...(clean.length
+      ? ['Clean accuracy of the same models as those classifiers, on the study\'s test images:', '', '| model | classifier | clean accuracy |', '|---|---|---:|',
+        ...clean.flatMap((m) => [`| ${m.model.toUpperCase()} | the study's | ${pctN(m.cleanAccuracy, m.cleanCount)} |`, ...m.variants!.map((v) => `| ${m.model.toUpperCase()} | ${v.classifier} | ${pctN(v.cleanAccuracy, m.cleanCount)} |`)]), '']
+      : []),
+  ];
+}
+
 /** The figure's values: one row per model and panel. */
 export function sideBySideValues(study: StudyResult): SideBySideValue[] {
   const order = groupOrder(study.models.map((m) => m.model));
@@ -145,11 +220,11 @@ export function sideBySideValues(study: StudyResult): SideBySideValue[] {
   };
   for (const m of study.models) {
     push(m, 'clean accuracy', m.cleanAccuracy);
-    for (const j of representativeJobs(study.jobs.filter((j) => j.model === m.model))) {
+    for (const j of representativeJobs(study.jobs.filter((j) => j.model === m.model && !j.variant))) {
       if (j.attack === 'fgs' || j.attack === 'pgd') push(m, `${j.attack.toUpperCase()} ${j.setting}: accuracy`, j.metrics.adversarialAccuracy);
       if (j.attack === 'deepfool') push(m, `DeepFool ${j.setting}: ρ`, j.metrics.rhoSuccessful);
     }
-    const fgs = representativeJobs(study.jobs.filter((j) => j.model === m.model && j.attack === 'fgs'))[0];
+    const fgs = representativeJobs(study.jobs.filter((j) => j.model === m.model && j.attack === 'fgs' && !j.variant))[0];
     if (fgs) for (const d of DETECTORS) push(m, `FGS ${fgs.setting}: ${d} detection AUC`, fgs.detection.detectors[d].roc?.auc);
   }
   return rows;
@@ -192,7 +267,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     '',
     '| model | family | graph | factorisation | checkpoint | epochs | clean accuracy | test images |',
     '|---|---|---|---|---|---:|---:|---:|',
-    ...study.models.map((m) => `| ${groupCells(m.model)} | ${m.factorisation} | \`${m.checkpoint}\` | ${m.epoch} | ${pct(m.cleanAccuracy)} | ${m.cleanCount} |`),
+    ...study.models.map((m) => `| ${groupCells(m.model)} | ${m.factorisation} | \`${m.checkpoint}\` | ${m.epoch} | ${pctN(m.cleanAccuracy, m.cleanCount)} | ${m.cleanCount} |`),
     '',
     '## Headline',
     '',
@@ -201,6 +276,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     headlineTable(study),
     '',
     ...sideBySide(study),
+    ...classifierTables(study),
     '## Attacks',
     '',
     'Accuracy is over all attacked images; the success rate is over those classified correctly before the attack; ',

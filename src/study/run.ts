@@ -17,8 +17,8 @@ import { fitDetectors, detectionReport, type Detectors, type DetectionReport } f
 import { writeFileAtomic } from '../fsutil.js';
 import { Progress } from '../progress.js';
 import { attackMetrics, type AttackMetrics, type ImageResults } from './metrics.js';
-import { planStudy, unitsOfShard, assignShares, fingerprint, type JobInfo, type Shard, type StudyPlan, type Unit } from './plan.js';
-import type { AttackSpec, StudyConfig } from './config.js';
+import { planStudy, unitsOfShard, assignShares, fingerprint, digest, variantKey, variantOf, describeVariant, type JobInfo, type Shard, type StudyPlan, type Unit } from './plan.js';
+import type { AttackSpec, NoiseConfig, StudyConfig } from './config.js';
 
 export interface JobResult {
   id: string;
@@ -33,6 +33,10 @@ export interface JobResult {
   detection: DetectionReport;
   /** First few clean and adversarial images (784 values each) for the figure grid. */
   grid: { clean: number[][]; adversarial: number[][] };
+  /** The classifier attacked: '' for the study's own, else its variant key ('fresh', 'eot20', 'indep', ...). */
+  variant: string;
+  /** Its noise and estimator in words. */
+  classifier: string;
   /** Compute time of its units (a unit shared by an FGS sweep counts evenly towards each of its settings). */
   seconds: number;
   fingerprint: string;
@@ -46,6 +50,8 @@ export interface ModelSummary {
   cleanAccuracy: number;
   cleanCount: number;
   detectors: Detectors;
+  /** Clean accuracy as the other classifiers some attack faces (another noise or estimator), on the same images. */
+  variants?: { key: string; classifier: string; cleanAccuracy: number }[];
 }
 
 export interface StudyResult {
@@ -86,14 +92,24 @@ interface UnitFile {
   jobs?: Record<string, AttackBlock>;
 }
 
-export function noiseMode(cfg: StudyConfig): NoiseMode {
-  return cfg.noise.kind === 'fixed' ? { kind: 'fixed', seed: cfg.seed } : { kind: 'expectation', seed: cfg.seed, draws: cfg.noise.draws };
+/**
+ * The noise of a unit's classifier. Fixed noise is the study's seed everywhere (an image's draws follow its place
+ * in its block); fresh draws come from a stream seeded per unit, so a unit's result does not depend on which other
+ * units ran before it in the process.
+ */
+export function noiseMode(noise: NoiseConfig, cfg: StudyConfig, unitId: string): NoiseMode {
+  if (noise.kind === 'fixed') return { kind: 'fixed', seed: cfg.seed };
+  const seed = parseInt(digest(`${cfg.seed}/${unitId}`).slice(0, 8), 16);
+  return noise.kind === 'fresh' ? { kind: 'fresh', seed } : { kind: 'expectation', seed, draws: noise.draws };
 }
 
 export function describeNoise(cfg: StudyConfig): string {
-  return cfg.noise.kind === 'fixed'
+  const { noise } = cfg;
+  return noise.kind === 'fixed'
     ? `fixed noise: every classifier call reuses the same z draws (seed ${cfg.seed})`
-    : `expectation over noise: attack gradients averaged over ${cfg.noise.draws} fresh draws per step`;
+    : noise.kind === 'fresh'
+      ? `fresh noise: every classifier call, in the attacks and in the final evaluation, draws anew (seed ${cfg.seed})`
+      : `expectation over noise (EOT): fresh draws on every call, attack gradients averaged over ${noise.draws} of them (seed ${cfg.seed})`;
 }
 
 /**
@@ -135,7 +151,7 @@ async function craft(
   spec: AttackSpec,
   jobs: JobInfo[],
   clf: Classifier,
-  classifiers: Map<string, Classifier>,
+  classifierOf: ClassifierFactory,
   x: Tensor,
   y: Tensor,
   cfg: StudyConfig,
@@ -145,7 +161,7 @@ async function craft(
     case 'fgs':
     case 'transfer': {
       // Every eps of the sweep steps along the same sign of the gradient (the substitute's, for transfer).
-      const direction = await fgsDirection(spec.kind === 'fgs' ? clf : classifiers.get(spec.from)!, x, y);
+      const direction = await fgsDirection(spec.kind === 'fgs' ? clf : classifierOf(spec.from, unit, 'substitute'), x, y);
       const out = jobs.map((j) => ({ adversarial: fgsStep(x, direction, j.eps!) }));
       direction.dispose();
       return out;
@@ -176,9 +192,12 @@ async function craft(
   }
 }
 
-async function computeUnit(unit: Unit, plan: StudyPlan, cfg: StudyConfig, data: { test: FashionMnistSplit; train: FashionMnistSplit }, classifiers: Map<string, Classifier>): Promise<UnitFile> {
+/** A unit's classifier of a model (its own, or a transfer substitute), with the unit's variant and noise stream. */
+type ClassifierFactory = (model: string, unit: Unit, role?: 'substitute') => Classifier;
+
+async function computeUnit(unit: Unit, plan: StudyPlan, cfg: StudyConfig, data: { test: FashionMnistSplit; train: FashionMnistSplit }, classifierOf: ClassifierFactory): Promise<UnitFile> {
   const started = performance.now();
-  const clf = classifiers.get(unit.model)!;
+  const clf = classifierOf(unit.model, unit);
   const rows = range(unit.start, unit.count);
   if (unit.kind !== 'attack') {
     const split = unit.kind === 'clean-test' ? data.test : data.train;
@@ -190,7 +209,7 @@ async function computeUnit(unit: Unit, plan: StudyPlan, cfg: StudyConfig, data: 
   const spec = cfg.attacks[unit.specIndex!];
   const jobs = unit.jobIds.map((id) => plan.jobs.find((j) => j.id === id)!);
   const { x, y } = batchTensors(data.test, rows);
-  const crafted = await craft(unit, spec, jobs, clf, classifiers, x, y, cfg);
+  const crafted = await craft(unit, spec, jobs, clf, classifierOf, x, y, cfg);
   const out: Record<string, AttackBlock> = {};
   const gridRows = Math.max(0, Math.min(unit.count, cfg.gridImages - unit.start));
   for (const [k, job] of jobs.entries()) {
@@ -236,13 +255,10 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
     const spec = u.specIndex === undefined ? undefined : cfg.attacks[u.specIndex];
     return spec?.kind === 'transfer' ? [u.model, spec.from] : [u.model];
   }));
-  const loaded: LatentVariableClassifier[] = [];
-  const classifiers = new Map<string, Classifier>();
-  for (const m of plan.models.filter((m) => needed.has(m.name))) {
-    const { model } = loadModel(m.checkpoint, { model: m.name, preset: cfg.preset });
-    loaded.push(model);
-    classifiers.set(m.name, inBlocks(bayesClassifier(model, { samples: cfg.samples, noise: noiseMode(cfg) }), cfg.batchSize));
-  }
+  const loaded = new Map<string, LatentVariableClassifier>();
+  for (const m of plan.models.filter((m) => needed.has(m.name))) loaded.set(m.name, loadModel(m.checkpoint, { model: m.name, preset: cfg.preset }).model);
+  const classifierOf: ClassifierFactory = (model, unit, role) =>
+    inBlocks(bayesClassifier(loaded.get(model)!, { samples: cfg.samples, noise: noiseMode(unit.variant.noise, cfg, role ? `${unit.id}/${role}` : unit.id), estimator: unit.variant.estimator }), cfg.batchSize);
   try {
     // The bar counts estimated work (gradient-equivalents), not images: a DeepFool image costs fifty FGS ones, and
     // an ETA from images would be off by that much.
@@ -252,13 +268,13 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
     let done = 0;
     for (const unit of pending) {
       bar.setStatus(`${done}/${images} img, ${unit.id}`);
-      writeFileAtomic(unitPath(opts.out, unit.id), JSON.stringify(await computeUnit(unit, plan, cfg, data, classifiers)));
+      writeFileAtomic(unitPath(opts.out, unit.id), JSON.stringify(await computeUnit(unit, plan, cfg, data, classifierOf)));
       done += unit.count;
       bar.tick(work(unit), `${done}/${images} img`);
     }
     bar.finish();
   } finally {
-    for (const model of loaded) model.params.dispose();
+    for (const model of loaded.values()) model.params.dispose();
   }
   return { computed: pending.length, cached };
 }
@@ -324,30 +340,46 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
   const test = loadFashionMnist({ dir, split: 'test' });
   const train = loadFashionMnist({ dir, split: 'train' });
   const unitsOf = (model: string, pred: (u: Unit) => boolean) => plan.units.filter((u) => u.model === model && pred(u)).sort((a, b) => a.start - b.start);
-  const cleanLogitsOf = (model: string, kind: Unit['kind'], n: number) => {
-    const out = new Float32Array(n * 10);
-    for (const u of unitsOf(model, (u) => u.kind === kind)) out.set(files.get(u.id)!.logits!, u.start * 10);
-    return out;
-  };
   const models: ModelSummary[] = [];
   const jobs: JobResult[] = [];
   for (const m of plan.models.filter((m) => m.studied)) {
-    const cleanLogits = cleanLogitsOf(m.name, 'clean-test', cfg.subset);
-    const trainLogits = cleanLogitsOf(m.name, 'clean-train', cfg.detection.trainImages);
-    const detectors = fitDetectors(
-      { logits: trainLogits, labels: train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 },
-      { falsePositiveRate: cfg.detection.falsePositiveRate },
-    );
-    const cleanPred = Array.from({ length: cfg.subset }, (_, i) => {
-      let best = 0;
-      for (let c = 1; c < 10; c++) if (cleanLogits[i * 10 + c] > cleanLogits[i * 10 + best]) best = c;
-      return best;
+    // Clean predictions and detectors of each classifier (variant) this model is attacked as.
+    const clean = new Map<string, { logits: Float32Array; predictions: number[]; accuracy: number; detectors: Detectors }>();
+    for (const key of new Set(unitsOf(m.name, (u) => u.kind === 'clean-test').map((u) => variantKey(u.variant)))) {
+      const logitsOf = (kind: Unit['kind'], n: number) => {
+        const out = new Float32Array(n * 10);
+        for (const u of unitsOf(m.name, (u) => u.kind === kind && variantKey(u.variant) === key)) out.set(files.get(u.id)!.logits!, u.start * 10);
+        return out;
+      };
+      const logits = logitsOf('clean-test', cfg.subset);
+      const detectors = fitDetectors(
+        { logits: logitsOf('clean-train', cfg.detection.trainImages), labels: train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 },
+        { falsePositiveRate: cfg.detection.falsePositiveRate },
+      );
+      const predictions = Array.from({ length: cfg.subset }, (_, i) => {
+        let best = 0;
+        for (let c = 1; c < 10; c++) if (logits[i * 10 + c] > logits[i * 10 + best]) best = c;
+        return best;
+      });
+      clean.set(key, { logits, predictions, accuracy: predictions.filter((p, i) => p === test.labels[i]).length / cfg.subset, detectors });
+    }
+    const own = clean.get(variantKey(variantOf(undefined, cfg)))!;
+    const variants = [...clean].filter(([key]) => key !== variantKey(variantOf(undefined, cfg)));
+    const variantOfKey = (key: string) => plan.units.find((u) => variantKey(u.variant) === key)!.variant;
+    models.push({
+      model: m.name,
+      factorisation: modelStructure(m.name).factorisation,
+      checkpoint: m.checkpoint,
+      epoch: m.epoch,
+      cleanAccuracy: own.accuracy,
+      cleanCount: cfg.subset,
+      detectors: own.detectors,
+      ...(variants.length ? { variants: variants.map(([key, c]) => ({ key, classifier: describeVariant(variantOfKey(key)), cleanAccuracy: c.accuracy })) } : {}),
     });
-    const cleanAccuracy = cleanPred.filter((p, i) => p === test.labels[i]).length / cfg.subset;
-    models.push({ model: m.name, factorisation: modelStructure(m.name).factorisation, checkpoint: m.checkpoint, epoch: m.epoch, cleanAccuracy, cleanCount: cfg.subset, detectors });
-    opts.log(`${m.name} (${modelStructure(m.name).factorisation}, epoch ${m.epoch}): clean accuracy ${(100 * cleanAccuracy).toFixed(2)}% on ${cfg.subset} test images`);
+    opts.log(`${m.name} (${modelStructure(m.name).factorisation}, epoch ${m.epoch}): clean accuracy ${(100 * own.accuracy).toFixed(2)}% on ${cfg.subset} test images`);
 
     for (const job of plan.jobs.filter((j) => j.model === m.name)) {
+      const { logits: cleanLogits, predictions: cleanPred, detectors } = clean.get(variantKey(job.variant))!;
       const units = unitsOf(m.name, (u) => u.jobIds.includes(job.id));
       const results: ImageResults = { labels: [], cleanPredictions: [], adversarialPredictions: [], l2: [], linf: [], xNorm: [] };
       const queries: number[] = [];
@@ -383,6 +415,8 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
       });
       jobs.push({
         id: job.id, model: m.name, attack: job.attack, setting: job.setting, eps: job.eps, p: job.p,
+        variant: variantKey(job.variant) === variantKey(variantOf(undefined, cfg)) ? '' : variantKey(job.variant) || 'fixed',
+        classifier: describeVariant(job.variant),
         results, metrics, detection, grid, seconds, fingerprint: fingerprint(units.map((u) => u.fingerprint)),
       });
       const fmt = (v: number | null, scale = 1, digits = 3) => (v === null ? '–' : (v * scale).toFixed(digits));
