@@ -36,7 +36,7 @@ describe('noise modes', () => {
     const fresh = bayesClassifier(model, { samples: 2, noise: { kind: 'fresh', seed: 9 } });
     expect(eot.draws).toBe(3);
     const averaged = await lossGradient(eot, x, labels).grad.data();
-    const singles = [];
+    const singles: ArrayLike<number>[] = [];
     for (let d = 0; d < 3; d++) singles.push(await lossGradient(fresh, x, labels).grad.data());
     let worst = 0;
     let scale = 0;

@@ -187,7 +187,7 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     const model = createModel(modelConfig('gfz', 'compact', { channels: 2, hidden: 8, latent: 2, seed: 3, preset: 'custom' }));
     await saveCheckpoint(join(dir, 'gfz-custom.safetensors'), model, { train: { epochs: 0, batchSize: 1, lr: 1, seed: 1, evalSubset: 1, evalSamples: 1, trainLimit: 1 }, epoch: 0, history: [] });
     model.params.dispose();
-    const pgd = { kind: 'pgd', norm: 'linf', eps: [0.1], iterations: 2, stepSize: 0.05, randomStart: false } as const;
+    const pgd = { kind: 'pgd' as const, norm: 'linf' as const, eps: [0.1], iterations: 2, stepSize: 0.05, randomStart: false };
     const cfg = checkConfig({
       ...defaultConfig(false),
       models: ['gfz'],
