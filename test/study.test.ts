@@ -9,7 +9,7 @@ import { defaultConfig, checkConfig, type StudyConfig } from '../src/study/confi
 import { runStudy, inBlocks } from '../src/study/run.js';
 import { bayesClassifier } from '../src/attacks/classifier.js';
 import * as T from './lib.js';
-import { writeReport, sideBySideValues } from '../src/study/report.js';
+import { writeReport, sideBySideValues, accuracyAtL2 } from '../src/study/report.js';
 import { imageGrid, CLASS_NAMES, type GridBand } from '../src/study/plots.js';
 import { PNG } from 'pngjs';
 
@@ -202,6 +202,7 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
         pgd,
         { ...pgd, noise: { kind: 'fresh' } },
         { ...pgd, noise: { kind: 'expectation', draws: 2 }, subset: 2 },
+        { kind: 'cw', iterations: 5, lr: 0.1, kappa: 0, binarySearchSteps: 2, initialConst: 1, subset: 2 },
       ],
       detection: { trainImages: 40, falsePositiveRate: 0.2 },
       gridImages: 1,
@@ -214,10 +215,21 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
       ['gfz-pgd-linf-eps0.1', ''],
       ['gfz-pgd-linf-eps0.1-fresh', 'fresh'],
       ['gfz-pgd-linf-eps0.1-eot2', 'eot2'],
+      ['gfz-cw-l2-bs2-it5', ''],
     ]);
+    // CW's curve: accuracy within an L2 budget falls with the budget to the accuracy under the attack.
+    const cwJob = study.jobs[5];
+    const curve = [0, 0.5, 1, 2, 4, 1e9].map((r) => accuracyAtL2(cwJob, r));
+    for (let i = 1; i < curve.length; i++) expect(curve[i]).toBeLessThanOrEqual(curve[i - 1]);
+    expect(curve[0]).toBe(cwJob.metrics.cleanAccuracy);
+    expect(curve[curve.length - 1]).toBe(cwJob.metrics.adversarialAccuracy);
+    for (const v of cwJob.results.adversarialPredictions.map((_, i) => cwJob.results.l2[i])) expect(Number.isFinite(v)).toBe(true);
     expect(study.models[0].variants!.map((v) => v.classifier)).toEqual(['fixed noise, independent draws', 'fresh noise, shared draws', 'EOT over 2 draws, shared draws']);
     await writeReport(study, out, 'test');
     const md = readFileSync(join(out, 'report.md'), 'utf8');
+    expect(md).toContain('## Carlini–Wagner L2');
+    expect(md).toMatch(/\| GFZ \| kappa=0, 5 it, 2 search steps from c=1 \| 2 \|/);
+    expect(readFileSync(join(out, 'accuracy-vs-l2.svg'), 'utf8')).toMatch(/^<svg/);
     const section = md.split('## The classifier under attack')[1].split('\n## ')[0];
     const rows = section.split('\n').filter((l) => l.startsWith('| GFZ | FGS') || l.startsWith('| GFZ | PGD'));
     expect(rows.length).toBe(2);

@@ -21,6 +21,7 @@ export type AttackSpec = ClassifierVariant &
     | { kind: 'deepfool'; p: (number | 'inf')[]; maxIterations: number; overshoot: number; subset?: number }
     | { kind: 'square'; norm: 'linf' | 'l2'; eps: number[]; queryBudget: number; subset?: number }
     | { kind: 'transfer'; from: string; eps: number[]; subset?: number }
+    | { kind: 'cw'; iterations: number; lr: number; kappa: number; binarySearchSteps: number; initialConst: number; abortEarly?: boolean; subset?: number }
   );
 
 export interface StudyConfig {
@@ -63,6 +64,9 @@ export function defaultConfig(gpu: boolean): StudyConfig {
       { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 50 },
       { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: gpu ? 1000 : 40 },
       { kind: 'transfer', from: 'dfz', eps: [0.05, 0.1, 0.2] },
+      // Carlini-Wagner L2: the reference's setting (one search step, c as given), and a stronger one (a search over c).
+      { kind: 'cw', iterations: gpu ? 1000 : 100, lr: 0.01, kappa: 0, binarySearchSteps: 1, initialConst: 10, subset: gpu ? 1000 : 5 },
+      { kind: 'cw', iterations: gpu ? 1000 : 100, lr: 0.01, kappa: 0, binarySearchSteps: gpu ? 6 : 3, initialConst: 0.1, subset: gpu ? 1000 : 3 },
       // The classifier's randomness as a threat model: fresh draws on every call, and EOT over 20 draws per gradient.
       { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 20, noise: { kind: 'fresh' } },
       { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 5, noise: { kind: 'expectation', draws: 20 } },
@@ -78,7 +82,7 @@ export function defaultConfig(gpu: boolean): StudyConfig {
   };
 }
 
-const ATTACK_KINDS = ['fgs', 'pgd', 'mim', 'deepfool', 'square', 'transfer'];
+const ATTACK_KINDS = ['fgs', 'pgd', 'mim', 'deepfool', 'square', 'transfer', 'cw'];
 
 /** Validates a config, naming the first bad field. */
 export function checkConfig(cfg: StudyConfig): StudyConfig {
@@ -114,6 +118,13 @@ export function checkConfig(cfg: StudyConfig): StudyConfig {
     if (a.kind === 'transfer' && !(MODEL_NAMES as readonly string[]).includes(a.from)) fail(`${where}: unknown substitute model '${a.from}'`);
     if (a.kind === 'pgd' || a.kind === 'mim') posInt(a.iterations, `${where}.iterations`);
     if (a.kind === 'square') posInt(a.queryBudget, `${where}.queryBudget`);
+    if (a.kind === 'cw') {
+      posInt(a.iterations, `${where}.iterations`);
+      posInt(a.binarySearchSteps, `${where}.binarySearchSteps`);
+      if (!(a.kappa >= 0 && Number.isFinite(a.kappa))) fail(`${where}: kappa must be a finite number >= 0, got ${a.kappa}`);
+      if (!(a.initialConst > 0 && Number.isFinite(a.initialConst))) fail(`${where}: initialConst (c) must be a finite number > 0, got ${a.initialConst}`);
+      if (!(a.lr > 0 && Number.isFinite(a.lr))) fail(`${where}: lr must be a finite number > 0, got ${a.lr}`);
+    }
   }
   return cfg;
 }

@@ -115,6 +115,8 @@ export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: 
       return spec.p.map((p) => job(`${model}-deepfool-p${p}`, `p=${p === 'inf' ? '∞' : p}`, { p }));
     case 'square':
       return spec.eps.map((eps) => job(`${model}-square-${spec.norm}-eps${eps}`, `eps=${eps} ${spec.norm}, ${spec.queryBudget} queries`, { eps }));
+    case 'cw':
+      return [job(`${model}-cw-l2-bs${spec.binarySearchSteps}-it${spec.iterations}`, `kappa=${spec.kappa}, ${spec.iterations} it, ${spec.binarySearchSteps} search step${spec.binarySearchSteps > 1 ? 's' : ''} from c=${spec.initialConst}`, {})];
     case 'transfer':
       return model === spec.from ? [] : spec.eps.map((eps) => job(`${model}-transfer-from-${spec.from}-eps${eps}`, `FGS eps=${eps} crafted on ${spec.from}`, { eps }));
   }
@@ -136,6 +138,8 @@ function costPerImage(spec: AttackSpec, jobs: number): number {
       return 10 * Math.min(spec.maxIterations, 5) * draws(spec);
     case 'square':
       return 0.3 * spec.queryBudget * draws(spec);
+    case 'cw':
+      return spec.iterations * spec.binarySearchSteps * draws(spec);
   }
 }
 

@@ -110,6 +110,26 @@ export async function modelsSideBySide(values: SideBySideValue[]): Promise<strin
   });
 }
 
+/** Accuracy against the L2 budget r of a minimal-perturbation attack, one line per model, one panel per setting. */
+export async function accuracyVsL2(values: { model: string; setting: string; r: number; accuracy: number }[]): Promise<string> {
+  return renderSvg({
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    data: { values },
+    facet: { field: 'setting', type: 'nominal', title: null },
+    columns: 2,
+    spec: {
+      width: 260,
+      height: 160,
+      mark: { type: 'line' },
+      encoding: {
+        x: { field: 'r', type: 'quantitative', title: 'L2 budget r' },
+        y: { field: 'accuracy', type: 'quantitative', title: 'accuracy within r', scale: { domain: [0, 1] }, axis: { format: '%' } },
+        color: { field: 'model', type: 'nominal', title: 'model' },
+      },
+    },
+  });
+}
+
 /** ROC curves of the three detectors on clean test data against successful adversarial examples (AUCs in the tables). */
 export async function rocCurves(jobs: JobResult[], model: string): Promise<string> {
   const values = jobs.flatMap((j) =>

@@ -2,7 +2,7 @@
 // how they were made), SVG plots and a PNG image grid per model. All files are written atomically.
 import { join } from 'node:path';
 import { writeFileAtomic } from '../fsutil.js';
-import { accuracyVsEps, rhoDistributions, rocCurves, imageGrid, modelsSideBySide, type SideBySideValue } from './plots.js';
+import { accuracyVsEps, accuracyVsL2, rhoDistributions, rocCurves, imageGrid, modelsSideBySide, type SideBySideValue } from './plots.js';
 import { MODEL_NAMES, modelStructure } from '../models/factorisations.js';
 import type { JobResult, ModelSummary, StudyResult } from './run.js';
 import { wilson } from './metrics.js';
@@ -207,6 +207,37 @@ function classifierTables(study: StudyResult): string[] {
   ];
 }
 
+/** Budgets of the L2 curves (images have ||x||_2 of about 9-12). */
+export const L2_BUDGETS = [0.25, 0.5, 1, 1.5, 2, 3, 4];
+
+/** Accuracy when an adversarial counts only if ||eta||_2 <= r: correct before, and not flipped within r. */
+export function accuracyAtL2(j: JobResult, r: number): number {
+  const res = j.results;
+  return res.labels.filter((y, i) => res.cleanPredictions[i] === y && !(res.adversarialPredictions[i] !== y && res.l2[i] <= r)).length / res.labels.length;
+}
+
+/** Minimal-perturbation L2 attacks (CW): accuracy against an L2 budget, and the median L2 of successful examples. */
+function l2Section(study: StudyResult): string[] {
+  const jobs = study.jobs.filter((j) => j.attack === 'cw');
+  if (jobs.length === 0) return [];
+  const order = groupOrder(study.models.map((m) => m.model));
+  jobs.sort((a, b) => order.indexOf(a.model) - order.indexOf(b.model));
+  return [
+    '## Carlini–Wagner L2',
+    '',
+    'Accuracy when only adversarial examples within an L2 budget r count (correct before the attack, and not fooled',
+    'within r), and the median ‖η‖₂ of the successful ones. An attack that finds the minimal perturbation drives',
+    'the accuracy to 0 as r grows; where it stays above 0 the attack failed on those images.',
+    '',
+    `| model | setting | n | ${L2_BUDGETS.map((r) => `r=${r}`).join(' | ')} | success rate | median L2 |`,
+    `|---|---|---:|${L2_BUDGETS.map(() => '---:').join('|')}|---:|---:|`,
+    ...jobs.map((j) => `| ${j.model.toUpperCase()} | ${j.setting} | ${j.metrics.count} | ${L2_BUDGETS.map((r) => pct(accuracyAtL2(j, r))).join(' | ')} | ${pctN(j.metrics.successRate, correctBefore(j))} | ${num(j.metrics.l2.median)} |`),
+    '',
+    '![accuracy against the L2 budget](accuracy-vs-l2.svg)',
+    '',
+  ];
+}
+
 /** The figure's values: one row per model and panel. */
 export function sideBySideValues(study: StudyResult): SideBySideValue[] {
   const order = groupOrder(study.models.map((m) => m.model));
@@ -239,6 +270,11 @@ export async function writeReport(study: StudyResult, out: string, command: stri
   write('accuracy-vs-eps.svg', await accuracyVsEps(study));
   write('rho-deepfool.svg', await rhoDistributions(study));
   write('models.svg', await modelsSideBySide(sideBySideValues(study)));
+  const l2Jobs = study.jobs.filter((j) => j.attack === 'cw');
+  if (l2Jobs.length) {
+    const steps = Array.from({ length: 41 }, (_, i) => i * 0.1);
+    write('accuracy-vs-l2.svg', await accuracyVsL2(l2Jobs.flatMap((j) => steps.map((r) => ({ model: j.model.toUpperCase(), setting: j.setting, r, accuracy: accuracyAtL2(j, r) })))));
+  }
   for (const m of study.models) {
     const shown = representativeJobs(study.jobs.filter((j) => j.model === m.model));
     write(`roc-${m.model}.svg`, await rocCurves(shown, m.model));
@@ -277,6 +313,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     '',
     ...sideBySide(study),
     ...classifierTables(study),
+    ...l2Section(study),
     '## Attacks',
     '',
     'Accuracy is over all attacked images; the success rate is over those classified correctly before the attack; ',

@@ -13,6 +13,7 @@ import { bayesClassifier, type Classifier, type NoiseMode } from '../attacks/cla
 import { fgsDirection, fgsStep, iterativeAttack, perturbationNorms } from '../attacks/gradient.js';
 import { deepfool } from '../attacks/deepfool.js';
 import { squareAttack } from '../attacks/square.js';
+import { cw } from '../attacks/cw.js';
 import { fitDetectors, detectionReport, type Detectors, type DetectionReport } from '../attacks/detection.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { Progress } from '../progress.js';
@@ -155,6 +156,7 @@ async function craft(
   x: Tensor,
   y: Tensor,
   cfg: StudyConfig,
+  progress: (status: string) => void,
 ): Promise<{ adversarial: Tensor; queries?: ArrayLike<number> }[]> {
   const seed = cfg.seed * 1_000_003 + unit.block;
   switch (spec.kind) {
@@ -183,11 +185,17 @@ async function craft(
       ];
     case 'deepfool': {
       const p = jobs[0].p!;
-      return [{ adversarial: (await deepfool(clf, x, { p: p === 'inf' ? Infinity : p, maxIterations: spec.maxIterations, overshoot: spec.overshoot })).adversarial }];
+      const onIteration = (it: number, active: number) => progress(`iteration ${it}/${spec.maxIterations}, ${active} images not yet flipped`);
+      return [{ adversarial: (await deepfool(clf, x, { p: p === 'inf' ? Infinity : p, maxIterations: spec.maxIterations, overshoot: spec.overshoot, onIteration })).adversarial }];
     }
     case 'square': {
       const r = await squareAttack(clf, x, y, { norm: spec.norm, eps: jobs[0].eps!, queryBudget: spec.queryBudget, seed });
       return [{ adversarial: r.adversarial, queries: r.queries }];
+    }
+    case 'cw': {
+      const { iterations, lr, kappa, binarySearchSteps, initialConst, abortEarly } = spec;
+      const r = await cw(clf, x, y, { iterations, lr, kappa, binarySearchSteps, initialConst, abortEarly, onIteration: (step, it) => progress(`search step ${step + 1}/${binarySearchSteps}, iteration ${it + 1}/${iterations}`) });
+      return [{ adversarial: r.adversarial }];
     }
   }
 }
@@ -195,7 +203,14 @@ async function craft(
 /** A unit's classifier of a model (its own, or a transfer substitute), with the unit's variant and noise stream. */
 type ClassifierFactory = (model: string, unit: Unit, role?: 'substitute') => Classifier;
 
-async function computeUnit(unit: Unit, plan: StudyPlan, cfg: StudyConfig, data: { test: FashionMnistSplit; train: FashionMnistSplit }, classifierOf: ClassifierFactory): Promise<UnitFile> {
+async function computeUnit(
+  unit: Unit,
+  plan: StudyPlan,
+  cfg: StudyConfig,
+  data: { test: FashionMnistSplit; train: FashionMnistSplit },
+  classifierOf: ClassifierFactory,
+  progress: (status: string) => void,
+): Promise<UnitFile> {
   const started = performance.now();
   const clf = classifierOf(unit.model, unit);
   const rows = range(unit.start, unit.count);
@@ -209,7 +224,7 @@ async function computeUnit(unit: Unit, plan: StudyPlan, cfg: StudyConfig, data: 
   const spec = cfg.attacks[unit.specIndex!];
   const jobs = unit.jobIds.map((id) => plan.jobs.find((j) => j.id === id)!);
   const { x, y } = batchTensors(data.test, rows);
-  const crafted = await craft(unit, spec, jobs, clf, classifierOf, x, y, cfg);
+  const crafted = await craft(unit, spec, jobs, clf, classifierOf, x, y, cfg, progress);
   const out: Record<string, AttackBlock> = {};
   const gridRows = Math.max(0, Math.min(unit.count, cfg.gridImages - unit.start));
   for (const [k, job] of jobs.entries()) {
@@ -268,7 +283,9 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
     let done = 0;
     for (const unit of pending) {
       bar.setStatus(`${done}/${images} img, ${unit.id}`);
-      writeFileAtomic(unitPath(opts.out, unit.id), JSON.stringify(await computeUnit(unit, plan, cfg, data, classifierOf)));
+      // Iterative attacks report inside the block: DeepFool and CW may iterate for minutes on one.
+      const within = (status: string) => bar.setStatus(`${done}/${images} img, ${unit.id}: ${status}`);
+      writeFileAtomic(unitPath(opts.out, unit.id), JSON.stringify(await computeUnit(unit, plan, cfg, data, classifierOf, within)));
       done += unit.count;
       bar.tick(work(unit), `${done}/${images} img`);
     }
