@@ -17,7 +17,7 @@
 //
 // One iteration evaluates the gradients of all candidate classes of all still-active images in a single backward
 // pass: the batch is replicated once per candidate and the output gradient seeds copy j's candidate in copy j.
-import { Tensor, tidy, keep, reshape, broadcastTo, gradients, slice, tensor, gather, add, sub, sum, abs, square, powAbs, sign, mul, gt, affine, noGrad, argmax, readAll, oneHot } from '../index.js';
+import { Tensor, tidy, keep, reshape, broadcastTo, gradients, slice, tensor, gather, add, sub, sum, abs, square, powAbs, sign, mul, gt, affine, noGrad, argmax, readAll, oneHot, scale } from '../index.js';
 import { type Classifier, checkImages } from './classifier.js';
 
 export type DeepFoolVariant = 'box' | 'foolbox';
@@ -170,8 +170,10 @@ export async function deepfool(clf: Classifier, x0: Tensor, opts: DeepFoolOption
       const x = tensor(xi, [m, ...imageShape]);
       // `copies` copies of the active images, rows (copy, image); copy k's output gradient selects its candidate.
       const xr = noGrad(() => reshape(broadcastTo(reshape(x, [1, m, d]), [copies, m, d]), [copies * m, ...imageShape])).requireGrad();
-      // A fresh noise draw per iteration under expectation over noise (fixed noise ignores the draw index).
-      const logits = clf.logits(xr, it, copies, { indices: active, of: n });
+      // Under EOT the linearisation is of the logits averaged over the classifier's draws (fresh ones every call).
+      let logits = clf.logits(xr, it * clf.draws, copies, { indices: active, of: n });
+      for (let k = 1; k < clf.draws; k++) logits = add(logits, clf.logits(xr, it * clf.draws + k, copies, { indices: active, of: n }));
+      if (clf.draws > 1) logits = scale(logits, 1 / clf.draws);
       const seedGrad = oneHot(tensor(seedClasses, [copies * m], 'i32'), c);
       const g = reshape(gradients(logits, seedGrad, [xr]).get(xr)!, [copies * m, d]);
       const f = slice(logits, [0, 0], [m, c]);

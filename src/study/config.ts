@@ -18,7 +18,7 @@ export type AttackSpec = ClassifierVariant &
     | { kind: 'fgs'; eps: number[]; subset?: number }
     | { kind: 'pgd'; norm: 'linf' | 'l2'; eps: number[]; iterations: number; stepSize: number; randomStart: boolean; subset?: number }
     | { kind: 'mim'; eps: number[]; iterations: number; stepSize: number; momentum: number; subset?: number }
-    | { kind: 'deepfool'; p: (number | 'inf')[]; maxIterations: number; overshoot: number; subset?: number }
+    | { kind: 'deepfool'; p: (number | 'inf')[]; maxIterations: number; overshoot: number; subset?: number; variant?: 'box' | 'foolbox'; candidates?: number }
     | { kind: 'square'; norm: 'linf' | 'l2'; eps: number[]; queryBudget: number; subset?: number }
     | { kind: 'transfer'; from: string; eps: number[]; subset?: number }
     | { kind: 'cw'; iterations: number; lr: number; kappa: number; binarySearchSteps: number; initialConst: number; abortEarly?: boolean; subset?: number }
@@ -62,11 +62,17 @@ export function defaultConfig(gpu: boolean): StudyConfig {
       { kind: 'pgd', norm: 'linf', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? undefined : 60 },
       { kind: 'mim', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 100 : 10, stepSize: 0.01, momentum: 1, subset: gpu ? undefined : 60 },
       { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 50 },
+      // Foolbox 3's DeepFool (every pixel in the step, distances padded by 1e-4), for comparison with library numbers.
+      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 20, variant: 'foolbox' },
       { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: gpu ? 1000 : 40 },
       { kind: 'transfer', from: 'dfz', eps: [0.05, 0.1, 0.2] },
       // Carlini-Wagner L2: the reference's setting (one search step, c as given), and a stronger one (a search over c).
       { kind: 'cw', iterations: gpu ? 1000 : 100, lr: 0.01, kappa: 0, binarySearchSteps: 1, initialConst: 10, subset: gpu ? 1000 : 5 },
       { kind: 'cw', iterations: gpu ? 1000 : 100, lr: 0.01, kappa: 0, binarySearchSteps: gpu ? 6 : 3, initialConst: 0.1, subset: gpu ? 1000 : 3 },
+      // Protocol checks: PGD and CW with twice the iterations (converged?), PGD with the whole box as budget (always succeeds?).
+      { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 80 : 20, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 20 },
+      { kind: 'cw', iterations: gpu ? 2000 : 200, lr: 0.01, kappa: 0, binarySearchSteps: 1, initialConst: 10, subset: gpu ? 1000 : 3 },
+      { kind: 'pgd', norm: 'linf', eps: [1], iterations: gpu ? 40 : 10, stepSize: 0.1, randomStart: false, subset: gpu ? 1000 : 10 },
       // The classifier's randomness as a threat model: fresh draws on every call, and EOT over 20 draws per gradient.
       { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 20, noise: { kind: 'fresh' } },
       { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 5, noise: { kind: 'expectation', draws: 20 } },
@@ -114,7 +120,11 @@ export function checkConfig(cfg: StudyConfig): StudyConfig {
     if (a.subset !== undefined) posInt(a.subset, `${where}.subset`);
     checkVariant(a, `${where}.`);
     if ('eps' in a) for (const e of a.eps) if (!(e >= 0) || !Number.isFinite(e)) fail(`${where}: eps must be finite and >= 0, got ${e}`);
-    if (a.kind === 'deepfool') for (const p of a.p) if (p !== 'inf' && !(typeof p === 'number' && p > 1)) fail(`${where}: p must be > 1 or 'inf', got ${p}`);
+    if (a.kind === 'deepfool') {
+      for (const p of a.p) if (p !== 'inf' && !(typeof p === 'number' && p > 1)) fail(`${where}: p must be > 1 or 'inf', got ${p}`);
+      if (a.variant !== undefined && a.variant !== 'box' && a.variant !== 'foolbox') fail(`${where}: variant must be 'box' or 'foolbox', got ${JSON.stringify(a.variant)}`);
+      if (a.variant === 'foolbox') for (const p of a.p) if (p !== 2 && p !== 'inf') fail(`${where}: the foolbox variant takes p = 2 or 'inf', got ${p}`);
+    }
     if (a.kind === 'transfer' && !(MODEL_NAMES as readonly string[]).includes(a.from)) fail(`${where}: unknown substitute model '${a.from}'`);
     if (a.kind === 'pgd' || a.kind === 'mim') posInt(a.iterations, `${where}.iterations`);
     if (a.kind === 'square') posInt(a.queryBudget, `${where}.queryBudget`);

@@ -111,8 +111,11 @@ export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: 
       return spec.eps.map((eps) => job(`${model}-pgd-${spec.norm}-eps${eps}`, `eps=${eps} ${spec.norm}, ${spec.iterations} it`, { eps }));
     case 'mim':
       return spec.eps.map((eps) => job(`${model}-mim-linf-eps${eps}`, `eps=${eps}, ${spec.iterations} it`, { eps }));
-    case 'deepfool':
-      return spec.p.map((p) => job(`${model}-deepfool-p${p}`, `p=${p === 'inf' ? '∞' : p}`, { p }));
+    case 'deepfool': {
+      const foolbox = spec.variant === 'foolbox';
+      const candidates = foolbox && spec.candidates !== undefined ? `, ${spec.candidates} candidates` : '';
+      return spec.p.map((p) => job(`${model}-deepfool-p${p}${foolbox ? '-foolbox' : ''}`, `p=${p === 'inf' ? '∞' : p}${foolbox ? `, Foolbox 3${candidates}` : ''}`, { p }));
+    }
     case 'square':
       return spec.eps.map((eps) => job(`${model}-square-${spec.norm}-eps${eps}`, `eps=${eps} ${spec.norm}, ${spec.queryBudget} queries`, { eps }));
     case 'cw':

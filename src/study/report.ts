@@ -6,6 +6,7 @@ import { accuracyVsEps, accuracyVsL2, rhoDistributions, rocCurves, imageGrid, mo
 import { MODEL_NAMES, modelStructure } from '../models/factorisations.js';
 import type { JobResult, ModelSummary, StudyResult } from './run.js';
 import { wilson } from './metrics.js';
+import { protocolChecks } from './checks.js';
 
 const pct = (v: number | null) => (v !== null && Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '–');
 /** A proportion of n with its 95% Wilson interval: `67.7% [62.2–72.7] (n=300)`. */
@@ -238,6 +239,49 @@ function l2Section(study: StudyResult): string[] {
   ];
 }
 
+/** Carlini et al.'s checks, computed: each row passes or is flagged. */
+function checksSection(study: StudyResult): string[] {
+  const c = protocolChecks(study.jobs);
+  const mark = (pass: boolean) => (pass ? 'pass' : '**flagged**');
+  const out = ['## Protocol checks', '', "Computed from the per-image results (after Carlini et al. 2019, *On evaluating adversarial robustness*).", ''];
+  out.push('**Convergence**: doubling the iterations changes accuracy by less than 1 point (else the attack had not converged and the headline understates it).', '');
+  out.push(
+    ...(c.convergence.length
+      ? ['| model | attack | iterations | accuracy | with twice the iterations | images | check |', '|---|---|---|---:|---:|---:|---|',
+        ...c.convergence.map((r) => `| ${r.model.toUpperCase()} | ${r.attack.toUpperCase()} | ${r.setting} → ${r.doubled} | ${pct(r.accuracy)} | ${pct(r.accuracyDoubled)} | ${r.images} | ${mark(r.pass)} |`)]
+      : ['No attack ran with doubled iterations.']),
+    '',
+  );
+  out.push('**Unbounded attacks succeed**: DeepFool, CW and PGD with the whole box as its budget flip every image classified correctly before.', '');
+  out.push(
+    ...(c.unbounded.length
+      ? ['| model | attack | setting | success rate | check |', '|---|---|---|---:|---|', ...c.unbounded.map((r) => `| ${r.model.toUpperCase()} | ${r.attack.toUpperCase()} | ${r.setting} | ${pct(r.successRate)} | ${mark(r.pass)} |`)]
+      : ['No unbounded attack ran.']),
+    '',
+  );
+  out.push('**Black-box no stronger than white-box**: at the same L∞ budget a black-box attack (Square, transfer) succeeds no more often than the strongest white-box one, on the same images; otherwise the gradients may be masked.', '');
+  out.push(
+    ...(c.blackBox.length
+      ? ['| model | ε | black-box | success | strongest white-box | success | images | check |', '|---|---:|---|---:|---|---:|---:|---|',
+        ...c.blackBox.map((r) => `| ${r.model.toUpperCase()} | ${r.eps} | ${r.blackBox} | ${pct(r.blackSuccess)} | ${r.whiteBox} | ${pct(r.whiteSuccess)} | ${r.images} | ${mark(r.pass)} |`)]
+      : ['No black-box attack shares a budget with a white-box one.']),
+    '',
+  );
+  out.push('**Robust accuracy**: per image, the worst case over every L∞ attack within the budget (norm-bounded attacks at ε or below, and DeepFool L∞ where it got within ε), on the images all of them attacked.', '');
+  const order = groupOrder(study.models.map((m) => m.model));
+  const eps = [...new Set(c.robust.map((r) => r.eps))].sort((a, b) => a - b);
+  out.push(
+    `| model | ${eps.map((e) => `ε=${e}`).join(' | ')} |`,
+    `|---|${eps.map(() => '---:').join('|')}|`,
+    ...order.map((m) => `| ${m.toUpperCase()} | ${eps.map((e) => {
+      const r = c.robust.find((r) => r.model === m && r.eps === e);
+      return r ? pctN(r.accuracy, r.images) : '–';
+    }).join(' | ')} |`),
+    '',
+  );
+  return out;
+}
+
 /** The figure's values: one row per model and panel. */
 export function sideBySideValues(study: StudyResult): SideBySideValue[] {
   const order = groupOrder(study.models.map((m) => m.model));
@@ -314,6 +358,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     ...sideBySide(study),
     ...classifierTables(study),
     ...l2Section(study),
+    ...checksSection(study),
     '## Attacks',
     '',
     'Accuracy is over all attacked images; the success rate is over those classified correctly before the attack; ',

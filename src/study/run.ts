@@ -186,7 +186,8 @@ async function craft(
     case 'deepfool': {
       const p = jobs[0].p!;
       const onIteration = (it: number, active: number) => progress(`iteration ${it}/${spec.maxIterations}, ${active} images not yet flipped`);
-      return [{ adversarial: (await deepfool(clf, x, { p: p === 'inf' ? Infinity : p, maxIterations: spec.maxIterations, overshoot: spec.overshoot, onIteration })).adversarial }];
+      const variant = spec.variant === 'foolbox' ? { variant: 'foolbox' as const, ...(spec.candidates !== undefined ? { candidates: spec.candidates } : {}) } : {};
+      return [{ adversarial: (await deepfool(clf, x, { p: p === 'inf' ? Infinity : p, maxIterations: spec.maxIterations, overshoot: spec.overshoot, onIteration, ...variant })).adversarial }];
     }
     case 'square': {
       const r = await squareAttack(clf, x, y, { norm: spec.norm, eps: jobs[0].eps!, queryBudget: spec.queryBudget, seed });
