@@ -19,7 +19,7 @@ const shared = resolve(__dirname, '..', '..', 'shared', 'fashion-mnist');
 
 describe('config', () => {
   it('defaults validate, bad fields are named', () => {
-    expect(checkConfig(defaultConfig(false)).subset).toBe(300);
+    expect(checkConfig(defaultConfig(false)).subset).toBe(100);
     expect(checkConfig(defaultConfig(true)).subset).toBe(10_000);
     const bad = (patch: Partial<StudyConfig>) => () => checkConfig({ ...defaultConfig(false), ...patch });
     expect(bad({ models: ['nope'] })).toThrow(/config: unknown model 'nope'/);
@@ -108,7 +108,8 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     const headline = md.split('## Headline')[1].split('##')[0];
     expect(headline).toContain('| model | clean acc. | FGS ');
     expect(headline).not.toContain('TRANSFER');
-    for (const m of ['DFZ', 'GFZ']) expect(headline).toMatch(new RegExp(`\\| ${m} \\| [0-9.]+% \\(n=\\d+\\) \\| [0-9.]+% \\(n=`));
+    // Every accuracy with its 95% Wilson interval and n.
+    for (const m of ['DFZ', 'GFZ']) expect(headline).toMatch(new RegExp(`\\| ${m} \\| [0-9.]+% \\[[0-9.]+–[0-9.]+\\] \\(n=4\\) \\| [0-9.]+% \\[[0-9.]+–[0-9.]+\\] \\(n=`));
 
     // Units: per model 2 clean-test + 10 train blocks; attacks per model: FGS sweep 2, PGD 2, MIM 2, DeepFool 1,
     // Square 1 block, and the transfer sweep onto GFZ 2.
@@ -163,7 +164,8 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
       const model = row.slice(2, 5).toLowerCase();
       const cells = row.split('|').slice(4, 6).map((c) => c.trim());
       const accs = ['eps=0.1', 'eps=0.3'].map((e) => study.jobs.find((j) => j.model === model && j.attack === 'fgs' && j.setting === e)!.metrics.adversarialAccuracy);
-      expect(cells).toEqual(accs.map((a) => `${(100 * a).toFixed(1)}%`));
+      expect(cells.map((c) => c.split(' ')[0])).toEqual(accs.map((a) => `${(100 * a).toFixed(1)}%`));
+      for (const c of cells) expect(c).toMatch(/ \[[0-9.]+–[0-9.]+\] \(n=4\)$/);
     }
     const values = sideBySideValues(study);
     for (const m of grouped) expect(values.filter((v) => v.model === m && v.panel === 'clean accuracy').length).toBe(1);

@@ -45,45 +45,57 @@ export interface StudyConfig {
   gridImages: number;
 }
 
+/**
+ * The defaults. On a GPU: the full test set and the reference's budgets. On a software renderer: subsets sized so
+ * the whole study finishes in about 15 minutes on the slower of this project's CPU machines, the new evaluation
+ * attacks (CW, the threat-model and estimator variants, the protocol checks) at a few images each — their
+ * intervals say how little those few images show; the GPU configuration (configs/full.json) runs them in full.
+ */
 export function defaultConfig(gpu: boolean): StudyConfig {
+  const n = (onGpu: number | undefined, onCpu: number) => (gpu ? onGpu : onCpu);
+  const pgd = (eps: number[], iterations: number, subset: number | undefined, more: Partial<AttackSpec> = {}): AttackSpec =>
+    ({ kind: 'pgd', norm: 'linf', eps, iterations, stepSize: 0.01, randomStart: true, subset, ...more }) as AttackSpec;
+  const deepfoolL2 = (subset: number | undefined, more: Partial<AttackSpec>): AttackSpec => ({ kind: 'deepfool', p: [2], maxIterations: 50, overshoot: 0.02, subset, ...more }) as AttackSpec;
+  const cw = (iterations: number, binarySearchSteps: number, initialConst: number, subset: number | undefined): AttackSpec => ({ kind: 'cw', iterations, lr: 0.01, kappa: 0, binarySearchSteps, initialConst, subset });
+  const attacks: AttackSpec[] = [
+    { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3] },
+    // The reference's settings on a GPU (PGD 40 steps of 0.01, MIM 100 steps); fewer steps and images on a CPU.
+    pgd(gpu ? [0.02, 0.05, 0.1] : [0.05], gpu ? 40 : 10, n(undefined, 20)),
+    { kind: 'mim', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 100 : 10, stepSize: 0.01, momentum: 1, subset: n(undefined, 20) },
+    { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: n(1000, 10) },
+    // Foolbox 3's DeepFool (every pixel in the step, distances padded by 1e-4), for comparison with library numbers.
+    { kind: 'deepfool', p: gpu ? [2, 'inf'] : [2], maxIterations: 50, overshoot: 0.02, subset: n(1000, 5), variant: 'foolbox' },
+    { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: n(1000, 10) },
+    { kind: 'transfer', from: 'dfz', eps: [0.05, 0.1, 0.2] },
+    // Carlini-Wagner L2: the reference's setting (one search step, c as given), and a stronger one (a search over c).
+    cw(gpu ? 1000 : 50, 1, 10, n(1000, 2)),
+    cw(gpu ? 1000 : 50, gpu ? 6 : 2, 0.1, n(1000, 2)),
+    // Protocol checks: PGD and CW with twice the iterations (converged?), PGD with the whole box as budget (always succeeds?).
+    pgd([0.05], gpu ? 80 : 20, n(1000, 10)),
+    cw(gpu ? 2000 : 100, 1, 10, n(1000, 2)),
+    pgd([1], gpu ? 40 : 10, n(1000, 5), { stepSize: 0.1, randomStart: false }),
+    // The classifier's randomness as a threat model: fresh draws on every call, and EOT over 20 draws per gradient.
+    pgd([0.05], gpu ? 40 : 10, n(1000, 10), { noise: { kind: 'fresh' } }),
+    pgd([0.05], gpu ? 40 : 10, n(1000, 2), { noise: { kind: 'expectation', draws: 20 } }),
+    deepfoolL2(n(1000, 3), { noise: { kind: 'fresh' } }),
+    ...(gpu ? [deepfoolL2(200, { noise: { kind: 'expectation', draws: 20 } })] : []),
+    // The reference's estimator (independent draws per class) under the headline attacks, on the same images.
+    { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3], subset: n(undefined, 50), estimator: 'independent' },
+    pgd(gpu ? [0.02, 0.05, 0.1] : [0.05], gpu ? 40 : 10, n(undefined, 10), { estimator: 'independent' }),
+    deepfoolL2(n(1000, 3), { estimator: 'independent' }),
+  ];
   return {
     models: ['dfz', 'gfz'],
     preset: 'compact',
     checkpoints: 'checkpoints',
-    subset: gpu ? 10_000 : 300,
+    subset: gpu ? 10_000 : 100,
     samples: 10,
     noise: { kind: 'fixed' },
     estimator: 'shared',
     batchSize: 100,
     seed: 1,
-    attacks: [
-      { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3] },
-      // The reference's settings on a GPU (PGD 40 steps of 0.01, MIM 100 steps); fewer steps and images on a CPU.
-      { kind: 'pgd', norm: 'linf', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? undefined : 60 },
-      { kind: 'mim', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 100 : 10, stepSize: 0.01, momentum: 1, subset: gpu ? undefined : 60 },
-      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 50 },
-      // Foolbox 3's DeepFool (every pixel in the step, distances padded by 1e-4), for comparison with library numbers.
-      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 20, variant: 'foolbox' },
-      { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: gpu ? 1000 : 40 },
-      { kind: 'transfer', from: 'dfz', eps: [0.05, 0.1, 0.2] },
-      // Carlini-Wagner L2: the reference's setting (one search step, c as given), and a stronger one (a search over c).
-      { kind: 'cw', iterations: gpu ? 1000 : 100, lr: 0.01, kappa: 0, binarySearchSteps: 1, initialConst: 10, subset: gpu ? 1000 : 5 },
-      { kind: 'cw', iterations: gpu ? 1000 : 100, lr: 0.01, kappa: 0, binarySearchSteps: gpu ? 6 : 3, initialConst: 0.1, subset: gpu ? 1000 : 3 },
-      // Protocol checks: PGD and CW with twice the iterations (converged?), PGD with the whole box as budget (always succeeds?).
-      { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 80 : 20, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 20 },
-      { kind: 'cw', iterations: gpu ? 2000 : 200, lr: 0.01, kappa: 0, binarySearchSteps: 1, initialConst: 10, subset: gpu ? 1000 : 3 },
-      { kind: 'pgd', norm: 'linf', eps: [1], iterations: gpu ? 40 : 10, stepSize: 0.1, randomStart: false, subset: gpu ? 1000 : 10 },
-      // The classifier's randomness as a threat model: fresh draws on every call, and EOT over 20 draws per gradient.
-      { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 20, noise: { kind: 'fresh' } },
-      { kind: 'pgd', norm: 'linf', eps: [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? 1000 : 5, noise: { kind: 'expectation', draws: 20 } },
-      { kind: 'deepfool', p: [2], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 10, noise: { kind: 'fresh' } },
-      { kind: 'deepfool', p: [2], maxIterations: 50, overshoot: 0.02, subset: gpu ? 200 : 2, noise: { kind: 'expectation', draws: 20 } },
-      // The reference's estimator (independent draws per class) under the headline attacks, on the same images.
-      { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3], subset: gpu ? undefined : 100, estimator: 'independent' },
-      { kind: 'pgd', norm: 'linf', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 40 : 10, stepSize: 0.01, randomStart: true, subset: gpu ? undefined : 20, estimator: 'independent' },
-      { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: gpu ? 1000 : 10, estimator: 'independent' },
-    ],
-    detection: { trainImages: gpu ? 10_000 : 1000, falsePositiveRate: 0.05 },
+    attacks: attacks.map((a) => Object.fromEntries(Object.entries(a).filter(([, v]) => v !== undefined)) as AttackSpec),
+    detection: { trainImages: gpu ? 10_000 : 400, falsePositiveRate: 0.05 },
     gridImages: 6,
   };
 }

@@ -164,7 +164,12 @@ export function planStudy(cfg: StudyConfig, models = planModels(cfg)): StudyPlan
     const baseOf = (v: Variant) => ({ model: m.name, weights: m.weights, estimator: estimatorName(v.estimator), samples: cfg.samples, noise: v.noise, seed: cfg.seed, batchSize: cfg.batchSize });
     for (const variant of variants) {
       const key = variantKey(variant);
-      for (const [kind, n] of [['clean-test', cfg.subset], ['clean-train', cfg.detection.trainImages]] as const) {
+      const own = key === variantKey(variantOf(undefined, cfg));
+      // Another classifier needs clean logits only on the images its attacks use; the detectors stay the study's
+      // own (fitted on training images), so only its clean test scores are its own.
+      const attacked = Math.max(0, ...cfg.attacks.filter((a) => variantKey(variantOf(a, cfg)) === key).map((a) => Math.min(a.subset ?? cfg.subset, cfg.subset)));
+      const sizes = own ? ([['clean-test', cfg.subset], ['clean-train', cfg.detection.trainImages]] as const) : ([['clean-test', attacked]] as const);
+      for (const [kind, n] of sizes) {
         for (const b of blocks(n, cfg.batchSize)) {
           const id = `${m.name}${key ? `-${key}` : ''}-${kind}-b${b.block}`;
           units.push({ id, model: m.name, kind, jobIds: [], variant, ...b, cost: CLEAN_COST * b.count, fingerprint: fingerprint({ ...baseOf(variant), kind, ...b }) });

@@ -202,8 +202,9 @@ function classifierTables(study: StudyResult): string[] {
     ...rows,
     '',
     ...(clean.length
-      ? ['Clean accuracy of the same models as those classifiers, on the study\'s test images:', '', '| model | classifier | clean accuracy |', '|---|---|---:|',
-        ...clean.flatMap((m) => [`| ${m.model.toUpperCase()} | the study's | ${pctN(m.cleanAccuracy, m.cleanCount)} |`, ...m.variants!.map((v) => `| ${m.model.toUpperCase()} | ${v.classifier} | ${pctN(v.cleanAccuracy, m.cleanCount)} |`)]), '']
+      ? ['Clean accuracy of the same models as those classifiers, on the first test images their attacks use:', '', '| model | classifier | clean accuracy |', '|---|---|---:|',
+        ...clean.flatMap((m) => [`| ${m.model.toUpperCase()} | the study's | ${pctN(m.cleanAccuracy, m.cleanCount)} |`, ...m.variants!.map((v) => `| ${m.model.toUpperCase()} | ${v.classifier} | ${pctN(v.cleanAccuracy, v.cleanCount)} |`)]), '',
+        "Detection of attacks on those classifiers uses the study's detectors (thresholds fitted on training images under the study's classifier).", '']
       : []),
   ];
 }

@@ -52,7 +52,7 @@ export interface ModelSummary {
   cleanCount: number;
   detectors: Detectors;
   /** Clean accuracy as the other classifiers some attack faces (another noise or estimator), on the same images. */
-  variants?: { key: string; classifier: string; cleanAccuracy: number }[];
+  variants?: { key: string; classifier: string; cleanAccuracy: number; cleanCount: number }[];
 }
 
 export interface StudyResult {
@@ -362,27 +362,31 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
   const jobs: JobResult[] = [];
   for (const m of plan.models.filter((m) => m.studied)) {
     // Clean predictions and detectors of each classifier (variant) this model is attacked as.
-    const clean = new Map<string, { logits: Float32Array; predictions: number[]; accuracy: number; detectors: Detectors }>();
+    // Detectors are fitted once, on the study's own classifier; other classifiers have clean test logits of their own.
+    const ownKey = variantKey(variantOf(undefined, cfg));
+    const logitsOf = (kind: Unit['kind'], key: string) => {
+      const units = unitsOf(m.name, (u) => u.kind === kind && variantKey(u.variant) === key);
+      const n = units.reduce((a, u) => a + u.count, 0);
+      const out = new Float32Array(n * 10);
+      for (const u of units) out.set(files.get(u.id)!.logits!, u.start * 10);
+      return { logits: out, n };
+    };
+    const detectors = fitDetectors(
+      { logits: logitsOf('clean-train', ownKey).logits, labels: train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 },
+      { falsePositiveRate: cfg.detection.falsePositiveRate },
+    );
+    const clean = new Map<string, { logits: Float32Array; predictions: number[]; accuracy: number; count: number }>();
     for (const key of new Set(unitsOf(m.name, (u) => u.kind === 'clean-test').map((u) => variantKey(u.variant)))) {
-      const logitsOf = (kind: Unit['kind'], n: number) => {
-        const out = new Float32Array(n * 10);
-        for (const u of unitsOf(m.name, (u) => u.kind === kind && variantKey(u.variant) === key)) out.set(files.get(u.id)!.logits!, u.start * 10);
-        return out;
-      };
-      const logits = logitsOf('clean-test', cfg.subset);
-      const detectors = fitDetectors(
-        { logits: logitsOf('clean-train', cfg.detection.trainImages), labels: train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 },
-        { falsePositiveRate: cfg.detection.falsePositiveRate },
-      );
-      const predictions = Array.from({ length: cfg.subset }, (_, i) => {
+      const { logits, n } = logitsOf('clean-test', key);
+      const predictions = Array.from({ length: n }, (_, i) => {
         let best = 0;
         for (let c = 1; c < 10; c++) if (logits[i * 10 + c] > logits[i * 10 + best]) best = c;
         return best;
       });
-      clean.set(key, { logits, predictions, accuracy: predictions.filter((p, i) => p === test.labels[i]).length / cfg.subset, detectors });
+      clean.set(key, { logits, predictions, accuracy: predictions.filter((p, i) => p === test.labels[i]).length / n, count: n });
     }
-    const own = clean.get(variantKey(variantOf(undefined, cfg)))!;
-    const variants = [...clean].filter(([key]) => key !== variantKey(variantOf(undefined, cfg)));
+    const own = clean.get(ownKey)!;
+    const variants = [...clean].filter(([key]) => key !== ownKey);
     const variantOfKey = (key: string) => plan.units.find((u) => variantKey(u.variant) === key)!.variant;
     models.push({
       model: m.name,
@@ -391,13 +395,13 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
       epoch: m.epoch,
       cleanAccuracy: own.accuracy,
       cleanCount: cfg.subset,
-      detectors: own.detectors,
-      ...(variants.length ? { variants: variants.map(([key, c]) => ({ key, classifier: describeVariant(variantOfKey(key)), cleanAccuracy: c.accuracy })) } : {}),
+      detectors,
+      ...(variants.length ? { variants: variants.map(([key, c]) => ({ key, classifier: describeVariant(variantOfKey(key)), cleanAccuracy: c.accuracy, cleanCount: c.count })) } : {}),
     });
     opts.log(`${m.name} (${modelStructure(m.name).factorisation}, epoch ${m.epoch}): clean accuracy ${(100 * own.accuracy).toFixed(2)}% on ${cfg.subset} test images`);
 
     for (const job of plan.jobs.filter((j) => j.model === m.name)) {
-      const { logits: cleanLogits, predictions: cleanPred, detectors } = clean.get(variantKey(job.variant))!;
+      const { logits: cleanLogits, predictions: cleanPred } = clean.get(variantKey(job.variant))!;
       const units = unitsOf(m.name, (u) => u.jobIds.includes(job.id));
       const results: ImageResults = { labels: [], cleanPredictions: [], adversarialPredictions: [], l2: [], linf: [], xNorm: [] };
       const queries: number[] = [];
