@@ -214,9 +214,9 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     expect(study.jobs.map((j) => [j.id, j.variant])).toEqual([
       ['gfz-fgs-eps0.1', ''],
       ['gfz-fgs-eps0.1-indep', 'indep'],
-      ['gfz-pgd-linf-eps0.1', ''],
-      ['gfz-pgd-linf-eps0.1-fresh', 'fresh'],
-      ['gfz-pgd-linf-eps0.1-eot2', 'eot2'],
+      ['gfz-pgd-linf-eps0.1-it2', ''],
+      ['gfz-pgd-linf-eps0.1-it2-fresh', 'fresh'],
+      ['gfz-pgd-linf-eps0.1-it2-eot2', 'eot2'],
       ['gfz-cw-l2-bs2-it5', ''],
     ]);
     // CW's curve: accuracy within an L2 budget falls with the budget to the accuracy under the attack.

@@ -108,9 +108,9 @@ export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: 
     case 'fgs':
       return spec.eps.map((eps) => job(`${model}-fgs-eps${eps}`, `eps=${eps}`, { eps }));
     case 'pgd':
-      return spec.eps.map((eps) => job(`${model}-pgd-${spec.norm}-eps${eps}`, `eps=${eps} ${spec.norm}, ${spec.iterations} it`, { eps }));
+      return spec.eps.map((eps) => job(`${model}-pgd-${spec.norm}-eps${eps}-it${spec.iterations}`, `eps=${eps} ${spec.norm}, ${spec.iterations} it`, { eps }));
     case 'mim':
-      return spec.eps.map((eps) => job(`${model}-mim-linf-eps${eps}`, `eps=${eps}, ${spec.iterations} it`, { eps }));
+      return spec.eps.map((eps) => job(`${model}-mim-linf-eps${eps}-it${spec.iterations}`, `eps=${eps}, ${spec.iterations} it`, { eps }));
     case 'deepfool': {
       const foolbox = spec.variant === 'foolbox';
       const candidates = foolbox && spec.candidates !== undefined ? `, ${spec.candidates} candidates` : '';
