@@ -205,6 +205,7 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
         { ...pgd, noise: { kind: 'fresh' } },
         { ...pgd, noise: { kind: 'expectation', draws: 2 }, subset: 2 },
         { kind: 'cw', iterations: 5, lr: 0.1, kappa: 0, binarySearchSteps: 2, initialConst: 1, subset: 2 },
+        { kind: 'adaptive', detector: 'kl', lambda: [0, 5], eps: 0.1, iterations: 2, stepSize: 0.05, subset: 2 },
       ],
       detection: { trainImages: 40, falsePositiveRate: 0.2 },
       gridImages: 1,
@@ -218,7 +219,10 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
       ['gfz-pgd-linf-eps0.1-it2-fresh', 'fresh'],
       ['gfz-pgd-linf-eps0.1-it2-eot2', 'eot2'],
       ['gfz-cw-l2-bs2-it5', ''],
+      ['gfz-adaptive-kl-eps0.1-it2-lambda0', ''],
+      ['gfz-adaptive-kl-eps0.1-it2-lambda5', ''],
     ]);
+    expect(study.jobs.slice(6).map((j) => [j.detector, j.lambda])).toEqual([['kl', 0], ['kl', 5]]);
     // CW's curve: accuracy within an L2 budget falls with the budget to the accuracy under the attack.
     const cwJob = study.jobs[5];
     const curve = [0, 0.5, 1, 2, 4, 1e9].map((r) => accuracyAtL2(cwJob, r));
@@ -230,6 +234,8 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     await writeReport(study, out, 'test');
     const md = readFileSync(join(out, 'report.md'), 'utf8');
     expect(md).toContain('## Carlini–Wagner L2');
+    expect(md).toMatch(/## Adaptive attacks on the detectors[\s\S]*\| GFZ \| kl \| PGD eps=0.1, 2 it \| [0-9.–]+%? \/ [0-9.]+% \/ [0-9.]+% \(\d of 2 fooled\) \|/);
+    expect(md).toContain('## Protocol checks');
     expect(md).toMatch(/\| GFZ \| kappa=0, 5 it, 2 search steps from c=1 \| 2 \|/);
     expect(readFileSync(join(out, 'accuracy-vs-l2.svg'), 'utf8')).toMatch(/^<svg/);
     const section = md.split('## The classifier under attack')[1].split('\n## ')[0];

@@ -22,6 +22,7 @@ export type AttackSpec = ClassifierVariant &
     | { kind: 'square'; norm: 'linf' | 'l2'; eps: number[]; queryBudget: number; subset?: number }
     | { kind: 'transfer'; from: string; eps: number[]; subset?: number }
     | { kind: 'cw'; iterations: number; lr: number; kappa: number; binarySearchSteps: number; initialConst: number; abortEarly?: boolean; subset?: number }
+    | { kind: 'adaptive'; detector: 'marginal' | 'logit' | 'kl'; lambda: number[]; eps: number; iterations: number; stepSize: number; margin?: number; subset?: number }
   );
 
 export interface StudyConfig {
@@ -74,6 +75,8 @@ export function defaultConfig(gpu: boolean): StudyConfig {
     pgd([0.05], gpu ? 80 : 20, n(1000, 10)),
     cw(gpu ? 2000 : 100, 1, 10, n(1000, 2)),
     pgd([1], gpu ? 40 : 10, n(1000, 5), { stepSize: 0.1, randomStart: false }),
+    // Detection-aware PGD against each detector, lambda swept (0: the same PGD without the penalty, on the same images).
+    ...(['marginal', 'logit', 'kl'] as const).map((detector): AttackSpec => ({ kind: 'adaptive', detector, lambda: gpu ? [0, 0.1, 1, 10] : [0, 10], eps: 0.05, iterations: gpu ? 40 : 10, stepSize: 0.01, subset: n(1000, 5) })),
     // The classifier's randomness as a threat model: fresh draws on every call, and EOT over 20 draws per gradient.
     pgd([0.05], gpu ? 40 : 10, n(1000, 10), { noise: { kind: 'fresh' } }),
     pgd([0.05], gpu ? 40 : 10, n(1000, 2), { noise: { kind: 'expectation', draws: 20 } }),
@@ -100,7 +103,7 @@ export function defaultConfig(gpu: boolean): StudyConfig {
   };
 }
 
-const ATTACK_KINDS = ['fgs', 'pgd', 'mim', 'deepfool', 'square', 'transfer', 'cw'];
+const ATTACK_KINDS = ['fgs', 'pgd', 'mim', 'deepfool', 'square', 'transfer', 'cw', 'adaptive'];
 
 /** Validates a config, naming the first bad field. */
 export function checkConfig(cfg: StudyConfig): StudyConfig {
@@ -131,7 +134,7 @@ export function checkConfig(cfg: StudyConfig): StudyConfig {
     if (!ATTACK_KINDS.includes(a.kind)) fail(`${where}: unknown attack (expected one of ${ATTACK_KINDS.join(', ')})`);
     if (a.subset !== undefined) posInt(a.subset, `${where}.subset`);
     checkVariant(a, `${where}.`);
-    if ('eps' in a) for (const e of a.eps) if (!(e >= 0) || !Number.isFinite(e)) fail(`${where}: eps must be finite and >= 0, got ${e}`);
+    if ('eps' in a && Array.isArray(a.eps)) for (const e of a.eps) if (!(e >= 0) || !Number.isFinite(e)) fail(`${where}: eps must be finite and >= 0, got ${e}`);
     if (a.kind === 'deepfool') {
       for (const p of a.p) if (p !== 'inf' && !(typeof p === 'number' && p > 1)) fail(`${where}: p must be > 1 or 'inf', got ${p}`);
       if (a.variant !== undefined && a.variant !== 'box' && a.variant !== 'foolbox') fail(`${where}: variant must be 'box' or 'foolbox', got ${JSON.stringify(a.variant)}`);
@@ -140,6 +143,12 @@ export function checkConfig(cfg: StudyConfig): StudyConfig {
     if (a.kind === 'transfer' && !(MODEL_NAMES as readonly string[]).includes(a.from)) fail(`${where}: unknown substitute model '${a.from}'`);
     if (a.kind === 'pgd' || a.kind === 'mim') posInt(a.iterations, `${where}.iterations`);
     if (a.kind === 'square') posInt(a.queryBudget, `${where}.queryBudget`);
+    if (a.kind === 'adaptive') {
+      if (!['marginal', 'logit', 'kl'].includes(a.detector)) fail(`${where}: unknown detector ${JSON.stringify(a.detector)} (expected marginal, logit or kl)`);
+      if (!Array.isArray(a.lambda) || a.lambda.length === 0 || a.lambda.some((l) => !(l >= 0 && Number.isFinite(l)))) fail(`${where}: lambda must be a non-empty list of finite numbers >= 0, got ${JSON.stringify(a.lambda)}`);
+      if (!(a.eps >= 0 && Number.isFinite(a.eps))) fail(`${where}: eps must be finite and >= 0, got ${a.eps}`);
+      posInt(a.iterations, `${where}.iterations`);
+    }
     if (a.kind === 'cw') {
       posInt(a.iterations, `${where}.iterations`);
       posInt(a.binarySearchSteps, `${where}.binarySearchSteps`);

@@ -41,6 +41,8 @@ export interface JobInfo {
   setting: string;
   eps?: number;
   p?: number | 'inf';
+  /** The detector penalty's weight (adaptive attacks). */
+  lambda?: number;
   /** Test images attacked: the first `subset`. */
   subset: number;
   specIndex: number;
@@ -120,6 +122,8 @@ export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: 
       return spec.eps.map((eps) => job(`${model}-square-${spec.norm}-eps${eps}`, `eps=${eps} ${spec.norm}, ${spec.queryBudget} queries`, { eps }));
     case 'cw':
       return [job(`${model}-cw-l2-bs${spec.binarySearchSteps}-it${spec.iterations}`, `kappa=${spec.kappa}, ${spec.iterations} it, ${spec.binarySearchSteps} search step${spec.binarySearchSteps > 1 ? 's' : ''} from c=${spec.initialConst}`, {})];
+    case 'adaptive':
+      return spec.lambda.map((lambda) => job(`${model}-adaptive-${spec.detector}-eps${spec.eps}-it${spec.iterations}-lambda${lambda}`, `PGD eps=${spec.eps}, ${spec.iterations} it, against ${spec.detector}, lambda=${lambda}`, { eps: spec.eps, lambda }));
     case 'transfer':
       return model === spec.from ? [] : spec.eps.map((eps) => job(`${model}-transfer-from-${spec.from}-eps${eps}`, `FGS eps=${eps} crafted on ${spec.from}`, { eps }));
   }
@@ -143,6 +147,8 @@ function costPerImage(spec: AttackSpec, jobs: number): number {
       return 0.3 * spec.queryBudget * draws(spec);
     case 'cw':
       return spec.iterations * spec.binarySearchSteps * draws(spec);
+    case 'adaptive':
+      return spec.iterations * draws(spec);
   }
 }
 

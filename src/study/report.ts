@@ -46,7 +46,7 @@ function detectionTable(jobs: JobResult[]): string {
 /** One representative job per attack kind for the ROC plots and image grids (the middle setting). */
 function representativeJobs(jobs: JobResult[]): JobResult[] {
   const byKind = new Map<string, JobResult[]>();
-  for (const j of jobs.filter((j) => !j.variant)) byKind.set(j.attack, [...(byKind.get(j.attack) ?? []), j]);
+  for (const j of jobs.filter((j) => !j.variant && j.attack !== 'adaptive')) byKind.set(j.attack, [...(byKind.get(j.attack) ?? []), j]);
   return [...byKind.values()].map((list) => list[Math.floor((list.length - 1) / 2)]);
 }
 
@@ -240,6 +240,40 @@ function l2Section(study: StudyResult): string[] {
   ];
 }
 
+/** Each detector against PGD that knows it: lambda = 0 is the same PGD without the penalty, on the same images. */
+function adaptiveSection(study: StudyResult): string[] {
+  const jobs = study.jobs.filter((j) => j.attack === 'adaptive');
+  if (jobs.length === 0) return [];
+  const order = groupOrder(study.models.map((m) => m.model));
+  const lambdas = [...new Set(jobs.map((j) => j.lambda!))].sort((a, b) => a - b);
+  const rows: string[] = [];
+  for (const m of order)
+    for (const d of DETECTORS) {
+      const own = jobs.filter((j) => j.model === m && j.detector === d);
+      if (own.length === 0) continue;
+      const cells = lambdas.map((l) => {
+        const j = own.find((j) => j.lambda === l);
+        if (!j) return '–';
+        const r = j.detection.detectors[d];
+        return `${pct(r.detectionRate)} / ${pct(r.falsePositiveRate)} / ${pct(r.accuracyWithDetection)} (${j.detection.successful} of ${j.metrics.count} fooled)`;
+      });
+      rows.push(`| ${m.toUpperCase()} | ${d} | ${own[0].setting.split(', against')[0]} | ${cells.join(' | ')} |`);
+    }
+  return [
+    '## Adaptive attacks on the detectors',
+    '',
+    'PGD on the cross-entropy minus λ times how far the attacked detector\'s statistic is past its threshold (aiming half',
+    "a standard deviation inside it); λ = 0 is the same PGD unaware of the detector, on the same images. Each cell: the",
+    'detector\'s detection rate on successful adversarial examples / its false-positive rate on clean test images /',
+    'accuracy counting a detected attack as caught.',
+    '',
+    `| model | detector | attack | ${lambdas.map((l) => `λ = ${l}`).join(' | ')} |`,
+    `|---|---|---|${lambdas.map(() => '---:').join('|')}|`,
+    ...rows,
+    '',
+  ];
+}
+
 /** Carlini et al.'s checks, computed: each row passes or is flagged. */
 function checksSection(study: StudyResult): string[] {
   const c = protocolChecks(study.jobs);
@@ -359,6 +393,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     ...sideBySide(study),
     ...classifierTables(study),
     ...l2Section(study),
+    ...adaptiveSection(study),
     ...checksSection(study),
     '## Attacks',
     '',

@@ -14,6 +14,7 @@ import { fgsDirection, fgsStep, iterativeAttack, perturbationNorms } from '../at
 import { deepfool } from '../attacks/deepfool.js';
 import { squareAttack } from '../attacks/square.js';
 import { cw } from '../attacks/cw.js';
+import { adaptivePgd } from '../attacks/adaptive.js';
 import { fitDetectors, detectionReport, type Detectors, type DetectionReport } from '../attacks/detection.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { Progress } from '../progress.js';
@@ -29,6 +30,9 @@ export interface JobResult {
   setting: string;
   eps?: number;
   p?: number | 'inf';
+  /** Adaptive attacks: the detector attacked and the penalty's weight. */
+  detector?: string;
+  lambda?: number;
   results: ImageResults;
   metrics: AttackMetrics;
   detection: DetectionReport;
@@ -157,6 +161,7 @@ async function craft(
   y: Tensor,
   cfg: StudyConfig,
   progress: (status: string) => void,
+  ctx: UnitContext,
 ): Promise<{ adversarial: Tensor; queries?: ArrayLike<number> }[]> {
   const seed = cfg.seed * 1_000_003 + unit.block;
   switch (spec.kind) {
@@ -193,12 +198,26 @@ async function craft(
       const r = await squareAttack(clf, x, y, { norm: spec.norm, eps: jobs[0].eps!, queryBudget: spec.queryBudget, seed });
       return [{ adversarial: r.adversarial, queries: r.queries }];
     }
+    case 'adaptive': {
+      const detectors = await ctx.detectorsOf(unit.model);
+      const lambda = jobs[0].lambda!;
+      const adversarial = await adaptivePgd(clf, x, y, detectors, {
+        detector: spec.detector, lambda, eps: spec.eps, iterations: spec.iterations, stepSize: spec.stepSize, margin: spec.margin, seed,
+        onIteration: (it) => progress(`iteration ${it}/${spec.iterations}`),
+      });
+      return [{ adversarial }];
+    }
     case 'cw': {
       const { iterations, lr, kappa, binarySearchSteps, initialConst, abortEarly } = spec;
       const r = await cw(clf, x, y, { iterations, lr, kappa, binarySearchSteps, initialConst, abortEarly, onIteration: (step, it) => progress(`search step ${step + 1}/${binarySearchSteps}, iteration ${it + 1}/${iterations}`) });
       return [{ adversarial: r.adversarial }];
     }
   }
+}
+
+/** What a unit may need beyond its own block: the fitted detectors, for attacks on them. */
+interface UnitContext {
+  detectorsOf: (model: string) => Promise<Detectors>;
 }
 
 /** A unit's classifier of a model (its own, or a transfer substitute), with the unit's variant and noise stream. */
@@ -211,6 +230,7 @@ async function computeUnit(
   data: { test: FashionMnistSplit; train: FashionMnistSplit },
   classifierOf: ClassifierFactory,
   progress: (status: string) => void,
+  ctx: UnitContext,
 ): Promise<UnitFile> {
   const started = performance.now();
   const clf = classifierOf(unit.model, unit);
@@ -225,7 +245,7 @@ async function computeUnit(
   const spec = cfg.attacks[unit.specIndex!];
   const jobs = unit.jobIds.map((id) => plan.jobs.find((j) => j.id === id)!);
   const { x, y } = batchTensors(data.test, rows);
-  const crafted = await craft(unit, spec, jobs, clf, classifierOf, x, y, cfg, progress);
+  const crafted = await craft(unit, spec, jobs, clf, classifierOf, x, y, cfg, progress, ctx);
   const out: Record<string, AttackBlock> = {};
   const gridRows = Math.max(0, Math.min(unit.count, cfg.gridImages - unit.start));
   for (const [k, job] of jobs.entries()) {
@@ -275,6 +295,28 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
   for (const m of plan.models.filter((m) => needed.has(m.name))) loaded.set(m.name, loadModel(m.checkpoint, { model: m.name, preset: cfg.preset }).model);
   const classifierOf: ClassifierFactory = (model, unit, role) =>
     inBlocks(bayesClassifier(loaded.get(model)!, { samples: cfg.samples, noise: noiseMode(unit.variant.noise, cfg, role ? `${unit.id}/${role}` : unit.id), estimator: unit.variant.estimator }), cfg.batchSize);
+  // Attacks on the detectors need them fitted: from the clean training units' files, computing (and writing) any
+  // that are missing, so a share that holds such an attack does not wait on another share.
+  const fitted = new Map<string, Detectors>();
+  const ctx: UnitContext = {
+    detectorsOf: async (model) => {
+      if (!fitted.has(model)) {
+        const own = variantKey(variantOf(undefined, cfg));
+        const trainUnits = plan.units.filter((u) => u.model === model && u.kind === 'clean-train' && variantKey(u.variant) === own);
+        const logits = new Float32Array(cfg.detection.trainImages * 10);
+        for (const u of trainUnits) {
+          let file = readUnit(opts.out, u);
+          if (!file) {
+            file = await computeUnit(u, plan, cfg, data, classifierOf, () => {}, ctx);
+            writeFileAtomic(unitPath(opts.out, u.id), JSON.stringify(file));
+          }
+          logits.set(file.logits!, u.start * 10);
+        }
+        fitted.set(model, fitDetectors({ logits, labels: data.train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 }, { falsePositiveRate: cfg.detection.falsePositiveRate }));
+      }
+      return fitted.get(model)!;
+    },
+  };
   try {
     // The bar counts estimated work (gradient-equivalents), not images: a DeepFool image costs fifty FGS ones, and
     // an ETA from images would be off by that much.
@@ -286,7 +328,7 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
       bar.setStatus(`${done}/${images} img, ${unit.id}`);
       // Iterative attacks report inside the block: DeepFool and CW may iterate for minutes on one.
       const within = (status: string) => bar.setStatus(`${done}/${images} img, ${unit.id}: ${status}`);
-      writeFileAtomic(unitPath(opts.out, unit.id), JSON.stringify(await computeUnit(unit, plan, cfg, data, classifierOf, within)));
+      writeFileAtomic(unitPath(opts.out, unit.id), JSON.stringify(await computeUnit(unit, plan, cfg, data, classifierOf, within, ctx)));
       done += unit.count;
       bar.tick(work(unit), `${done}/${images} img`);
     }
@@ -437,6 +479,7 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
       });
       jobs.push({
         id: job.id, model: m.name, attack: job.attack, setting: job.setting, eps: job.eps, p: job.p,
+        ...(job.lambda !== undefined ? { lambda: job.lambda, detector: (cfg.attacks[job.specIndex] as { detector: string }).detector } : {}),
         variant: variantKey(job.variant) === variantKey(variantOf(undefined, cfg)) ? '' : variantKey(job.variant) || 'fixed',
         classifier: describeVariant(job.variant),
         results, metrics, detection, grid, seconds, fingerprint: fingerprint(units.map((u) => u.fingerprint)),
