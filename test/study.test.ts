@@ -206,6 +206,8 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
         { ...pgd, noise: { kind: 'expectation', draws: 2 }, subset: 2 },
         { kind: 'cw', iterations: 5, lr: 0.1, kappa: 0, binarySearchSteps: 2, initialConst: 1, subset: 2 },
         { kind: 'adaptive', detector: 'kl', lambda: [0, 5], eps: 0.1, iterations: 2, stepSize: 0.05, subset: 2 },
+        { kind: 'hopskipjump', queryBudget: 40, subset: 2 },
+        { kind: 'substitute', train: 40, epochs: 2, eps: [0.1], iterations: 2, stepSize: 0.05, cw: { iterations: 3, binarySearchSteps: 1, initialConst: 1 }, subset: 2 },
       ],
       detection: { trainImages: 40, falsePositiveRate: 0.2 },
       gridImages: 1,
@@ -221,8 +223,18 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
       ['gfz-cw-l2-bs2-it5', ''],
       ['gfz-adaptive-kl-eps0.1-it2-lambda0', ''],
       ['gfz-adaptive-kl-eps0.1-it2-lambda5', ''],
+      ['gfz-hopskipjump-l2-q40', ''],
+      ['gfz-substitute-pgd-eps0.1-it2', ''],
+      ['gfz-substitute-mim-eps0.1-it2', ''],
+      ['gfz-substitute-cw-it3', ''],
     ]);
-    expect(study.jobs.slice(6).map((j) => [j.detector, j.lambda])).toEqual([['kl', 0], ['kl', 5]]);
+    for (const q of study.jobs[8].results.queries!) expect(q).toBeLessThanOrEqual(40);
+    const sub = study.models[0].substitutes![0];
+    expect(sub.trainImages).toBe(40);
+    expect(sub.testAgreement).toBeGreaterThanOrEqual(0);
+    expect(sub.testAgreement).toBeLessThanOrEqual(1);
+    for (const j of study.jobs.slice(9, 11)) for (const v of j.results.linf) expect(v).toBeLessThanOrEqual(0.1 + 1e-6);
+    expect(study.jobs.slice(6, 8).map((j) => [j.detector, j.lambda])).toEqual([['kl', 0], ['kl', 5]]);
     // CW's curve: accuracy within an L2 budget falls with the budget to the accuracy under the attack.
     const cwJob = study.jobs[5];
     const curve = [0, 0.5, 1, 2, 4, 1e9].map((r) => accuracyAtL2(cwJob, r));
@@ -233,10 +245,12 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     expect(study.models[0].variants!.map((v) => v.classifier)).toEqual(['fixed noise, independent draws', 'fresh noise, shared draws', 'EOT over 2 draws, shared draws']);
     await writeReport(study, out, 'test');
     const md = readFileSync(join(out, 'report.md'), 'utf8');
-    expect(md).toContain('## Carlini–Wagner L2');
+    expect(md).toContain('## Minimal L2 attacks');
+    expect(md).toMatch(/\| GFZ \| HopSkipJump \| L2, hard-label, 40 queries \| 2 \|/);
+    expect(md).toMatch(/## Substitute black-box attacks[\s\S]*\| GFZ \| 40 images, 2 epochs \| [0-9.]+% \| [0-9.]+% \[/);
     expect(md).toMatch(/## Adaptive attacks on the detectors[\s\S]*\| GFZ \| kl \| PGD eps=0.1, 2 it \| [0-9.–]+%? \/ [0-9.]+% \/ [0-9.]+% \(\d of 2 fooled\) \|/);
     expect(md).toContain('## Protocol checks');
-    expect(md).toMatch(/\| GFZ \| kappa=0, 5 it, 2 search steps from c=1 \| 2 \|/);
+    expect(md).toMatch(/\| GFZ \| CW \| kappa=0, 5 it, 2 search steps from c=1 \| 2 \|/);
     expect(readFileSync(join(out, 'accuracy-vs-l2.svg'), 'utf8')).toMatch(/^<svg/);
     const section = md.split('## The classifier under attack')[1].split('\n## ')[0];
     const rows = section.split('\n').filter((l) => l.startsWith('| GFZ | FGS') || l.startsWith('| GFZ | PGD'));

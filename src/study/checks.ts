@@ -85,7 +85,7 @@ export function protocolChecks(jobs: JobResult[]): ProtocolChecks {
 
   const blackBox: BlackBoxCheck[] = [];
   const white = jobs.filter((j) => (j.attack === 'pgd' || j.attack === 'mim' || j.attack === 'fgs') && !j.variant && j.eps !== undefined && !j.setting.includes('l2'));
-  for (const black of jobs.filter((j) => (j.attack === 'square' || j.attack === 'transfer') && !j.variant && j.eps !== undefined && !j.setting.includes(' l2'))) {
+  for (const black of jobs.filter((j) => (j.attack === 'square' || j.attack === 'transfer' || j.attack === 'substitute') && !j.variant && j.eps !== undefined && !j.setting.includes(' l2'))) {
     // The strongest white-box attack at the same budget on the same model.
     const rivals = white.filter((w) => w.model === black.model && w.eps === black.eps);
     if (rivals.length === 0) continue;

@@ -22,6 +22,19 @@ export type AttackSpec = ClassifierVariant &
     | { kind: 'square'; norm: 'linf' | 'l2'; eps: number[]; queryBudget: number; subset?: number }
     | { kind: 'transfer'; from: string; eps: number[]; subset?: number }
     | { kind: 'cw'; iterations: number; lr: number; kappa: number; binarySearchSteps: number; initialConst: number; abortEarly?: boolean; subset?: number }
+    | {
+        kind: 'substitute';
+        /** Victim-labelled training images the substitute is fitted to (the first n, at most detection.trainImages). */
+        train: number;
+        epochs: number;
+        eps: number[];
+        iterations: number;
+        stepSize: number;
+        /** CW crafted on the substitute too, when given. */
+        cw?: { iterations: number; binarySearchSteps: number; initialConst: number };
+        subset?: number;
+      }
+    | { kind: 'hopskipjump'; queryBudget: number; subset?: number }
     | { kind: 'adaptive'; detector: 'marginal' | 'logit' | 'kl'; lambda: number[]; eps: number; iterations: number; stepSize: number; margin?: number; subset?: number }
   );
 
@@ -75,6 +88,10 @@ export function defaultConfig(gpu: boolean): StudyConfig {
     pgd([0.05], gpu ? 80 : 20, n(1000, 10)),
     cw(gpu ? 2000 : 100, 1, 10, n(1000, 2)),
     pgd([1], gpu ? 40 : 10, n(1000, 5), { stepSize: 0.1, randomStart: false }),
+    // A hard-label attack: HopSkipJump (L2), which sees only the predicted class.
+    { kind: 'hopskipjump', queryBudget: gpu ? 5000 : 500, subset: n(1000, 3) },
+    // The reference's black-box setting: a plain CNN fitted to the victim's labels, PGD, MIM and CW crafted on it.
+    { kind: 'substitute', train: gpu ? 10_000 : 400, epochs: gpu ? 20 : 10, eps: [0.05, 0.1], iterations: gpu ? 40 : 10, stepSize: 0.01, cw: { iterations: gpu ? 1000 : 50, binarySearchSteps: 1, initialConst: 10 }, subset: n(1000, 20) },
     // Detection-aware PGD against each detector, lambda swept (0: the same PGD without the penalty, on the same images).
     ...(['marginal', 'logit', 'kl'] as const).map((detector): AttackSpec => ({ kind: 'adaptive', detector, lambda: gpu ? [0, 0.1, 1, 10] : [0, 10], eps: 0.05, iterations: gpu ? 40 : 10, stepSize: 0.01, subset: n(1000, 5) })),
     // The classifier's randomness as a threat model: fresh draws on every call, and EOT over 20 draws per gradient.
@@ -103,7 +120,7 @@ export function defaultConfig(gpu: boolean): StudyConfig {
   };
 }
 
-const ATTACK_KINDS = ['fgs', 'pgd', 'mim', 'deepfool', 'square', 'transfer', 'cw', 'adaptive'];
+const ATTACK_KINDS = ['fgs', 'pgd', 'mim', 'deepfool', 'square', 'transfer', 'cw', 'adaptive', 'substitute', 'hopskipjump'];
 
 /** Validates a config, naming the first bad field. */
 export function checkConfig(cfg: StudyConfig): StudyConfig {
@@ -143,6 +160,13 @@ export function checkConfig(cfg: StudyConfig): StudyConfig {
     if (a.kind === 'transfer' && !(MODEL_NAMES as readonly string[]).includes(a.from)) fail(`${where}: unknown substitute model '${a.from}'`);
     if (a.kind === 'pgd' || a.kind === 'mim') posInt(a.iterations, `${where}.iterations`);
     if (a.kind === 'square') posInt(a.queryBudget, `${where}.queryBudget`);
+    if (a.kind === 'hopskipjump') posInt(a.queryBudget, `${where}.queryBudget`);
+    if (a.kind === 'substitute') {
+      posInt(a.train, `${where}.train`);
+      posInt(a.epochs, `${where}.epochs`);
+      posInt(a.iterations, `${where}.iterations`);
+      if (a.train > cfg.detection.trainImages) fail(`${where}: train (${a.train}) exceeds detection.trainImages (${cfg.detection.trainImages}), whose victim logits label the substitute's data`);
+    }
     if (a.kind === 'adaptive') {
       if (!['marginal', 'logit', 'kl'].includes(a.detector)) fail(`${where}: unknown detector ${JSON.stringify(a.detector)} (expected marginal, logit or kl)`);
       if (!Array.isArray(a.lambda) || a.lambda.length === 0 || a.lambda.some((l) => !(l >= 0 && Number.isFinite(l)))) fail(`${where}: lambda must be a non-empty list of finite numbers >= 0, got ${JSON.stringify(a.lambda)}`);

@@ -43,6 +43,8 @@ export interface JobInfo {
   p?: number | 'inf';
   /** The detector penalty's weight (adaptive attacks). */
   lambda?: number;
+  /** What a substitute attack crafts on the substitute. */
+  method?: 'pgd' | 'mim' | 'cw';
   /** Test images attacked: the first `subset`. */
   subset: number;
   specIndex: number;
@@ -53,7 +55,7 @@ export interface Unit {
   /** File stem under <out>/jobs/. */
   id: string;
   model: string;
-  kind: 'clean-test' | 'clean-train' | 'attack';
+  kind: 'clean-test' | 'clean-train' | 'attack' | 'substitute';
   /** Jobs whose results for this block the unit computes (attack units). */
   jobIds: string[];
   specIndex?: number;
@@ -122,6 +124,18 @@ export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: 
       return spec.eps.map((eps) => job(`${model}-square-${spec.norm}-eps${eps}`, `eps=${eps} ${spec.norm}, ${spec.queryBudget} queries`, { eps }));
     case 'cw':
       return [job(`${model}-cw-l2-bs${spec.binarySearchSteps}-it${spec.iterations}`, `kappa=${spec.kappa}, ${spec.iterations} it, ${spec.binarySearchSteps} search step${spec.binarySearchSteps > 1 ? 's' : ''} from c=${spec.initialConst}`, {})];
+    case 'hopskipjump':
+      return [job(`${model}-hopskipjump-l2-q${spec.queryBudget}`, `L2, hard-label, ${spec.queryBudget} queries`, {})];
+    case 'substitute': {
+      const crafted = `on a substitute CNN (${spec.train} victim-labelled images, ${spec.epochs} epochs)`;
+      return [
+        ...spec.eps.flatMap((eps) => [
+          job(`${model}-substitute-pgd-eps${eps}-it${spec.iterations}`, `PGD eps=${eps} linf, ${spec.iterations} it, ${crafted}`, { eps, method: 'pgd' }),
+          job(`${model}-substitute-mim-eps${eps}-it${spec.iterations}`, `MIM eps=${eps}, ${spec.iterations} it, ${crafted}`, { eps, method: 'mim' }),
+        ]),
+        ...(spec.cw ? [job(`${model}-substitute-cw-it${spec.cw.iterations}`, `CW L2, ${spec.cw.iterations} it, ${crafted}`, { method: 'cw' })] : []),
+      ];
+    }
     case 'adaptive':
       return spec.lambda.map((lambda) => job(`${model}-adaptive-${spec.detector}-eps${spec.eps}-it${spec.iterations}-lambda${lambda}`, `PGD eps=${spec.eps}, ${spec.iterations} it, against ${spec.detector}, lambda=${lambda}`, { eps: spec.eps, lambda }));
     case 'transfer':
@@ -149,6 +163,10 @@ function costPerImage(spec: AttackSpec, jobs: number): number {
       return spec.iterations * spec.binarySearchSteps * draws(spec);
     case 'adaptive':
       return spec.iterations * draws(spec);
+    case 'substitute':
+      return spec.cw ? spec.cw.iterations : spec.iterations;
+    case 'hopskipjump':
+      return 0.3 * spec.queryBudget * draws(spec);
   }
 }
 
@@ -189,6 +207,11 @@ export function planStudy(cfg: StudyConfig, models = planModels(cfg)): StudyPlan
       if (specJobs.length === 0) return;
       jobs.push(...specJobs);
       const substitute = spec.kind === 'transfer' ? { substitute: weightsOf.get(spec.from) } : {};
+      if (spec.kind === 'substitute') {
+        // The substitute itself: fitted once per model, read by every unit that crafts on it.
+        const b = { block: 0, start: 0, count: spec.train };
+        units.push({ id: `${m.name}-substitute-s${specIndex}`, model: m.name, kind: 'substitute', jobIds: [], specIndex, variant, ...b, cost: 0.05 * spec.epochs * spec.train, fingerprint: fingerprint({ ...base, spec, kind: 'substitute', trainImages: cfg.detection.trainImages, subset: cfg.subset }) });
+      }
       // An FGS sweep's settings share one gradient per block, so they form one unit; other settings are units of their own.
       const groups = spec.kind === 'fgs' || spec.kind === 'transfer' ? [specJobs] : specJobs.map((j) => [j]);
       for (const group of groups) {

@@ -223,22 +223,46 @@ export function accuracyAtL2(j: JobResult, r: number): number {
 
 /** Minimal-perturbation L2 attacks (CW): accuracy against an L2 budget, and the median L2 of successful examples. */
 function l2Section(study: StudyResult): string[] {
-  const jobs = study.jobs.filter((j) => j.attack === 'cw');
+  const jobs = study.jobs.filter((j) => j.attack === 'cw' || j.attack === 'hopskipjump');
   if (jobs.length === 0) return [];
   const order = groupOrder(study.models.map((m) => m.model));
   jobs.sort((a, b) => order.indexOf(a.model) - order.indexOf(b.model));
   return [
-    '## Carlini–Wagner L2',
+    '## Minimal L2 attacks: Carlini–Wagner (white-box) and HopSkipJump (hard-label)',
     '',
     'Accuracy when only adversarial examples within an L2 budget r count (correct before the attack, and not fooled',
     'within r), and the median ‖η‖₂ of the successful ones. An attack that finds the minimal perturbation drives',
     'the accuracy to 0 as r grows; where it stays above 0 the attack failed on those images.',
     '',
-    `| model | setting | n | ${L2_BUDGETS.map((r) => `r=${r}`).join(' | ')} | success rate | median L2 |`,
-    `|---|---|---:|${L2_BUDGETS.map(() => '---:').join('|')}|---:|---:|`,
-    ...jobs.map((j) => `| ${j.model.toUpperCase()} | ${j.setting} | ${j.metrics.count} | ${L2_BUDGETS.map((r) => pct(accuracyAtL2(j, r))).join(' | ')} | ${pctN(j.metrics.successRate, correctBefore(j))} | ${num(j.metrics.l2.median)} |`),
+    `| model | attack | setting | n | ${L2_BUDGETS.map((r) => `r=${r}`).join(' | ')} | success rate | median L2 | queries mean / median |`,
+    `|---|---|---|---:|${L2_BUDGETS.map(() => '---:').join('|')}|---:|---:|---:|`,
+    ...jobs.map((j) => `| ${j.model.toUpperCase()} | ${j.attack === 'cw' ? 'CW' : 'HopSkipJump'} | ${j.setting} | ${j.metrics.count} | ${L2_BUDGETS.map((r) => pct(accuracyAtL2(j, r))).join(' | ')} | ${pctN(j.metrics.successRate, correctBefore(j))} | ${num(j.metrics.l2.median)} | ${j.metrics.queries ? `${num(j.metrics.queries.mean, 0)} / ${num(j.metrics.queries.median, 0)}` : '–'} |`),
     '',
     '![accuracy against the L2 budget](accuracy-vs-l2.svg)',
+    '',
+  ];
+}
+
+/** The substitute black-box attack: how well the substitute imitates each model, and what its attacks do. */
+function substituteSection(study: StudyResult): string[] {
+  const withSub = study.models.filter((m) => m.substitutes?.length);
+  if (withSub.length === 0) return [];
+  const order = groupOrder(study.models.map((m) => m.model));
+  const jobs = study.jobs.filter((j) => j.attack === 'substitute').sort((a, b) => order.indexOf(a.model) - order.indexOf(b.model));
+  return [
+    '## Substitute black-box attacks',
+    '',
+    "The reference's black-box setting: a plain CNN (three 5×5 stride-2 convolutions, a dense layer) fitted to the",
+    "victim's own predictions on training images, never to the true labels; PGD, MIM and CW are crafted on it and",
+    'shown to the victim, which the attacker never queries for gradients.',
+    '',
+    '| model | substitute fitted on | agreement with the model (training images) | agreement (test images) |',
+    '|---|---|---:|---:|',
+    ...withSub.flatMap((m) => m.substitutes!.map((s) => `| ${m.model.toUpperCase()} | ${s.trainImages} images, ${s.epochs} epochs | ${pct(s.trainAgreement)} | ${pctN(s.testAgreement, s.testImages)} |`)),
+    '',
+    '| model | attack crafted on the substitute | accuracy | success rate |',
+    '|---|---|---:|---:|',
+    ...jobs.map((j) => `| ${j.model.toUpperCase()} | ${j.setting.split(', on a substitute')[0]} | ${pctN(j.metrics.adversarialAccuracy, j.metrics.count)} | ${pctN(j.metrics.successRate, correctBefore(j))} |`),
     '',
   ];
 }
@@ -352,10 +376,10 @@ export async function writeReport(study: StudyResult, out: string, command: stri
   write('accuracy-vs-eps.svg', await accuracyVsEps(study));
   write('rho-deepfool.svg', await rhoDistributions(study));
   write('models.svg', await modelsSideBySide(sideBySideValues(study)));
-  const l2Jobs = study.jobs.filter((j) => j.attack === 'cw');
+  const l2Jobs = study.jobs.filter((j) => j.attack === 'cw' || j.attack === 'hopskipjump');
   if (l2Jobs.length) {
     const steps = Array.from({ length: 41 }, (_, i) => i * 0.1);
-    write('accuracy-vs-l2.svg', await accuracyVsL2(l2Jobs.flatMap((j) => steps.map((r) => ({ model: j.model.toUpperCase(), setting: j.setting, r, accuracy: accuracyAtL2(j, r) })))));
+    write('accuracy-vs-l2.svg', await accuracyVsL2(l2Jobs.flatMap((j) => steps.map((r) => ({ model: j.model.toUpperCase(), setting: `${j.attack === 'cw' ? 'CW' : 'HopSkipJump'} ${j.setting}`, r, accuracy: accuracyAtL2(j, r) })))));
   }
   for (const m of study.models) {
     const shown = representativeJobs(study.jobs.filter((j) => j.model === m.model));
@@ -396,6 +420,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     ...sideBySide(study),
     ...classifierTables(study),
     ...l2Section(study),
+    ...substituteSection(study),
     ...adaptiveSection(study),
     ...checksSection(study),
     '## Attacks',

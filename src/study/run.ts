@@ -14,7 +14,9 @@ import { fgsDirection, fgsStep, iterativeAttack, perturbationNorms } from '../at
 import { deepfool } from '../attacks/deepfool.js';
 import { squareAttack } from '../attacks/square.js';
 import { cw } from '../attacks/cw.js';
+import { hopSkipJump } from '../attacks/hopskipjump.js';
 import { adaptivePgd } from '../attacks/adaptive.js';
+import { Substitute, trainSubstitute, SUBSTITUTE_DEFAULTS } from '../models/substitute.js';
 import { fitDetectors, detectionReport, type Detectors, type DetectionReport } from '../attacks/detection.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { Progress } from '../progress.js';
@@ -57,6 +59,8 @@ export interface ModelSummary {
   detectors: Detectors;
   /** Clean accuracy as the other classifiers some attack faces (another noise or estimator), on the same images. */
   variants?: { key: string; classifier: string; cleanAccuracy: number; cleanCount: number }[];
+  /** The black-box attacker's substitute CNN: how often it agrees with this model, on its training and test images. */
+  substitutes?: { trainImages: number; epochs: number; trainAgreement: number; testAgreement: number; testImages: number }[];
 }
 
 export interface StudyResult {
@@ -95,6 +99,8 @@ interface UnitFile {
   logits?: number[];
   /** Attack units: per job. */
   jobs?: Record<string, AttackBlock>;
+  /** Substitute units: the fitted weights, and how often it agrees with the victim. */
+  substitute?: { trainAgreement: number; testAgreement: number; testImages: number; state: Record<string, number[]> };
 }
 
 /**
@@ -198,6 +204,21 @@ async function craft(
       const r = await squareAttack(clf, x, y, { norm: spec.norm, eps: jobs[0].eps!, queryBudget: spec.queryBudget, seed });
       return [{ adversarial: r.adversarial, queries: r.queries }];
     }
+    case 'hopskipjump': {
+      const r = await hopSkipJump(clf, x, y, { queryBudget: spec.queryBudget, seed, onIteration: (it, active) => progress(`iteration ${it}, ${active} images still querying`) });
+      return [{ adversarial: r.adversarial, queries: r.queries }];
+    }
+    case 'substitute': {
+      const sub = await ctx.substituteOf(unit.model, unit.specIndex!);
+      const subClf: Classifier = { name: 'substitute', numClasses: 10, draws: 1, logits: (xs) => sub.logits(xs) };
+      const job = jobs[0];
+      if (job.method === 'cw') {
+        const o = spec.cw!;
+        return [{ adversarial: (await cw(subClf, x, y, { ...o, lr: 0.01, kappa: 0, onIteration: (st, it) => progress(`CW on the substitute, iteration ${it + 1}/${o.iterations}`) })).adversarial }];
+      }
+      const adversarial = await iterativeAttack(subClf, x, y, { eps: job.eps!, norm: 'linf', stepSize: spec.stepSize, iterations: spec.iterations, randomStart: job.method === 'pgd', momentum: job.method === 'mim' ? 1 : 0, seed });
+      return [{ adversarial }];
+    }
     case 'adaptive': {
       const detectors = await ctx.detectorsOf(unit.model);
       const lambda = jobs[0].lambda!;
@@ -218,6 +239,9 @@ async function craft(
 /** What a unit may need beyond its own block: the fitted detectors, for attacks on them. */
 interface UnitContext {
   detectorsOf: (model: string) => Promise<Detectors>;
+  substituteOf: (model: string, specIndex: number) => Promise<Substitute>;
+  /** Another unit's output: its file, or computed (and written) here. */
+  outputOf: (unit: Unit) => Promise<UnitFile>;
 }
 
 /** A unit's classifier of a model (its own, or a transfer substitute), with the unit's variant and noise stream. */
@@ -235,6 +259,40 @@ async function computeUnit(
   const started = performance.now();
   const clf = classifierOf(unit.model, unit);
   const rows = range(unit.start, unit.count);
+  if (unit.kind === 'substitute') {
+    const spec = cfg.attacks[unit.specIndex!] as Extract<AttackSpec, { kind: 'substitute' }>;
+    const own = variantKey(variantOf(undefined, cfg));
+    const logitsOf = async (kind: Unit['kind'], n: number) => {
+      const out = new Float32Array(n * 10);
+      for (const u of plan.units.filter((u) => u.model === unit.model && u.kind === kind && variantKey(u.variant) === own && u.start < n)) out.set((await ctx.outputOf(u)).logits!.slice(0, (n - u.start) * 10), u.start * 10);
+      return out;
+    };
+    const argmaxRows = (l: Float32Array) => Int32Array.from({ length: l.length / 10 }, (_, i) => {
+      let best = 0;
+      for (let c = 1; c < 10; c++) if (l[i * 10 + c] > l[i * 10 + best]) best = c;
+      return best;
+    });
+    // The victim labels the substitute's training images: its clean predictions on them, which the detector units already computed.
+    const victimTrain = argmaxRows(await logitsOf('clean-train', unit.count));
+    const { model, trainAgreement } = await trainSubstitute(data.train.images.subarray(0, unit.count * 784), victimTrain, { ...SUBSTITUTE_DEFAULTS, epochs: spec.epochs, seed: cfg.seed }, (e) =>
+      progress(`training the substitute, epoch ${e}/${spec.epochs}`),
+    );
+    const victimTest = argmaxRows(await logitsOf('clean-test', cfg.subset));
+    let agree = 0;
+    for (let start = 0; start < cfg.subset; start += cfg.batchSize) {
+      const rows = range(start, Math.min(cfg.batchSize, cfg.subset - start));
+      const pred = noGrad(() => tidy(() => argmax(model.logits(batchTensors(data.test, rows).x))));
+      const [p] = await readAll([pred]);
+      pred.dispose();
+      rows.forEach((r, i) => (agree += +(p[i] === victimTest[r])));
+    }
+    const state = await model.params.state();
+    model.params.dispose();
+    return {
+      id: unit.id, fingerprint: unit.fingerprint, seconds: (performance.now() - started) / 1000, adapter: runtime().description,
+      substitute: { trainAgreement, testAgreement: agree / cfg.subset, testImages: cfg.subset, state: Object.fromEntries(Object.entries(state).map(([k, v]) => [k, Array.from(v)])) },
+    };
+  }
   if (unit.kind !== 'attack') {
     const split = unit.kind === 'clean-test' ? data.test : data.train;
     const l = noGrad(() => tidy(() => clf.logits(batchTensors(split, rows).x, 0)));
@@ -298,23 +356,37 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
   // Attacks on the detectors need them fitted: from the clean training units' files, computing (and writing) any
   // that are missing, so a share that holds such an attack does not wait on another share.
   const fitted = new Map<string, Detectors>();
+  const substitutes = new Map<string, Substitute>();
   const ctx: UnitContext = {
+    outputOf: async (u) => {
+      let file = readUnit(opts.out, u);
+      if (!file) {
+        file = await computeUnit(u, plan, cfg, data, classifierOf, () => {}, ctx);
+        writeFileAtomic(unitPath(opts.out, u.id), JSON.stringify(file));
+      }
+      return file;
+    },
     detectorsOf: async (model) => {
       if (!fitted.has(model)) {
         const own = variantKey(variantOf(undefined, cfg));
         const trainUnits = plan.units.filter((u) => u.model === model && u.kind === 'clean-train' && variantKey(u.variant) === own);
         const logits = new Float32Array(cfg.detection.trainImages * 10);
-        for (const u of trainUnits) {
-          let file = readUnit(opts.out, u);
-          if (!file) {
-            file = await computeUnit(u, plan, cfg, data, classifierOf, () => {}, ctx);
-            writeFileAtomic(unitPath(opts.out, u.id), JSON.stringify(file));
-          }
-          logits.set(file.logits!, u.start * 10);
-        }
+        for (const u of trainUnits) logits.set((await ctx.outputOf(u)).logits!, u.start * 10);
         fitted.set(model, fitDetectors({ logits, labels: data.train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 }, { falsePositiveRate: cfg.detection.falsePositiveRate }));
       }
       return fitted.get(model)!;
+    },
+    substituteOf: async (model, specIndex) => {
+      const key = `${model}/${specIndex}`;
+      if (!substitutes.has(key)) {
+        const unit = plan.units.find((u) => u.kind === 'substitute' && u.model === model && u.specIndex === specIndex)!;
+        const file = await ctx.outputOf(unit);
+        const spec = cfg.attacks[specIndex] as Extract<AttackSpec, { kind: 'substitute' }>;
+        const sub = new Substitute({ ...SUBSTITUTE_DEFAULTS, epochs: spec.epochs, seed: cfg.seed });
+        sub.params.loadState(Object.fromEntries(Object.entries(file.substitute!.state).map(([k, v]) => [k, Float32Array.from(v)])));
+        substitutes.set(key, sub);
+      }
+      return substitutes.get(key)!;
     },
   };
   try {
@@ -335,6 +407,7 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
     bar.finish();
   } finally {
     for (const model of loaded.values()) model.params.dispose();
+    for (const sub of substitutes.values()) sub.params.dispose();
   }
   return { computed: pending.length, cached };
 }
@@ -440,6 +513,12 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
       detectors,
       ...(variants.length ? { variants: variants.map(([key, c]) => ({ key, classifier: describeVariant(variantOfKey(key)), cleanAccuracy: c.accuracy, cleanCount: c.count })) } : {}),
     });
+    const subs = unitsOf(m.name, (u) => u.kind === 'substitute').map((u) => {
+      const spec = cfg.attacks[u.specIndex!] as Extract<AttackSpec, { kind: 'substitute' }>;
+      const f = files.get(u.id)!.substitute!;
+      return { trainImages: spec.train, epochs: spec.epochs, trainAgreement: f.trainAgreement, testAgreement: f.testAgreement, testImages: f.testImages };
+    });
+    if (subs.length) models[models.length - 1].substitutes = subs;
     opts.log(`${m.name} (${modelStructure(m.name).factorisation}, epoch ${m.epoch}): clean accuracy ${(100 * own.accuracy).toFixed(2)}% on ${cfg.subset} test images`);
 
     for (const job of plan.jobs.filter((j) => j.model === m.name)) {
