@@ -5,17 +5,10 @@ import { useGpu, randomRef, arbSeed } from './helpers.js';
 import { type Classifier, lossGradient } from '../src/attacks/classifier.js';
 import { fgs, iterativeAttack, perturbationNorms } from '../src/attacks/gradient.js';
 import { deepfool } from '../src/attacks/deepfool.js';
+import { affine } from './fixtures.js';
 
 useGpu();
 
-/** An affine classifier f(x) = W x + b on [N, 1, 1, D] images. */
-function affine(w: number[][], b: number[]): Classifier & { w: number[][]; b: number[] } {
-  const c = w.length;
-  const d = w[0].length;
-  const W = T.keep(T.tensor(w.flat(), [c, d]));
-  const B = T.keep(T.tensor(b, [c]));
-  return { name: 'affine', numClasses: c, draws: 1, w, b, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) };
-}
 
 const dot = (a: number[], b: ArrayLike<number>) => a.reduce((s, v, i) => s + v * b[i], 0);
 const pnorm = (v: number[], p: number) => (p === Infinity ? Math.max(...v.map(Math.abs)) : Math.pow(v.reduce((s, e) => s + Math.abs(e) ** p, 0), 1 / p));

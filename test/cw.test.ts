@@ -3,19 +3,11 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
 import { useGpu, randomRef, arbSeed } from './helpers.js';
-import { type Classifier } from '../src/attacks/classifier.js';
 import { cw } from '../src/attacks/cw.js';
+import { affine } from './fixtures.js';
 
 useGpu();
 
-/** An affine classifier f(x) = W x + b on [N, 1, 1, D] images. */
-function affine(w: number[][], b: number[]): Classifier & { w: number[][]; b: number[] } {
-  const c = w.length;
-  const d = w[0].length;
-  const W = T.keep(T.tensor(w.flat(), [c, d]));
-  const B = T.keep(T.tensor(b, [c]));
-  return { name: 'affine', numClasses: c, draws: 1, w, b, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) };
-}
 
 const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((s, v, i) => s + v * b[i], 0);
 const norm = (a: ArrayLike<number>) => Math.sqrt(dot(a, a));

@@ -4,17 +4,10 @@ import * as T from './lib.js';
 import { useGpu, randomRef, arbSeed } from './helpers.js';
 import { type Classifier } from '../src/attacks/classifier.js';
 import { hopSkipJump, binarySearchSteps, type HopSkipJumpOptions } from '../src/attacks/hopskipjump.js';
+import { affine } from './fixtures.js';
 
 useGpu();
 
-/** An affine classifier f(x) = W x + b on [N, 1, 1, D] images. */
-function affine(w: number[][], b: number[]): Classifier & { w: number[][]; b: number[] } {
-  const c = w.length;
-  const d = w[0].length;
-  const W = T.keep(T.tensor(w.flat(), [c, d]));
-  const B = T.keep(T.tensor(b, [c]));
-  return { name: 'affine', numClasses: c, draws: 1, w, b, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) };
-}
 
 /**
  * Counts the rows a classifier is asked for, in total and per image of the attacked batch (row c * m + j of a

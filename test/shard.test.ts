@@ -7,10 +7,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, watch, writ
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { useGpu } from './helpers.js';
-import { createModel, modelConfig } from '../src/models/factorisations.js';
-import { saveCheckpoint } from '../src/models/store.js';
 import { assignShares, parseShard, planStudy, unitsOfShard, type Unit } from '../src/study/plan.js';
 import { checkConfig, defaultConfig, type StudyConfig } from '../src/study/config.js';
+import { tinyCheckpoints } from './fixtures.js';
 
 const root = resolve(__dirname, '..');
 const shared = resolve(root, '..', 'shared', 'fashion-mnist');
@@ -117,11 +116,7 @@ describe.skipIf(!existsSync(shared))('the study in three shares, as separate pro
 
   it('merges into the report one process writes; a share killed midway redoes only its unfinished unit', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gencls-shard-'));
-    for (const m of ['dfz', 'gfz']) {
-      const model = createModel(modelConfig(m, 'compact', { channels: 2, hidden: 8, latent: 2, seed: 3, preset: 'custom' }));
-      await saveCheckpoint(join(dir, `${m}-custom.safetensors`), model, { train: { epochs: 0, batchSize: 1, lr: 1, seed: 1, evalSubset: 1, evalSamples: 1, trainLimit: 1 }, epoch: 0, history: [] });
-      model.params.dispose();
-    }
+    await tinyCheckpoints(dir, ['dfz', 'gfz'], 3);
     const cfg: StudyConfig = checkConfig({
       ...defaultConfig(false),
       checkpoints: dir,

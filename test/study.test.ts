@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { useGpu } from './helpers.js';
 import { createModel, modelConfig, MODEL_NAMES } from '../src/models/factorisations.js';
-import { saveCheckpoint } from '../src/models/store.js';
 import { defaultConfig, checkConfig, type StudyConfig } from '../src/study/config.js';
 import { runStudy, inBlocks } from '../src/study/run.js';
 import { bayesClassifier } from '../src/attacks/classifier.js';
@@ -12,6 +11,7 @@ import * as T from './lib.js';
 import { writeReport, sideBySideValues, accuracyAtL2 } from '../src/study/report.js';
 import { imageGrid, CLASS_NAMES, type GridBand } from '../src/study/plots.js';
 import { PNG } from 'pngjs';
+import { tinyCheckpoints } from './fixtures.js';
 
 useGpu();
 
@@ -57,11 +57,7 @@ describe('fixed noise in the study', () => {
 describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
   it('runs every attack and detector, writes the report, and resumes from finished jobs', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gencls-study-'));
-    for (const m of ['dfz', 'gfz']) {
-      const model = createModel(modelConfig(m, 'compact', { channels: 2, hidden: 8, latent: 2, seed: 3, preset: 'custom' }));
-      await saveCheckpoint(join(dir, `${m}-custom.safetensors`), model, { train: { epochs: 0, batchSize: 1, lr: 1, seed: 1, evalSubset: 1, evalSamples: 1, trainLimit: 1 }, epoch: 0, history: [] });
-      model.params.dispose();
-    }
+    await tinyCheckpoints(dir, ['dfz', 'gfz'], 3);
     const cfg = checkConfig({
       ...defaultConfig(false),
       checkpoints: dir,
@@ -122,11 +118,7 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
 
   it('puts all seven factorisations side by side, grouped as the paper groups them', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gencls-seven-'));
-    for (const m of MODEL_NAMES) {
-      const model = createModel(modelConfig(m, 'compact', { channels: 2, hidden: 8, latent: 2, seed: 5, preset: 'custom' }));
-      await saveCheckpoint(join(dir, `${m}-custom.safetensors`), model, { train: { epochs: 0, batchSize: 1, lr: 1, seed: 1, evalSubset: 1, evalSamples: 1, trainLimit: 1 }, epoch: 0, history: [] });
-      model.params.dispose();
-    }
+    await tinyCheckpoints(dir, MODEL_NAMES, 5);
     const seven = JSON.parse(readFileSync(resolve(__dirname, '..', 'configs', 'seven.json'), 'utf8')) as Partial<StudyConfig>;
     expect([...seven.models!].sort()).toEqual([...MODEL_NAMES].sort());
     const cfg = checkConfig({
@@ -186,9 +178,7 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
 
   it('attacks the same model as other classifiers (fresh noise, EOT, independent draws), paired on the same images', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gencls-variants-'));
-    const model = createModel(modelConfig('gfz', 'compact', { channels: 2, hidden: 8, latent: 2, seed: 3, preset: 'custom' }));
-    await saveCheckpoint(join(dir, 'gfz-custom.safetensors'), model, { train: { epochs: 0, batchSize: 1, lr: 1, seed: 1, evalSubset: 1, evalSamples: 1, trainLimit: 1 }, epoch: 0, history: [] });
-    model.params.dispose();
+    await tinyCheckpoints(dir, ['gfz']);
     const pgd = { kind: 'pgd' as const, norm: 'linf' as const, eps: [0.1], iterations: 2, stepSize: 0.05, randomStart: false };
     const cfg = checkConfig({
       ...defaultConfig(false),

@@ -76,3 +76,20 @@ export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draw0 =
     return { grad: g, loss: loss! };
   });
 }
+
+/**
+ * The checks a host-side black-box attack starts with, and its batch on the host: images in [0, 1] of one
+ * channel, labels i32 [N] within the classifier's classes.
+ */
+export async function hostBatch(op: string, clf: Classifier, x: Tensor, labels: Tensor): Promise<{ n: number; h: number; w: number; d: number; xHost: Float32Array; labelsHost: Int32Array }> {
+  await checkImages(op, x);
+  checkLabels(op, x, labels);
+  const [n, , h, w] = x.shape;
+  const xHost = (await x.data()) as Float32Array;
+  const labelsHost = (await labels.data()) as Int32Array;
+  labelsHost.forEach((l) => {
+    if (!(l >= 0 && l < clf.numClasses)) throw new Error(`${op}: labels must lie in [0, ${clf.numClasses}), got ${l}`);
+  });
+  // One channel (checkImages enforces it), so an image is h * w values.
+  return { n, h, w, d: h * w, xHost, labelsHost };
+}

@@ -19,7 +19,7 @@
 import { Tensor, tensor, tidy, noGrad, add, sub, mul, div, sqrt, sum, square, clamp, affine, scale, reshape, argmax, oneHot, randomNormal, randomUniform, readAll } from '../index.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
 import { fmt } from '../autograd/tensor.js';
-import { type Classifier, checkImages, checkLabels } from './classifier.js';
+import { type Classifier, hostBatch } from './classifier.js';
 
 export interface HopSkipJumpOptions {
   /** Most classifier queries per image, the check of the clean prediction included. */
@@ -79,17 +79,8 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
   positiveInteger('maxInitTrials', maxInitTrials);
   positiveInteger('chunkRows', chunkRows);
   assertSeed('hopskipjump', opts.seed);
-  await checkImages('hopskipjump', x);
-  checkLabels('hopskipjump', x, labels);
-
-  const [n, , h, w] = x.shape;
-  const d = h * w; // one channel: checkImages enforces it
+  const { n, h, w, d, xHost, labelsHost } = await hostBatch('hopskipjump', clf, x, labels);
   const numClasses = clf.numClasses;
-  const xHost = (await x.data()) as Float32Array;
-  const labelsHost = (await labels.data()) as Int32Array;
-  labelsHost.forEach((l) => {
-    if (!(l >= 0 && l < numClasses)) throw new Error(`hopskipjump: labels must lie in [0, ${numClasses}), got ${l}`);
-  });
   const rng = new Rng(opts.seed);
   const theta = gamma / d ** 1.5;
   const { draws } = clf;

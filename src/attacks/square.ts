@@ -9,7 +9,7 @@
 import { Tensor, tensor, tidy, noGrad, add, scale } from '../index.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
 import { fmt } from '../autograd/tensor.js';
-import { type Classifier, checkImages, checkLabels } from './classifier.js';
+import { type Classifier, hostBatch } from './classifier.js';
 import type { Norm } from './gradient.js';
 
 export interface SquareOptions {
@@ -88,17 +88,8 @@ export async function squareAttack(clf: Classifier, x: Tensor, labels: Tensor, o
   const pInit = opts.pInit ?? (norm === 'linf' ? 0.05 : 0.1);
   if (!(pInit > 0 && pInit <= 1)) throw new Error(`square: pInit must lie in (0, 1], got ${pInit}`);
   assertSeed('square', opts.seed);
-  await checkImages('square', x);
-  checkLabels('square', x, labels);
-
-  const [n, , h, w] = x.shape;
-  const d = h * w; // one channel: checkImages enforces it
+  const { n, h, w, d, xHost, labelsHost } = await hostBatch('square', clf, x, labels);
   const numClasses = clf.numClasses;
-  const xHost = (await x.data()) as Float32Array;
-  const labelsHost = (await labels.data()) as Int32Array;
-  labelsHost.forEach((l) => {
-    if (!(l >= 0 && l < numClasses)) throw new Error(`square: labels must lie in [0, ${numClasses}), got ${l}`);
-  });
   const rng = new Rng(opts.seed);
   // Under expectation over noise, each query averages the classifier's draws (and still counts as one query).
   const { draws } = clf;
