@@ -15,7 +15,7 @@ function job(attack: JobResult['attack'], setting: string, before: boolean[], af
     linf: linf ?? before.map(() => 0.05),
     xNorm: before.map(() => 10),
   };
-  return { id: `${attack}-${setting}`, model: 'gfz', attack, setting, results, metrics: attackMetrics(results), variant: '', classifier: '', grid: { clean: [], adversarial: [] }, seconds: 0, fingerprint: '', detection: {} as JobResult['detection'], ...extra };
+  return { id: `${attack}-${setting}`, model: 'gfz', attack, setting, spec: 0, results, metrics: attackMetrics(results), variant: '', classifier: '', grid: { clean: [], adversarial: [] }, seconds: 0, fingerprint: '', detection: {} as JobResult['detection'], ...extra };
 }
 
 const bools = (n: number) => fc.array(fc.boolean(), { minLength: n, maxLength: n });

@@ -45,8 +45,12 @@ function detectionTable(jobs: JobResult[]): string {
 
 /** One representative job per attack kind for the ROC plots and image grids (the middle setting). */
 function representativeJobs(jobs: JobResult[]): JobResult[] {
+  // The first attack of each kind in the configuration is its main one; later ones are checks and variants.
   const byKind = new Map<string, JobResult[]>();
-  for (const j of jobs.filter((j) => !j.variant && j.attack !== 'adaptive')) byKind.set(j.attack, [...(byKind.get(j.attack) ?? []), j]);
+  for (const j of jobs.filter((j) => !j.variant && j.attack !== 'adaptive')) {
+    const list = byKind.get(j.attack) ?? [];
+    if (list.length === 0 || list[0].spec === j.spec) byKind.set(j.attack, [...list, j]);
+  }
   return [...byKind.values()].map((list) => list[Math.floor((list.length - 1) / 2)]);
 }
 
@@ -413,7 +417,7 @@ export async function writeReport(study: StudyResult, out: string, command: stri
     '',
     '## Headline',
     '',
-    'One setting per attack (the middle one of its sweep); higher accuracy and larger ρ mean a more robust model.',
+    'One setting per attack (the middle one of its main sweep); higher accuracy and larger ρ mean a more robust model.',
     '',
     headlineTable(study),
     '',

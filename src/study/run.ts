@@ -40,6 +40,8 @@ export interface JobResult {
   detection: DetectionReport;
   /** First few clean and adversarial images (784 values each) for the figure grid. */
   grid: { clean: number[][]; adversarial: number[][] };
+  /** Index of its attack in the configuration. */
+  spec: number;
   /** The classifier attacked: '' for the study's own, else its variant key ('fresh', 'eot20', 'indep', ...). */
   variant: string;
   /** Its noise and estimator in words. */
@@ -557,7 +559,7 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
         sourceCorrect: results.labels.map((y, i) => results.cleanPredictions[i] === y),
       });
       jobs.push({
-        id: job.id, model: m.name, attack: job.attack, setting: job.setting, eps: job.eps, p: job.p,
+        id: job.id, model: m.name, attack: job.attack, setting: job.setting, eps: job.eps, p: job.p, spec: job.specIndex,
         ...(job.lambda !== undefined ? { lambda: job.lambda, detector: (cfg.attacks[job.specIndex] as { detector: string }).detector } : {}),
         variant: variantKey(job.variant) === variantKey(variantOf(undefined, cfg)) ? '' : variantKey(job.variant) || 'fixed',
         classifier: describeVariant(job.variant),
