@@ -110,11 +110,12 @@ export function protocolChecks(jobs: JobResult[]): ProtocolChecks {
   }
 
   const robust: RobustAccuracy[] = [];
-  const linfJobs = jobs.filter((j) => j.eps !== undefined && j.attack !== 'cw' && !j.setting.includes(' l2'));
+  // Other classifiers (fresh noise, EOT, independent draws) are other defences: each has a worst case of its own.
+  const linfJobs = jobs.filter((j) => j.eps !== undefined && j.attack !== 'cw' && !j.variant && !j.setting.includes(' l2'));
   const models = [...new Set(jobs.map((j) => j.model))];
   for (const model of models) {
     const epsValues = [...new Set(linfJobs.filter((j) => j.model === model).map((j) => j.eps!))].sort((a, b) => a - b);
-    const deepfoolInf = jobs.filter((j) => j.model === model && j.attack === 'deepfool' && j.p === 'inf');
+    const deepfoolInf = jobs.filter((j) => j.model === model && j.attack === 'deepfool' && j.p === 'inf' && !j.variant);
     for (const eps of epsValues) {
       // Every attack within the budget: norm-bounded ones at it or below, and minimal L-inf ones that got inside it.
       const bounded = linfJobs.filter((j) => j.model === model && j.eps! <= eps);

@@ -325,7 +325,7 @@ function checksSection(study: StudyResult): string[] {
       : ['No unbounded attack ran.']),
     '',
   );
-  out.push('**Black-box no stronger than white-box**: at the same L∞ budget a black-box attack (Square, transfer) succeeds no more often than the strongest white-box one, on the same images; otherwise the gradients may be masked.', '');
+  out.push('**Black-box no stronger than white-box**: at the same L∞ budget a black-box attack (Square, transfer, substitute) succeeds no more often than the strongest white-box one, on the same images; otherwise the gradients may be masked.', '');
   out.push(
     ...(c.blackBox.length
       ? ['| model | ε | black-box | success | strongest white-box | success | images | check |', '|---|---:|---|---:|---|---:|---:|---|',
@@ -333,7 +333,7 @@ function checksSection(study: StudyResult): string[] {
       : ['No black-box attack shares a budget with a white-box one.']),
     '',
   );
-  out.push('**Robust accuracy**: per image, the worst case over every L∞ attack within the budget (norm-bounded attacks at ε or below, and DeepFool L∞ where it got within ε), on the images all of them attacked.', '');
+  out.push("**Robust accuracy**: per image, the worst case over every L∞ attack on the study's classifier within the budget (norm-bounded attacks at ε or below, and DeepFool L∞ where it got within ε), on the images all of them attacked.", '');
   const order = groupOrder(study.models.map((m) => m.model));
   const eps = [...new Set(c.robust.map((r) => r.eps))].sort((a, b) => a - b);
   out.push(
