@@ -61,7 +61,7 @@ export interface StudyConfig {
 
 /**
  * The defaults. On a GPU: the full test set and the reference's budgets. On a software renderer: subsets sized so
- * the whole study finishes in about 15 minutes on the slower of this project's CPU machines, the new evaluation
+ * the whole study finishes in minutes on a CPU (20.8 on the slower of this project's machines), the new evaluation
  * attacks (CW, the threat-model and estimator variants, the protocol checks) at a few images each — their
  * intervals say how little those few images show; the GPU configuration (configs/full.json) runs them in full.
  */
