@@ -156,6 +156,15 @@ function readUnit(out: string, unit: Unit): UnitFile | null {
   return file?.fingerprint === unit.fingerprint ? file : null;
 }
 
+/** argmax per row of logits [n, 10] (the first class on ties, as the GPU's argmax). */
+function predictedClasses(logits: ArrayLike<number>): number[] {
+  return Array.from({ length: logits.length / 10 }, (_, i) => {
+    let best = 0;
+    for (let c = 1; c < 10; c++) if (logits[i * 10 + c] > logits[i * 10 + best]) best = c;
+    return best;
+  });
+}
+
 const range = (start: number, count: number) => Array.from({ length: count }, (_, i) => start + i);
 
 /** Adversarial images per job of an attack unit, for one block. */
@@ -244,6 +253,8 @@ interface UnitContext {
   substituteOf: (model: string, specIndex: number) => Promise<Substitute>;
   /** Another unit's output: its file, or computed (and written) here. */
   outputOf: (unit: Unit) => Promise<UnitFile>;
+  /** The study's own classifier's clean logits [n, 10] of the first n images of a split, from those units. */
+  cleanLogitsOf: (model: string, kind: 'clean-test' | 'clean-train', n: number) => Promise<Float32Array>;
 }
 
 /** A unit's classifier of a model (its own, or a transfer substitute), with the unit's variant and noise stream. */
@@ -263,23 +274,12 @@ async function computeUnit(
   const rows = range(unit.start, unit.count);
   if (unit.kind === 'substitute') {
     const spec = cfg.attacks[unit.specIndex!] as Extract<AttackSpec, { kind: 'substitute' }>;
-    const own = variantKey(variantOf(undefined, cfg));
-    const logitsOf = async (kind: Unit['kind'], n: number) => {
-      const out = new Float32Array(n * 10);
-      for (const u of plan.units.filter((u) => u.model === unit.model && u.kind === kind && variantKey(u.variant) === own && u.start < n)) out.set((await ctx.outputOf(u)).logits!.slice(0, (n - u.start) * 10), u.start * 10);
-      return out;
-    };
-    const argmaxRows = (l: Float32Array) => Int32Array.from({ length: l.length / 10 }, (_, i) => {
-      let best = 0;
-      for (let c = 1; c < 10; c++) if (l[i * 10 + c] > l[i * 10 + best]) best = c;
-      return best;
-    });
     // The victim labels the substitute's training images: its clean predictions on them, which the detector units already computed.
-    const victimTrain = argmaxRows(await logitsOf('clean-train', unit.count));
+    const victimTrain = Int32Array.from(predictedClasses(await ctx.cleanLogitsOf(unit.model, 'clean-train', unit.count)));
     const { model, trainAgreement } = await trainSubstitute(data.train.images.subarray(0, unit.count * 784), victimTrain, { ...SUBSTITUTE_DEFAULTS, epochs: spec.epochs, seed: cfg.seed }, (e) =>
       progress(`training the substitute, epoch ${e}/${spec.epochs}`),
     );
-    const victimTest = argmaxRows(await logitsOf('clean-test', cfg.subset));
+    const victimTest = predictedClasses(await ctx.cleanLogitsOf(unit.model, 'clean-test', cfg.subset));
     let agree = 0;
     for (let start = 0; start < cfg.subset; start += cfg.batchSize) {
       const rows = range(start, Math.min(cfg.batchSize, cfg.subset - start));
@@ -368,12 +368,17 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
       }
       return file;
     },
+    cleanLogitsOf: async (model, kind, n) => {
+      const own = variantKey(variantOf(undefined, cfg));
+      const out = new Float32Array(n * 10);
+      for (const u of plan.units.filter((u) => u.model === model && u.kind === kind && variantKey(u.variant) === own && u.start < n)) {
+        out.set((await ctx.outputOf(u)).logits!.slice(0, (n - u.start) * 10), u.start * 10);
+      }
+      return out;
+    },
     detectorsOf: async (model) => {
       if (!fitted.has(model)) {
-        const own = variantKey(variantOf(undefined, cfg));
-        const trainUnits = plan.units.filter((u) => u.model === model && u.kind === 'clean-train' && variantKey(u.variant) === own);
-        const logits = new Float32Array(cfg.detection.trainImages * 10);
-        for (const u of trainUnits) logits.set((await ctx.outputOf(u)).logits!, u.start * 10);
+        const logits = await ctx.cleanLogitsOf(model, 'clean-train', cfg.detection.trainImages);
         fitted.set(model, fitDetectors({ logits, labels: data.train.labels.subarray(0, cfg.detection.trainImages), numClasses: 10 }, { falsePositiveRate: cfg.detection.falsePositiveRate }));
       }
       return fitted.get(model)!;
@@ -495,11 +500,7 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
     const clean = new Map<string, { logits: Float32Array; predictions: number[]; accuracy: number; count: number }>();
     for (const key of new Set(unitsOf(m.name, (u) => u.kind === 'clean-test').map((u) => variantKey(u.variant)))) {
       const { logits, n } = logitsOf('clean-test', key);
-      const predictions = Array.from({ length: n }, (_, i) => {
-        let best = 0;
-        for (let c = 1; c < 10; c++) if (logits[i * 10 + c] > logits[i * 10 + best]) best = c;
-        return best;
-      });
+      const predictions = predictedClasses(logits);
       clean.set(key, { logits, predictions, accuracy: predictions.filter((p, i) => p === test.labels[i]).length / n, count: n });
     }
     const own = clean.get(ownKey)!;
