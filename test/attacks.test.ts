@@ -233,4 +233,23 @@ describe('expectation over noise', () => {
     const want = Array.from(averaged, (_, i) => (single[0][i] + single[1][i] + single[2][i]) / 3);
     Array.from(averaged).forEach((v, i) => expect(v).toBeCloseTo(want[i], 5));
   });
+
+  it('DeepFool under EOT linearises the draw-averaged logits', async () => {
+    const d = 6;
+    const w = Array.from({ length: 3 }, (_, k) => Array.from(randomRef([d], 10 + k, -1, 1).data));
+    // Draw j scales the weights by 1 + 0.5 sin(j mod 3 + i): the average over three draws is one affine map.
+    const scaleOf = (draw: number, i: number) => 1 + 0.5 * Math.sin((draw % 3) + i);
+    const weights = (draw: number) => T.tensor(w.flat().map((v, i) => v * scaleOf(draw, i)), [3, d]);
+    const noisy: Classifier = { name: 'noisy', numClasses: 3, draws: 3, logits: (x, draw) => T.linear(T.reshape(x, [x.shape[0], -1]), weights(draw)) };
+    const mean = T.tensor(w.flat().map((v, i) => (v * (scaleOf(0, i) + scaleOf(1, i) + scaleOf(2, i))) / 3), [3, d]);
+    const averaged: Classifier = { name: 'mean', numClasses: 3, draws: 1, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), mean) };
+    const x = T.tensor(randomRef([4, 1, 1, d], 5, 0.3, 0.7).data, [4, 1, 1, d]);
+    const eot = await deepfool(noisy, x, { p: 2, maxIterations: 20 });
+    const ref = await deepfool(averaged, x, { p: 2, maxIterations: 20 });
+    expect(Array.from(eot.originalLabels)).toEqual(Array.from(ref.originalLabels));
+    expect(Array.from(eot.iterations)).toEqual(Array.from(ref.iterations));
+    expect(Array.from(eot.flipped)).toEqual(Array.from(ref.flipped));
+    const [a, b] = await T.readAll([eot.adversarial, ref.adversarial]);
+    a.forEach((v, i) => expect(v).toBeCloseTo(b[i], 5));
+  });
 });

@@ -5,6 +5,7 @@ import * as T from './lib.js';
 import { useGpu } from './helpers.js';
 import { createModel, modelConfig } from '../src/models/factorisations.js';
 import { bayesClassifier, lossGradient } from '../src/attacks/classifier.js';
+import { Rng } from '../src/index.js';
 import { iterativeAttack } from '../src/attacks/gradient.js';
 
 useGpu();
@@ -28,25 +29,35 @@ describe('noise modes', () => {
     model.params.dispose();
   });
 
-  it('EOT averages the loss gradient over fresh draws: the mean of the gradients of that many fresh calls', async () => {
+  it('EOT averages the loss gradient over fresh draws: the mean of the per-copy gradients of one stacked call', async () => {
     const model = tiny();
     const x = T.randomUniform([2, 1, 28, 28], 8);
     const labels = T.tensor([1, 7], [2], 'i32');
     const eot = bayesClassifier(model, { samples: 2, noise: { kind: 'expectation', seed: 9, draws: 3 } });
-    const fresh = bayesClassifier(model, { samples: 2, noise: { kind: 'fresh', seed: 9 } });
     expect(eot.draws).toBe(3);
     const averaged = await lossGradient(eot, x, labels).grad.data();
-    const singles: ArrayLike<number>[] = [];
-    for (let d = 0; d < 3; d++) singles.push(await lossGradient(fresh, x, labels).grad.data());
+    const again = await lossGradient(bayesClassifier(model, { samples: 2, noise: { kind: 'expectation', seed: 9, draws: 3 } }), x, labels).grad.data();
+    const other = await lossGradient(bayesClassifier(model, { samples: 2, noise: { kind: 'expectation', seed: 10, draws: 3 } }), x, labels).grad.data();
+    expect(same(averaged, again)).toBe(true);
+    expect(same(averaged, other)).toBe(false);
+    // The reference: three copies of the batch under the first seed of the stream, each copy's cross-entropy
+    // differentiated on its own (fixed noise, so each copy keeps its draws), then averaged.
+    const seed = new Rng(9).nextSeed();
+    const xHost = await x.data();
+    const stacked = T.tensor(Float32Array.from({ length: 3 * xHost.length }, (_, i) => xHost[i % xHost.length]), [6, 1, 28, 28]).requireGrad();
+    const loss = T.sum(T.crossEntropy(model.logits(stacked, { samples: 2, seed }), T.tensor([1, 7, 1, 7, 1, 7], [6], 'i32'), 'none'));
+    const perCopy = await T.gradients(loss, null, [stacked]).get(stacked)!.data();
+    const d = xHost.length;
     let worst = 0;
     let scale = 0;
     averaged.forEach((v, i) => {
-      worst = Math.max(worst, Math.abs(v - (singles[0][i] + singles[1][i] + singles[2][i]) / 3));
+      worst = Math.max(worst, Math.abs(v - (perCopy[i] + perCopy[d + i] + perCopy[2 * d + i]) / 3));
       scale = Math.max(scale, Math.abs(v));
     });
     expect(scale).toBeGreaterThan(0);
     expect(worst).toBeLessThan(1e-4 * scale + 1e-7);
-    expect(same(singles[0], singles[1])).toBe(false);
+    // The copies saw different draws: their gradients differ.
+    expect(same(perCopy.slice(0, d), perCopy.slice(d, 2 * d))).toBe(false);
     expect(() => bayesClassifier(model, { noise: { kind: 'expectation', seed: 1, draws: 0 } })).toThrow(/EOT draws must be a positive integer, got 0/);
     model.params.dispose();
   });

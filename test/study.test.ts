@@ -198,6 +198,7 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
         { kind: 'adaptive', detector: 'kl', lambda: [0, 5], eps: 0.1, iterations: 2, stepSize: 0.05, subset: 2 },
         { kind: 'hopskipjump', queryBudget: 40, subset: 2 },
         { kind: 'substitute', train: 40, epochs: 2, eps: [0.1], iterations: 2, stepSize: 0.05, cw: { iterations: 3, binarySearchSteps: 1, initialConst: 1 }, subset: 2 },
+        { kind: 'substitute', train: 10, epochs: 1, eps: [0.1], iterations: 2, stepSize: 0.05, augment: { rounds: 2, lambda: 0.1 }, subset: 2 },
       ],
       detection: { trainImages: 40, falsePositiveRate: 0.2 },
       gridImages: 1,
@@ -217,6 +218,8 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
       ['gfz-substitute-pgd-eps0.1-it2', ''],
       ['gfz-substitute-mim-eps0.1-it2', ''],
       ['gfz-substitute-cw-it3', ''],
+      ['gfz-substitute-jba2-pgd-eps0.1-it2', ''],
+      ['gfz-substitute-jba2-mim-eps0.1-it2', ''],
     ]);
     for (const q of study.jobs[8].results.queries!) expect(q).toBeLessThanOrEqual(40);
     const sub = study.models[0].substitutes![0];
@@ -224,6 +227,8 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     expect(sub.testAgreement).toBeGreaterThanOrEqual(0);
     expect(sub.testAgreement).toBeLessThanOrEqual(1);
     for (const j of study.jobs.slice(9, 11)) for (const v of j.results.linf) expect(v).toBeLessThanOrEqual(0.1 + 1e-6);
+    // Papernot's augmentation: 10 seed images doubled twice, the 30 new ones labelled by the victim.
+    expect(study.models[0].substitutes![1].augment).toEqual({ rounds: 2, lambda: 0.1, images: 40, queries: 30 });
     expect(study.jobs.slice(6, 8).map((j) => [j.detector, j.lambda])).toEqual([['kl', 0], ['kl', 5]]);
     // CW's curve: accuracy within an L2 budget falls with the budget to the accuracy under the attack.
     const cwJob = study.jobs[5];
@@ -238,6 +243,8 @@ describe.skipIf(!existsSync(shared))('the study on tiny models', () => {
     expect(md).toContain('## Minimal L2 attacks');
     expect(md).toMatch(/\| GFZ \| HopSkipJump \| L2, hard-label, 40 queries \| 2 \|/);
     expect(md).toMatch(/## Substitute black-box attacks[\s\S]*\| GFZ \| 40 images, 2 epochs \| [0-9.]+% \| [0-9.]+% \[/);
+    expect(md).toContain('| GFZ | 10 seed images, 2 rounds of Jacobian augmentation (lambda 0.1): 40 images, 30 victim queries, 1 epoch a round |');
+    expect(md).toMatch(/\| GFZ \| PGD eps=0.1 linf, 2 it \| Jacobian-augmented \| /);
     expect(md).toMatch(/## Adaptive attacks on the detectors[\s\S]*\| GFZ \| kl \| PGD eps=0.1, 2 it \| [0-9.–]+%? \/ [0-9.]+% \/ [0-9.]+% \(\d of 2 fooled\) \|/);
     expect(md).toContain('## Protocol checks');
     expect(md).toMatch(/\| GFZ \| CW \| kappa=0, 5 it, 2 search steps from c=1 \| 2 \|/);

@@ -2,7 +2,7 @@
 // logits are importance-sampled); `NoiseMode` says whether every call sees the same z draws (fixed), new draws
 // (fresh: the reference's default, in the attack and in the final evaluation alike), or new draws with attack
 // gradients averaged over several of them (expectation over noise, EOT).
-import { Tensor, Rng, crossEntropy, scale, add, gradients, noGrad, tidy, max, readAll } from '../index.js';
+import { Tensor, Rng, scale, add, mul, sum, logSoftmax, oneHot, reshape, broadcastTo, gradients, noGrad, tidy, max, readAll } from '../index.js';
 import { fmt } from '../autograd/tensor.js';
 import type { LatentVariableClassifier, BatchRows, Estimator } from '../models/factorisations.js';
 
@@ -19,6 +19,11 @@ export interface Classifier {
    * `rows` of a larger batch, each sees the noise it has in that batch.
    */
   logits(x: Tensor, draw: number, replicas?: number, rows?: BatchRows): Tensor;
+  /**
+   * Optional, for EOT: logits [count * N, C] of `count` copies of the images (copy-major), copy j under draw
+   * `draw0 + j`, in one call. Classifiers whose rows draw their noise independently stack the copies in one batch.
+   */
+  logitsOfDraws?(x: Tensor, draw0: number, count: number): Tensor;
 }
 
 /**
@@ -39,6 +44,8 @@ export function bayesClassifier(model: LatentVariableClassifier, opts: { samples
       const seed = noise.kind === 'fixed' ? noise.seed : stream.nextSeed();
       return model.logits(x, { samples, seed, replicas, rows, estimator });
     },
+    // Every row of a call gets its own z draws, so `count` stacked copies of the batch are `count` fresh draws.
+    logitsOfDraws: (x, _draw0, count) => model.logits(copies(x, count), { samples, seed: stream.nextSeed(), estimator }),
   };
 }
 
@@ -58,18 +65,35 @@ export function checkLabels(op: string, x: Tensor, labels: Tensor): void {
   }
 }
 
+/** `count` copies of x stacked along the batch axis, copy-major: [count * N, ...]. */
+function copies(x: Tensor, count: number): Tensor {
+  if (count === 1) return x;
+  const [n, ...rest] = x.shape;
+  return reshape(broadcastTo(reshape(x, [1, n, ...rest]), [count, n, ...rest]), [count * n, ...rest]);
+}
+
+/** Rows one EOT call may hold: the draws of a small batch go through the model together, as large as a full batch. */
+const EOT_ROWS = 100;
+
 /**
  * Gradient with respect to x of the cross-entropy of the classifier's softmax against `labels`, averaged over
  * the classifier's `draws` noise draws (numbered from `draw0`). Returns [gradient, loss]; the graph is freed.
+ * Under EOT the draws of a small batch are stacked into one call (copies of the batch, each with its own noise),
+ * so 20 draws of 2 images cost one pass over 40 rows rather than 20 passes over 2.
  */
 export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draw0 = 0): { grad: Tensor; loss: Tensor } {
   const { draws } = clf;
+  const n = x.shape[0];
+  const perCall = clf.logitsOfDraws ? Math.max(1, Math.min(draws, Math.floor(EOT_ROWS / n))) : 1;
   return tidy(() => {
     const xv = noGrad(() => scale(x, 1)).requireGrad();
+    const target = oneHot(labels, clf.numClasses);
     let loss: Tensor | null = null;
-    for (let d = 0; d < draws; d++) {
-      // Sum (not mean) over the batch so each image's gradient is its own loss's gradient.
-      const l = scale(crossEntropy(clf.logits(xv, draw0 + d), labels), x.shape[0] / draws);
+    for (let d = 0; d < draws; d += perCall) {
+      const c = Math.min(perCall, draws - d);
+      const logits = c === 1 ? clf.logits(xv, draw0 + d) : clf.logitsOfDraws!(xv, draw0 + d, c);
+      // Summed (not averaged) over the batch so each image's gradient is its own loss's gradient; averaged over draws.
+      const l = scale(sum(mul(logSoftmax(logits), copies(target, c))), -1 / draws);
       loss = loss ? add(loss, l) : l;
     }
     const g = gradients(loss!, null, [xv]).get(xv)!;

@@ -32,6 +32,8 @@ export type AttackSpec = ClassifierVariant &
         stepSize: number;
         /** CW crafted on the substitute too, when given. */
         cw?: { iterations: number; binarySearchSteps: number; initialConst: number };
+        /** Papernot et al.'s Jacobian augmentation: `train` is then the seed set, doubled `rounds` times by victim queries. */
+        augment?: { rounds: number; lambda: number };
         subset?: number;
       }
     | { kind: 'hopskipjump'; queryBudget: number; subset?: number }
@@ -61,9 +63,10 @@ export interface StudyConfig {
 
 /**
  * The defaults. On a GPU: the full test set and the reference's budgets. On a software renderer: subsets sized so
- * the whole study finishes in minutes on a CPU (20.8 on the slower of this project's machines), the new evaluation
- * attacks (CW, the threat-model and estimator variants, the protocol checks) at a few images each — their
- * intervals say how little those few images show; the GPU configuration (configs/full.json) runs them in full.
+ * the whole study finishes within 15 minutes on the slower of this project's CPU machines (docs/study.md has the
+ * measurement), the new evaluation attacks (CW, the threat-model and estimator variants, the protocol checks) at a
+ * few images each — their intervals say how little those few images show; the GPU configuration
+ * (configs/full.json) runs them in full.
  */
 export function defaultConfig(gpu: boolean): StudyConfig {
   const n = (onGpu: number | undefined, onCpu: number) => (gpu ? onGpu : onCpu);
@@ -74,35 +77,37 @@ export function defaultConfig(gpu: boolean): StudyConfig {
   const attacks: AttackSpec[] = [
     { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3] },
     // The reference's settings on a GPU (PGD 40 steps of 0.01, MIM 100 steps); fewer steps and images on a CPU.
-    pgd(gpu ? [0.02, 0.05, 0.1] : [0.05], gpu ? 40 : 10, n(undefined, 20)),
-    { kind: 'mim', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 100 : 10, stepSize: 0.01, momentum: 1, subset: n(undefined, 20) },
-    { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: n(1000, 10) },
+    pgd(gpu ? [0.02, 0.05, 0.1] : [0.05], gpu ? 40 : 10, n(undefined, 10)),
+    { kind: 'mim', eps: gpu ? [0.02, 0.05, 0.1] : [0.05], iterations: gpu ? 100 : 10, stepSize: 0.01, momentum: 1, subset: n(undefined, 10) },
+    { kind: 'deepfool', p: [2, 'inf'], maxIterations: 50, overshoot: 0.02, subset: n(1000, 5) },
     // Foolbox 3's DeepFool (every pixel in the step, distances padded by 1e-4), for comparison with library numbers.
-    { kind: 'deepfool', p: gpu ? [2, 'inf'] : [2], maxIterations: 50, overshoot: 0.02, subset: n(1000, 5), variant: 'foolbox' },
-    { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: n(1000, 10) },
+    { kind: 'deepfool', p: gpu ? [2, 'inf'] : [2], maxIterations: 50, overshoot: 0.02, subset: n(1000, 2), variant: 'foolbox' },
+    { kind: 'square', norm: 'linf', eps: [0.1], queryBudget: gpu ? 1000 : 100, subset: n(1000, 5) },
     { kind: 'transfer', from: 'dfz', eps: [0.05, 0.1, 0.2] },
     // Carlini-Wagner L2: the reference's setting (one search step, c as given), and a stronger one (a search over c).
-    cw(gpu ? 1000 : 50, 1, 10, n(1000, 2)),
-    cw(gpu ? 1000 : 50, gpu ? 6 : 2, 0.1, n(1000, 2)),
+    cw(gpu ? 1000 : 30, 1, 10, n(1000, 2)),
+    cw(gpu ? 1000 : 30, gpu ? 6 : 2, 0.1, n(1000, 2)),
     // Protocol checks: PGD and CW with twice the iterations (converged?), PGD with the whole box as budget (always succeeds?).
-    pgd([0.05], gpu ? 80 : 20, n(1000, 10)),
-    cw(gpu ? 2000 : 100, 1, 10, n(1000, 2)),
+    pgd([0.05], gpu ? 80 : 20, n(1000, 5)),
+    cw(gpu ? 2000 : 60, 1, 10, n(1000, 2)),
     pgd([1], gpu ? 40 : 10, n(1000, 5), { stepSize: 0.1, randomStart: false }),
     // A hard-label attack: HopSkipJump (L2), which sees only the predicted class.
-    { kind: 'hopskipjump', queryBudget: gpu ? 5000 : 500, subset: n(1000, 3) },
+    { kind: 'hopskipjump', queryBudget: gpu ? 5000 : 300, subset: n(1000, 2) },
     // The reference's black-box setting: a plain CNN fitted to the victim's labels, PGD, MIM and CW crafted on it.
-    { kind: 'substitute', train: gpu ? 10_000 : 400, epochs: gpu ? 20 : 10, eps: [0.05, 0.1], iterations: gpu ? 40 : 10, stepSize: 0.01, cw: { iterations: gpu ? 1000 : 50, binarySearchSteps: 1, initialConst: 10 }, subset: n(1000, 20) },
+    { kind: 'substitute', train: gpu ? 10_000 : 400, epochs: gpu ? 20 : 10, eps: [0.05, 0.1], iterations: gpu ? 40 : 10, stepSize: 0.01, cw: { iterations: gpu ? 1000 : 30, binarySearchSteps: 1, initialConst: 10 }, subset: n(1000, 20) },
     // Detection-aware PGD against each detector, lambda swept (0: the same PGD without the penalty, on the same images).
-    ...(['marginal', 'logit', 'kl'] as const).map((detector): AttackSpec => ({ kind: 'adaptive', detector, lambda: gpu ? [0, 0.1, 1, 10] : [0, 10], eps: 0.05, iterations: gpu ? 40 : 10, stepSize: 0.01, subset: n(1000, 5) })),
+    ...(['marginal', 'logit', 'kl'] as const).map((detector): AttackSpec => ({ kind: 'adaptive', detector, lambda: gpu ? [0, 0.1, 1, 10] : [0, 10], eps: 0.05, iterations: gpu ? 40 : 10, stepSize: 0.01, subset: n(1000, 3) })),
     // The classifier's randomness as a threat model: fresh draws on every call, and EOT over 20 draws per gradient.
     pgd([0.05], gpu ? 40 : 10, n(1000, 10), { noise: { kind: 'fresh' } }),
     pgd([0.05], gpu ? 40 : 10, n(1000, 2), { noise: { kind: 'expectation', draws: 20 } }),
     deepfoolL2(n(1000, 3), { noise: { kind: 'fresh' } }),
     ...(gpu ? [deepfoolL2(200, { noise: { kind: 'expectation', draws: 20 } })] : []),
     // The reference's estimator (independent draws per class) under the headline attacks, on the same images.
-    { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3], subset: n(undefined, 50), estimator: 'independent' },
+    { kind: 'fgs', eps: [0.01, 0.02, 0.05, 0.1, 0.2, 0.3], subset: n(undefined, 20), estimator: 'independent' },
     pgd(gpu ? [0.02, 0.05, 0.1] : [0.05], gpu ? 40 : 10, n(undefined, 10), { estimator: 'independent' }),
     deepfoolL2(n(1000, 3), { estimator: 'independent' }),
+    // Papernot et al.'s substitute: a seed set (150 images in their setting) doubled by Jacobian augmentation, lambda 0.1.
+    { kind: 'substitute', train: gpu ? 150 : 25, epochs: 10, eps: [0.05, 0.1], iterations: gpu ? 40 : 10, stepSize: 0.01, augment: { rounds: gpu ? 6 : 3, lambda: 0.1 }, subset: n(1000, 20) },
   ];
   return {
     models: ['dfz', 'gfz'],
@@ -165,6 +170,10 @@ export function checkConfig(cfg: StudyConfig): StudyConfig {
       posInt(a.train, `${where}.train`);
       posInt(a.epochs, `${where}.epochs`);
       posInt(a.iterations, `${where}.iterations`);
+      if (a.augment !== undefined) {
+        if (!Number.isInteger(a.augment.rounds) || a.augment.rounds < 1 || a.augment.rounds > 10) fail(`${where}.augment.rounds must be an integer in [1, 10], got ${a.augment.rounds}`);
+        if (!(a.augment.lambda > 0 && a.augment.lambda <= 1)) fail(`${where}.augment.lambda must lie in (0, 1], got ${a.augment.lambda}`);
+      }
       if (a.train > cfg.detection.trainImages) fail(`${where}: train (${a.train}) exceeds detection.trainImages (${cfg.detection.trainImages}), whose victim logits label the substitute's data`);
     }
     if (a.kind === 'adaptive') {

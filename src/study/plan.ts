@@ -127,13 +127,17 @@ export function jobsOf(model: string, spec: AttackSpec, specIndex: number, cfg: 
     case 'hopskipjump':
       return [job(`${model}-hopskipjump-l2-q${spec.queryBudget}`, `L2, hard-label, ${spec.queryBudget} queries`, {})];
     case 'substitute': {
-      const crafted = `on a substitute CNN (${spec.train} victim-labelled images, ${spec.epochs} epochs)`;
+      const a = spec.augment;
+      const crafted = a
+        ? `on a substitute CNN (${spec.train} victim-labelled seed images, ${a.rounds} rounds of Jacobian augmentation with lambda=${a.lambda}: ${spec.train * 2 ** a.rounds} images, ${spec.epochs} epoch${spec.epochs === 1 ? '' : 's'} a round)`
+        : `on a substitute CNN (${spec.train} victim-labelled images, ${spec.epochs} epochs)`;
+      const sub = `${model}-substitute${a ? `-jba${a.rounds}` : ''}`;
       return [
         ...spec.eps.flatMap((eps) => [
-          job(`${model}-substitute-pgd-eps${eps}-it${spec.iterations}`, `PGD eps=${eps} linf, ${spec.iterations} it, ${crafted}`, { eps, method: 'pgd' }),
-          job(`${model}-substitute-mim-eps${eps}-it${spec.iterations}`, `MIM eps=${eps}, ${spec.iterations} it, ${crafted}`, { eps, method: 'mim' }),
+          job(`${sub}-pgd-eps${eps}-it${spec.iterations}`, `PGD eps=${eps} linf, ${spec.iterations} it, ${crafted}`, { eps, method: 'pgd' }),
+          job(`${sub}-mim-eps${eps}-it${spec.iterations}`, `MIM eps=${eps}, ${spec.iterations} it, ${crafted}`, { eps, method: 'mim' }),
         ]),
-        ...(spec.cw ? [job(`${model}-substitute-cw-it${spec.cw.iterations}`, `CW L2, ${spec.cw.iterations} it, ${crafted}`, { method: 'cw' })] : []),
+        ...(spec.cw ? [job(`${sub}-cw-it${spec.cw.iterations}`, `CW L2, ${spec.cw.iterations} it, ${crafted}`, { method: 'cw' })] : []),
       ];
     }
     case 'adaptive':
@@ -210,7 +214,7 @@ export function planStudy(cfg: StudyConfig, models = planModels(cfg)): StudyPlan
       if (spec.kind === 'substitute') {
         // The substitute itself: fitted once per model, read by every unit that crafts on it.
         const b = { block: 0, start: 0, count: spec.train };
-        units.push({ id: `${m.name}-substitute-s${specIndex}`, model: m.name, kind: 'substitute', jobIds: [], specIndex, variant, ...b, cost: 0.05 * spec.epochs * spec.train, fingerprint: fingerprint({ ...base, spec, kind: 'substitute', trainImages: cfg.detection.trainImages, subset: cfg.subset }) });
+        units.push({ id: `${m.name}-substitute-s${specIndex}`, model: m.name, kind: 'substitute', jobIds: [], specIndex, variant, ...b, cost: 0.05 * spec.epochs * spec.train * (spec.augment ? 2 ** (spec.augment.rounds + 1) - 1 : 1), fingerprint: fingerprint({ ...base, spec, kind: 'substitute', trainImages: cfg.detection.trainImages, subset: cfg.subset }) });
       }
       // An FGS sweep's settings share one gradient per block, so they form one unit; other settings are units of their own.
       const groups = spec.kind === 'fgs' || spec.kind === 'transfer' ? [specJobs] : specJobs.map((j) => [j]);

@@ -247,6 +247,15 @@ function l2Section(study: StudyResult): string[] {
   ];
 }
 
+type SubstituteSummary = NonNullable<StudyResult['models'][number]['substitutes']>[number];
+
+/** What a substitute was fitted to, and for Jacobian augmentation how many labels it asked of the victim. */
+function fittedOn(s: SubstituteSummary): string {
+  if (!s.augment) return `${s.trainImages} images, ${s.epochs} epochs`;
+  const a = s.augment;
+  return `${s.trainImages} seed images, ${a.rounds} rounds of Jacobian augmentation (lambda ${a.lambda}): ${a.images} images, ${a.queries} victim queries, ${s.epochs} epoch${s.epochs === 1 ? '' : 's'} a round`;
+}
+
 /** The substitute black-box attack: how well the substitute imitates each model, and what its attacks do. */
 function substituteSection(study: StudyResult): string[] {
   const withSub = study.models.filter((m) => m.substitutes?.length);
@@ -258,15 +267,21 @@ function substituteSection(study: StudyResult): string[] {
     '',
     "The reference's black-box setting: a plain CNN (three 5×5 stride-2 convolutions, a dense layer) fitted to the",
     "victim's own predictions on training images, never to the true labels; PGD, MIM and CW are crafted on it and",
-    'shown to the victim, which the attacker never queries for gradients.',
+    'shown to the victim, which the attacker never queries for gradients. With Jacobian augmentation (Papernot et',
+    "al. 2017) the attacker starts from a small seed set and, after each round of training, asks the victim to label",
+    "each image moved by lambda along the sign of the substitute's gradient, doubling the set.",
     '',
     '| model | substitute fitted on | agreement with the model (training images) | agreement (test images) |',
     '|---|---|---:|---:|',
-    ...withSub.flatMap((m) => m.substitutes!.map((s) => `| ${m.model.toUpperCase()} | ${s.trainImages} images, ${s.epochs} epochs | ${pct(s.trainAgreement)} | ${pctN(s.testAgreement, s.testImages)} |`)),
+    ...withSub.flatMap((m) => m.substitutes!.map((s) => `| ${m.model.toUpperCase()} | ${fittedOn(s)} | ${pct(s.trainAgreement)} | ${pctN(s.testAgreement, s.testImages)} |`)),
     '',
-    '| model | attack crafted on the substitute | accuracy | success rate |',
-    '|---|---|---:|---:|',
-    ...jobs.map((j) => `| ${j.model.toUpperCase()} | ${j.setting.split(', on a substitute')[0]} | ${pctN(j.metrics.adversarialAccuracy, j.metrics.count)} | ${pctN(j.metrics.successRate, correctBefore(j))} |`),
+    '| model | attack crafted on the substitute | substitute | accuracy | success rate |',
+    '|---|---|---|---:|---:|',
+    ...jobs.map((j) => {
+      const [attack, substitute] = j.setting.split(', on a substitute CNN ');
+      const kind = /Jacobian augmentation/.test(substitute ?? '') ? 'Jacobian-augmented' : 'victim-labelled training images';
+      return `| ${j.model.toUpperCase()} | ${attack} | ${kind} | ${pctN(j.metrics.adversarialAccuracy, j.metrics.count)} | ${pctN(j.metrics.successRate, correctBefore(j))} |`;
+    }),
     '',
   ];
 }

@@ -4,7 +4,7 @@
 // most the unit in progress; shares run as separate processes on separate machines write into one directory.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Tensor, tidy, noGrad, readAll, argmax, runtime } from '../index.js';
+import { Tensor, tensor, tidy, noGrad, readAll, argmax, runtime } from '../index.js';
 import { loadFashionMnist, resolveDataDir, type FashionMnistSplit } from '../data/idx.js';
 import { loadModel } from '../models/store.js';
 import { batchTensors } from '../models/train.js';
@@ -16,7 +16,7 @@ import { squareAttack } from '../attacks/square.js';
 import { cw } from '../attacks/cw.js';
 import { hopSkipJump } from '../attacks/hopskipjump.js';
 import { adaptivePgd } from '../attacks/adaptive.js';
-import { Substitute, trainSubstitute, SUBSTITUTE_DEFAULTS } from '../models/substitute.js';
+import { Substitute, trainSubstitute, trainAugmentedSubstitute, SUBSTITUTE_DEFAULTS } from '../models/substitute.js';
 import { fitDetectors, detectionReport, type Detectors, type DetectionReport } from '../attacks/detection.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { Progress } from '../progress.js';
@@ -62,7 +62,7 @@ export interface ModelSummary {
   /** Clean accuracy as the other classifiers some attack faces (another noise or estimator), on the same images. */
   variants?: { key: string; classifier: string; cleanAccuracy: number; cleanCount: number }[];
   /** The black-box attacker's substitute CNN: how often it agrees with this model, on its training and test images. */
-  substitutes?: { trainImages: number; epochs: number; trainAgreement: number; testAgreement: number; testImages: number }[];
+  substitutes?: { trainImages: number; epochs: number; trainAgreement: number; testAgreement: number; testImages: number; augment?: { rounds: number; lambda: number; images: number; queries: number } }[];
 }
 
 export interface StudyResult {
@@ -102,7 +102,7 @@ interface UnitFile {
   /** Attack units: per job. */
   jobs?: Record<string, AttackBlock>;
   /** Substitute units: the fitted weights, and how often it agrees with the victim. */
-  substitute?: { trainAgreement: number; testAgreement: number; testImages: number; state: Record<string, number[]> };
+  substitute?: { trainAgreement: number; testAgreement: number; testImages: number; state: Record<string, number[]>; images?: number; queries?: number };
 }
 
 /**
@@ -276,9 +276,28 @@ async function computeUnit(
     const spec = cfg.attacks[unit.specIndex!] as Extract<AttackSpec, { kind: 'substitute' }>;
     // The victim labels the substitute's training images: its clean predictions on them, which the detector units already computed.
     const victimTrain = Int32Array.from(predictedClasses(await ctx.cleanLogitsOf(unit.model, 'clean-train', unit.count)));
-    const { model, trainAgreement } = await trainSubstitute(data.train.images.subarray(0, unit.count * 784), victimTrain, { ...SUBSTITUTE_DEFAULTS, epochs: spec.epochs, seed: cfg.seed }, (e) =>
-      progress(`training the substitute, epoch ${e}/${spec.epochs}`),
-    );
+    const seedImages = data.train.images.subarray(0, unit.count * 784);
+    const subConfig = { ...SUBSTITUTE_DEFAULTS, epochs: spec.epochs, seed: cfg.seed };
+    // Jacobian augmentation asks the victim (the unit's classifier) to label each new point: one query per image.
+    const oracle = async (images: Float32Array) => {
+      const labels: number[] = [];
+      for (let start = 0; start < images.length / 784; start += cfg.batchSize) {
+        const count = Math.min(cfg.batchSize, images.length / 784 - start);
+        const x = tensor(images.subarray(start * 784, (start + count) * 784), [count, 1, 28, 28]);
+        const l = noGrad(() => tidy(() => clf.logits(x, 0)));
+        const [v] = await readAll([l]);
+        l.dispose();
+        x.dispose();
+        labels.push(...predictedClasses(v));
+      }
+      return Int32Array.from(labels);
+    };
+    const fit = spec.augment
+      ? await trainAugmentedSubstitute(seedImages, victimTrain, oracle, subConfig, spec.augment, (round, images, e) =>
+          progress(`training the substitute, augmentation round ${round}/${spec.augment!.rounds} (${images} images), epoch ${e}/${spec.epochs}`),
+        )
+      : { ...(await trainSubstitute(seedImages, victimTrain, subConfig, (e) => progress(`training the substitute, epoch ${e}/${spec.epochs}`))), images: unit.count, queries: 0 };
+    const { model, trainAgreement } = fit;
     const victimTest = predictedClasses(await ctx.cleanLogitsOf(unit.model, 'clean-test', cfg.subset));
     let agree = 0;
     for (let start = 0; start < cfg.subset; start += cfg.batchSize) {
@@ -292,7 +311,7 @@ async function computeUnit(
     model.params.dispose();
     return {
       id: unit.id, fingerprint: unit.fingerprint, seconds: (performance.now() - started) / 1000, adapter: runtime().description,
-      substitute: { trainAgreement, testAgreement: agree / cfg.subset, testImages: cfg.subset, state: Object.fromEntries(Object.entries(state).map(([k, v]) => [k, Array.from(v)])) },
+      substitute: { trainAgreement, testAgreement: agree / cfg.subset, testImages: cfg.subset, state: Object.fromEntries(Object.entries(state).map(([k, v]) => [k, Array.from(v)])), images: fit.images, queries: fit.queries },
     };
   }
   if (unit.kind !== 'attack') {
@@ -519,7 +538,8 @@ export function assembleStudy(cfg: StudyConfig, plan: StudyPlan, opts: RunOption
     const subs = unitsOf(m.name, (u) => u.kind === 'substitute').map((u) => {
       const spec = cfg.attacks[u.specIndex!] as Extract<AttackSpec, { kind: 'substitute' }>;
       const f = files.get(u.id)!.substitute!;
-      return { trainImages: spec.train, epochs: spec.epochs, trainAgreement: f.trainAgreement, testAgreement: f.testAgreement, testImages: f.testImages };
+      const augment = spec.augment ? { augment: { ...spec.augment, images: f.images!, queries: f.queries! } } : {};
+      return { trainImages: spec.train, epochs: spec.epochs, trainAgreement: f.trainAgreement, testAgreement: f.testAgreement, testImages: f.testImages, ...augment };
     });
     if (subs.length) models[models.length - 1].substitutes = subs;
     opts.log(`${m.name} (${modelStructure(m.name).factorisation}, epoch ${m.epoch}): clean accuracy ${(100 * own.accuracy).toFixed(2)}% on ${cfg.subset} test images`);
