@@ -9,6 +9,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import os from 'node:os';
 import { writeFileAtomic } from '../src/fsutil.js';
+import { quietStart } from '../src/commands/quiet.js';
 import { init, parseBackend, type Backend } from '../src/index.js';
 import { loadTfjsWebgpu, type TfjsWebgpu } from './peer/tfjs-models.js';
 
@@ -25,7 +26,8 @@ export function fail(prefix: string, msg: string): never {
 /** Runs `main` when `moduleUrl` is the script node was started with, not when the module is only imported. */
 export function runMain(moduleUrl: string, prefix: string, main: () => Promise<void>): void {
   if (!process.argv[1] || moduleUrl !== pathToFileURL(process.argv[1]).href) return;
-  main().then(
+  const help = process.argv.slice(2).some((a) => a === '--help' || a === '-h');
+  (help ? Promise.resolve() : quietStart()).then(main).then(
     () => process.exit(0),
     (e) => {
       process.stderr.write(`${prefix}: ${(e as Error).stack ?? e}\n`);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session's work, in the order scarce GPU time is spent: confirm Dawn finds the GPU through the native
-# (Vulkan) backend, benchmark kernels and training steps against PyTorch on the same machine, then train the
+# (Vulkan) backend, profile the GFZ and DFZ training steps with GPU timestamps, benchmark training steps and
+# kernels against PyTorch on the same machine (these four within the first 5 minutes), then train the
 # `paper` GFZ and DFZ (or resume them from checkpoints/) and evaluate them on the full test set (K = 10, seeds 1-3).
 # New work stops at the deadline, so what was measured is always written out.
 #
@@ -39,8 +40,12 @@ trap pack EXIT
 
 step info 60 node dist/src/cli.js info || { say "no native adapter: nothing else is worth running"; exit 3; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >"$work/nvidia-smi.csv" 2>&1
-step kernels $(($(left) - 380)) node dist/bench/kernels.js --no-cpu --no-webgpu --torch --reps 10 --budget 1 --json "$work/kernels.json"
+# Where a training step's time goes, with GPU timestamps per dispatch, before any comparison.
+for m in gfz dfz; do
+  step profile-$m 45 node dist/bench/profile.js --model $m --task train --json "$work/profile-$m-train.json"
+done
 step train-step $(($(left) - 300)) node dist/bench/train-step.js --no-tfjs --torch --budget 5 --json "$work/train-step.json"
+step kernels $(($(left) - 200)) node dist/bench/kernels.js --no-cpu --no-webgpu --torch --reps 10 --budget 1 --json "$work/kernels.json"
 
 # Then the paper models, side by side on the GPU. Each is trained from scratch, or resumed from its checkpoint in
 # checkpoints/ when Adam's state is there too, to its last epoch (a checkpoint every epoch; SIGINT at the deadline

@@ -4,13 +4,14 @@
 //
 //   npm run bench:profile -- [--model gfz] [--preset compact] [--task train|classify|gradient] [--reps N] [--top N] [--json PATH]
 //
-// The step is run a few times to warm the pipelines and the buffer pool, then once more while every dispatch it
-// encodes is recorded (kernel, bindings, uniforms, workgroups). Each recorded dispatch is then replayed alone,
-// `--reps` times, each time submitted and awaited, and its time is the mean minus that of an empty submit-and-wait.
-// Replays bind buffers that have since returned to the pool, so they read stale values: the timing of a kernel
-// whose work does not depend on its data (all of ours but gather's index checks) is unaffected. The table sums
-// the replayed times per kernel (its pipeline key: kernel, tile and flags); "step" is the whole step run batched,
-// as training runs it, for comparison with the sum of its parts.
+// The step is run a few times to warm the pipelines and the buffer pool, then once more inside a runtime profile
+// (src/kernels/profiler.ts): every dispatch in its own compute pass, timed on the GPU by timestamp queries where
+// the adapter has them, its encoding timed on the host, and the step's dispatches, submissions and readbacks
+// counted. Then each recorded dispatch is replayed alone, `--reps` times, each time submitted and awaited, its
+// time the mean minus that of an empty submit-and-wait: the host's view, and the only per-kernel time on adapters
+// without timestamps (llvmpipe). Replays bind buffers that have since returned to the pool, so they read stale
+// values: the timing of a kernel whose work does not depend on its data (all of ours but gather's index checks) is
+// unaffected. "step" is the whole step run batched, as training runs it, for comparison with the sum of its parts.
 import { tidy, scale, mean, gradients, readAll, tensor, noGrad, Adam, runtime, type Tensor } from '../src/index.js';
 import { createModel, modelConfig, MODEL_NAMES, PRESETS } from '../src/models/factorisations.js';
 import type { Dispatch, KernelSource } from '../src/kernels/runtime.js';
@@ -93,7 +94,9 @@ async function main(): Promise<void> {
     recorded.push({ src, d });
     dispatch(src, d);
   };
+  rt.beginProfile();
   await step();
+  const prof = await rt.endProfile();
   rt.dispatch = dispatch;
 
   const submitAndWait = async () => {
@@ -122,14 +125,26 @@ async function main(): Promise<void> {
     byKernel.set(src.key, e);
   }
   const total = [...byKernel.values()].reduce((a, e) => a + e.ms, 0);
-  const kernels = [...byKernel.entries()].map(([key, e]) => ({ kernel: key, ms: e.ms, dispatches: e.dispatches, share: e.ms / total })).sort((a, b) => b.ms - a.ms);
+  const inStep = new Map(prof.kernels.map((k) => [k.key, k]));
+  // Ranked by GPU time where the adapter measures it, else by the replayed host time.
+  const kernels = [...byKernel.entries()]
+    .map(([key, e]) => ({ kernel: key, ms: e.ms, dispatches: e.dispatches, gpuMs: inStep.get(key)?.gpuMs ?? null, encodeMs: inStep.get(key)?.encodeMs ?? 0 }))
+    .map((k) => ({ ...k, share: prof.gpuMs ? k.gpuMs! / prof.gpuMs : k.ms / total }))
+    .sort((a, b) => (b.gpuMs ?? b.ms) - (a.gpuMs ?? a.ms));
   const stepMs = summarise(stepTimes).medianMs;
 
   const what = `${opt.model} ${opt.preset} ${opt.task}, batch ${opt.batch}${opt.task === 'train' ? '' : `, K=${opt.samples}`}`;
-  process.stdout.write(`\n${what}: step ${fmtMs(stepMs)} batched (median of 5); ${recorded.length} dispatches, ${fmtMs(total)} replayed one at a time (empty submit ${fmtMs(empty)} subtracted)\n\n`);
-  const cols: Column[] = [['kernel', 56, 'l'], ['ms/step', 9, 'r'], ['share', 6, 'r'], ['dispatches', 10, 'r']];
-  process.stdout.write(table(cols, kernels.slice(0, opt.top).map((k) => [k.kernel, k.ms.toFixed(2), `${(100 * k.share).toFixed(1)}%`, String(k.dispatches)])) + '\n');
-  if (kernels.length > opt.top) process.stdout.write(`(+${kernels.length - opt.top} more kernels, ${fmtMs(kernels.slice(opt.top).reduce((a, k) => a + k.ms, 0))})\n`);
+  const gpu = prof.gpuMs === null ? 'GPU time: no timestamp-query on this adapter (host times only)' : `GPU busy ${fmtMs(prof.gpuMs)} (timestamps, one pass per dispatch)`;
+  process.stdout.write(
+    `\n${what}: step ${fmtMs(stepMs)} batched (median of 5)\n` +
+      `in the step: ${prof.dispatches} dispatches, ${prof.submits} submits, ${prof.readbacks} readbacks; host encoding ${fmtMs(prof.encodeMs)}; ${gpu}\n` +
+      `replayed one dispatch at a time: ${fmtMs(total)} (empty submit ${fmtMs(empty)} subtracted)\n\n`,
+  );
+  const cols: Column[] = [['kernel', 56, 'l'], ['GPU ms', 9, 'r'], ['replay ms', 9, 'r'], ['encode ms', 9, 'r'], ['share', 6, 'r'], ['dispatches', 10, 'r']];
+  process.stdout.write(
+    table(cols, kernels.slice(0, opt.top).map((k) => [k.kernel, k.gpuMs === null ? '-' : k.gpuMs.toFixed(3), k.ms.toFixed(2), k.encodeMs.toFixed(3), `${(100 * k.share).toFixed(1)}%`, String(k.dispatches)])) + '\n',
+  );
+  if (kernels.length > opt.top) process.stdout.write(`(+${kernels.length - opt.top} more kernels, ${fmtMs(kernels.slice(opt.top).reduce((a, k) => a + (k.gpuMs ?? k.ms), 0))})\n`);
 
   if (opt.json) {
     const path = resultsPath(opt.json, 'profile', new Date());
@@ -137,10 +152,15 @@ async function main(): Promise<void> {
       ...reportHeader(engines, new Date(), 'bench/profile.ts'),
       settings: { model: opt.model, preset: opt.preset, task: opt.task, batch: opt.batch, samples: opt.samples, reps: opt.reps },
       step_ms: round(stepMs),
-      dispatches: recorded.length,
+      dispatches: prof.dispatches,
+      submits: prof.submits,
+      readbacks: prof.readbacks,
+      timestamps: prof.timestamps,
+      gpu_ms: prof.gpuMs === null ? null : round(prof.gpuMs, 4),
+      encode_ms: round(prof.encodeMs, 4),
       replayed_ms: round(total),
       empty_submit_ms: round(empty),
-      kernels: kernels.map((k) => ({ kernel: k.kernel, ms: round(k.ms), share: round(k.share, 3), dispatches: k.dispatches })),
+      kernels: kernels.map((k) => ({ kernel: k.kernel, gpu_ms: k.gpuMs === null ? null : round(k.gpuMs, 4), ms: round(k.ms), encode_ms: round(k.encodeMs, 4), share: round(k.share, 3), dispatches: k.dispatches })),
     });
     process.stdout.write(`profile: ${path}\n`);
   }

@@ -3,28 +3,34 @@
 // COMMANDS. Modules load lazily, so `--help` and usage errors never touch the GPU.
 import { pathToFileURL } from 'node:url';
 import { CliError, PROG, formatCommandHelp, parseCommandArgs, type Command } from './commands/command.js';
+import { quietStart } from './commands/quiet.js';
 
 interface CommandEntry {
   name: string;
   aliases?: string[];
   summary: string;
+  /** Opens the GPU: runs behind the quiet start-up filter (src/commands/quiet.ts). */
+  gpu?: boolean;
   load: () => Promise<{ command: Command }>;
 }
 
 export const COMMANDS: CommandEntry[] = [
   {
     name: 'info',
+    gpu: true,
     aliases: ['device'],
     summary: 'print the WebGPU adapter, backend, feature level and key limits',
     load: () => import('./commands/info.js'),
   },
   {
     name: 'train',
+    gpu: true,
     summary: 'train a latent-variable classifier (ELBO, Adam), checkpointing every epoch',
     load: () => import('./commands/train.js'),
   },
   {
     name: 'evaluate',
+    gpu: true,
     summary: 'clean accuracy of a checkpoint on the test set',
     load: () => import('./commands/evaluate.js'),
   },
@@ -35,6 +41,7 @@ export const COMMANDS: CommandEntry[] = [
   },
   {
     name: 'experiment',
+    gpu: true,
     summary: 'run the study (models x attacks x detectors) and write report/',
     load: () => import('./commands/experiment.js'),
   },
@@ -59,7 +66,8 @@ export function formatMainHelp(): string {
     'Commands:',
     ...rows.map(([n, s]) => `  ${n.padEnd(w)}  ${s}`),
     '',
-    'Environment: GENCLS_BACKEND=auto|native|opengl picks the WebGPU backend (same as --backend).',
+    'Environment: GENCLS_BACKEND=auto|native|opengl picks the WebGPU backend (same as --backend);',
+    "GENCLS_GPU_LOG=1 shows what Dawn and the drivers print while the adapters are probed (otherwise shown only when none is found).",
     '',
   ].join('\n');
 }
@@ -123,6 +131,8 @@ function unknownCommand(name: string): CliError {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const [name, ...rest] = process.argv.slice(2);
+  if (name && findCommand(name)?.gpu && !rest.some((a) => a === '--help' || a === '-h')) await quietStart();
   const code = await main(process.argv.slice(2));
   // Dawn can keep native handles alive after the device is destroyed; exit explicitly once output is written.
   process.exit(code);

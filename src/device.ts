@@ -1,5 +1,8 @@
 // Acquires a WebGPU device from Dawn: the native backend first (Vulkan/Metal/D3D12, core feature level),
 // then Dawn's OpenGL backend in compatibility mode over EGL surfaceless (Mesa's llvmpipe on CPU-only machines).
+import { mkdirSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { create, globals } from 'webgpu';
 
 export type Backend = 'auto' | 'native' | 'opengl';
@@ -62,8 +65,25 @@ function gpuFor(backend: 'native' | 'opengl'): GPU {
   return gpu;
 }
 
+/**
+ * Mesa's drivers complain on stderr while probed ("XDG_RUNTIME_DIR is invalid or not set") on servers, containers
+ * and CI, where no login session sets it; a private directory of our own satisfies them.
+ */
+function ensureRuntimeDir(): void {
+  if (process.env.XDG_RUNTIME_DIR) return;
+  const dir = join(tmpdir(), `gencls-runtime-${process.getuid?.() ?? 'user'}`);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    process.env.XDG_RUNTIME_DIR = dir;
+  } catch {
+    // Not ours to fix: the drivers then only print their complaint.
+  }
+}
+
 export async function acquireDevice(opts: { backend?: Backend } = {}): Promise<AcquiredDevice> {
   installGlobals();
+  ensureRuntimeDir();
   const backend = opts.backend ?? parseBackend(process.env.GENCLS_BACKEND);
   const tried: string[] = [];
   const order: Array<'native' | 'opengl'> = backend === 'auto' ? ['native', 'opengl'] : [backend];
@@ -87,7 +107,9 @@ export async function acquireDevice(opts: { backend?: Backend } = {}): Promise<A
       const v = (adapter.limits as unknown as Record<string, number>)[key];
       if (typeof v === 'number') requiredLimits[key] = v;
     }
-    const device = await adapter.requestDevice({ requiredLimits });
+    // Timestamp queries let bench:profile time each dispatch on the GPU; requesting them costs nothing unused.
+    const requiredFeatures = (['timestamp-query'] as GPUFeatureName[]).filter((f) => adapter!.features.has(f));
+    const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
     const info = adapter.info;
     return { device, adapter, backend: b, description: describe(info, b, featureLevel), featureLevel };
   }

@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" />
 export { init, shutdown, runtime, tidy, keep, noGrad, readAll, Tensor, type Shape, type DType } from './autograd/tensor.js';
 export { backward, gradients, grad, valueAndGrad } from './autograd/tape.js';
 export * from './autograd/ops/index.js';

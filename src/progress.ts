@@ -47,6 +47,10 @@ export function formatRate(perSecond: number, unit: string): string {
   return `${perSecond >= 100 ? perSecond.toFixed(0) : perSecond.toFixed(1)} ${unit}/s`;
 }
 
+/** Set by a parent whose pipe stands for the terminal (src/commands/quiet.ts): '1' when that was a TTY, and its width. */
+export const STDERR_TTY = 'GENCLS_STDERR_TTY';
+export const STDERR_COLUMNS = 'GENCLS_STDERR_COLUMNS';
+
 export class Progress {
   readonly total: number;
   private done = 0;
@@ -62,7 +66,9 @@ export class Progress {
   constructor(options: ProgressOptions = {}) {
     this.total = Math.max(0, Math.floor(options.total ?? 0));
     this.stream = options.stream ?? process.stderr;
-    this.tty = options.tty ?? Boolean(this.stream.isTTY);
+    // Under the quiet start-up (src/commands/quiet.ts) stderr is a pipe to the parent, which says what it stands for.
+    const piped = this.stream === process.stderr ? process.env[STDERR_TTY] : undefined;
+    this.tty = options.tty ?? (piped !== undefined ? piped === '1' : Boolean(this.stream.isTTY));
     this.now = options.now ?? (() => performance.now());
     this.opts = {
       label: options.label ?? '',
@@ -137,7 +143,7 @@ export class Progress {
     this.lastDraw = t;
     let line = this.render();
     if (this.tty) {
-      const cols = this.stream.columns;
+      const cols = this.stream.columns ?? (this.stream === process.stderr ? Number(process.env[STDERR_COLUMNS]) || undefined : undefined);
       if (cols && line.length > cols - 1) line = line.slice(0, cols - 1);
       // \r + clear-to-end-of-line redraws in place without leaving debris from a longer previous line.
       this.stream.write(`\r${line}\x1b[K`);

@@ -2,14 +2,32 @@
 // and `checkVjp`, the random-projection gradient check (after HIPS autograd's check_vjp).
 import { beforeAll, afterAll, expect } from 'vitest';
 import fc from 'fast-check';
+import { existsSync } from 'node:fs';
 import { init, shutdown, tensor, Tensor, tidy, readAll, gradients, type Runtime } from './lib.js';
 import { type Ref } from '../src/reference/tensor.js';
+
+/** Where Debian's chromium package puts SwiftShader's Vulkan driver (its ICD file), which .ci/setup installs. */
+export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+/**
+ * The adapter the tests run on: the default one (Dawn's OpenGL backend on llvmpipe on machines without a GPU), or
+ * with GENCLS_TEST_ADAPTER=swiftshader (the `swiftshader` project in vitest.config.ts) Dawn's Vulkan backend on
+ * SwiftShader: the core feature level, with timestamp queries and subgroups, on any machine.
+ */
+async function testRuntime(): Promise<Runtime> {
+  if (process.env.GENCLS_TEST_ADAPTER !== 'swiftshader') return init();
+  if (!existsSync(SWIFTSHADER_ICD)) throw new Error(`GENCLS_TEST_ADAPTER=swiftshader: ${SWIFTSHADER_ICD} is missing; install Debian's chromium package (bash .ci/setup does)`);
+  process.env.VK_DRIVER_FILES = SWIFTSHADER_ICD;
+  const rt = await init({ backend: 'native' });
+  if (!/swiftshader/i.test(rt.description)) throw new Error(`GENCLS_TEST_ADAPTER=swiftshader: got adapter ${rt.description}`);
+  return rt;
+}
 
 /** Acquires the GPU for a test file and releases it afterwards. */
 export function useGpu(): { rt: () => Runtime } {
   let rt: Runtime | null = null;
   beforeAll(async () => {
-    rt = await init();
+    rt = await testRuntime();
   });
   afterAll(() => shutdown());
   return { rt: () => rt! };

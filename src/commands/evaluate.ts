@@ -19,12 +19,13 @@ export const command: Command = {
     json: { type: 'boolean', description: 'print one JSON object' },
     backend: BACKEND_OPTION,
   },
-  async run({ values, positionals, stdout }) {
+  async run({ values, positionals, stdout, stderr }) {
     if (positionals.length !== 1) throw new CliError('evaluate: expected exactly one checkpoint path');
     const samples = intOpt(values, 'samples', 10, { min: 1 });
     const count = intOpt(values, 'count', 10000, { min: 1, max: 10000 });
     const test = loadFashionMnist({ dir: resolveDataDir(stringOpt(values, 'data')), split: 'test' });
     const rt = await init({ backend: parseBackend(stringOpt(values, 'backend') ?? process.env.GENCLS_BACKEND) });
+    stderr.write(`adapter: ${rt.description}\n`);
     try {
       const { model, meta } = loadModel(positionals[0]);
       const t0 = performance.now();

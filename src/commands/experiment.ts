@@ -59,6 +59,7 @@ export const command: Command = {
     }
     // Merging reads files only; everything else needs the GPU (and the defaults depend on which adapter it is).
     const rt = merge ? null : await init({ backend: parseBackend(stringOpt(values, 'backend') ?? process.env.GENCLS_BACKEND) });
+    if (rt) stderr.write(`adapter: ${rt.description}\n`);
     try {
       const out = stringOpt(values, 'out') ?? 'report';
       const configFor = (gpu: boolean) => {

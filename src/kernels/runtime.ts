@@ -2,6 +2,7 @@
 // per-dispatch uniforms packed into one arena per submission, many dispatches per command buffer, and
 // batched asynchronous reads. Every kernel in src/kernels runs through `Runtime.dispatch`.
 import type { AcquiredDevice } from '../device.js';
+import { DispatchProfiler, type StepProfile } from './profiler.js';
 
 export interface KernelSource {
   /** Cache key: kernel name plus every compile-time flag that changes the WGSL. */
@@ -115,6 +116,8 @@ export class Runtime {
   maxDispatchesPerSubmit = 512;
   dispatchCount = 0;
   submitCount = 0;
+  readCount = 0;
+  private profiler: DispatchProfiler | null = null;
 
   constructor(acquired: AcquiredDevice) {
     this.device = acquired.device;
@@ -273,8 +276,34 @@ export class Runtime {
     return { buffer: this.uniformChunks.length - 1, offset };
   }
 
+  /**
+   * Opens a profile (src/kernels/profiler.ts): until `endProfile`, every dispatch runs in its own compute pass,
+   * timed on the GPU where the device has timestamp-query, and its encoding is timed on the host.
+   */
+  beginProfile(): void {
+    if (this.profiler) throw new Error('runtime: a profile is already open');
+    this.flush();
+    this.profiler = new DispatchProfiler(this.device);
+  }
+
+  /** Submits what is encoded, waits for its timestamps and closes the profile. */
+  async endProfile(): Promise<StepProfile> {
+    const profiler = this.profiler;
+    if (!profiler) throw new Error('runtime: no profile is open');
+    this.flush();
+    this.profiler = null;
+    return profiler.finish();
+  }
+
+  /** Whether the device can time dispatches on the GPU (timestamp-query). */
+  get hasTimestamps(): boolean {
+    return this.device.features.has('timestamp-query');
+  }
+
   dispatch(src: KernelSource, d: Dispatch): void {
     this.checkAlive();
+    const profiler = this.profiler;
+    const t0 = profiler ? performance.now() : 0;
     const uniform = d.uniforms !== undefined;
     const { pipeline, layout } = this.pipeline(src, d.inputs.length, d.outputs.length, uniform);
     const entries: GPUBindGroupEntry[] = [];
@@ -291,13 +320,19 @@ export class Runtime {
       throw new KernelError(src.name, `dispatch of ${x}x${y}x${z} workgroups exceeds the per-dimension limit ${maxDim}`);
     }
     const bindGroup = this.device.createBindGroup({ layout, entries });
+    if (profiler?.full) this.flush();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
-    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    if (profiler && this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    if (!this.pass) this.pass = this.encoder.beginComputePass(profiler ? profiler.passFor(src.key) : undefined);
     this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(x, y, z);
     this.pendingDispatches++;
     this.dispatchCount++;
+    profiler?.encoded(src.key, performance.now() - t0);
     if (this.pendingDispatches >= this.maxDispatchesPerSubmit) this.flush();
   }
 
@@ -315,8 +350,10 @@ export class Runtime {
     if (this.pass) this.pass.end();
     this.pass = null;
     this.uniformChunks.forEach((chunk, i) => this.device.queue.writeBuffer(this.uniformBuffers[i], 0, chunk.data.buffer, 0, chunk.used));
+    const timestamps = this.profiler?.resolve(this.encoder) ?? null;
     this.device.queue.submit([this.encoder.finish()]);
     this.submitCount++;
+    this.profiler?.submitted(timestamps);
     this.endBatch();
   }
 
@@ -351,6 +388,8 @@ export class Runtime {
   /** Reads several buffers with one submission; resolves once all are mapped. */
   async read(items: { buffer: GPUBuffer; offset?: number; bytes: number }[]): Promise<ArrayBuffer[]> {
     this.checkAlive();
+    this.readCount++;
+    if (this.profiler) this.profiler.readbacks++;
     await this.surfaceErrors();
     const stagings = items.map(({ buffer, offset = 0, bytes }) => {
       const size = Math.ceil(Math.max(4, bytes) / 4) * 4;
