@@ -4,17 +4,11 @@ import { mkdirSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create, globals } from 'webgpu';
+import { describeAdapter, requestFullDevice, type AcquiredDevice } from './gpu.js';
+
+export { LIMIT_KEYS, type AcquiredDevice } from './gpu.js';
 
 export type Backend = 'auto' | 'native' | 'opengl';
-
-export interface AcquiredDevice {
-  device: GPUDevice;
-  adapter: GPUAdapter;
-  backend: Exclude<Backend, 'auto'>;
-  /** Human-readable adapter string recorded in every benchmark and run. */
-  description: string;
-  featureLevel: 'core' | 'compatibility';
-}
 
 export class NoAdapterError extends Error {
   constructor(tried: string[]) {
@@ -47,11 +41,6 @@ function installGlobals(): void {
     if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   }
   globalsInstalled = true;
-}
-
-function describe(info: GPUAdapterInfo, backend: string, featureLevel: string): string {
-  const parts = [info.vendor, info.architecture, info.device, info.description].filter((s) => s && s.length > 0);
-  return `${parts.join(' / ') || 'unknown adapter'} [dawn ${backend}, ${featureLevel}]`;
 }
 
 // Dawn keeps the GPU instance alive for the process; reuse it so repeated acquisitions don't leak instances.
@@ -101,34 +90,8 @@ export async function acquireDevice(opts: { backend?: Backend } = {}): Promise<A
       tried.push(`${b} (${featureLevel}): no adapter`);
       continue;
     }
-    // Compatibility-mode defaults are tiny; ask for everything the adapter offers.
-    const requiredLimits: Record<string, number> = {};
-    for (const key of LIMIT_KEYS) {
-      const v = (adapter.limits as unknown as Record<string, number>)[key];
-      if (typeof v === 'number') requiredLimits[key] = v;
-    }
-    // Timestamp queries let bench:profile time each dispatch on the GPU; requesting them costs nothing unused.
-    const requiredFeatures = (['timestamp-query'] as GPUFeatureName[]).filter((f) => adapter!.features.has(f));
-    const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
-    const info = adapter.info;
-    return { device, adapter, backend: b, description: describe(info, b, featureLevel), featureLevel };
+    const device = await requestFullDevice(adapter);
+    return { device, adapter, backend: b, description: describeAdapter(adapter.info, `dawn ${b}`, featureLevel), featureLevel };
   }
   throw new NoAdapterError(tried);
 }
-
-/** The limits the engine requests at the adapter's own values (and `info` prints). */
-export const LIMIT_KEYS = [
-  'maxStorageBufferBindingSize',
-  'maxBufferSize',
-  'maxComputeWorkgroupStorageSize',
-  'maxComputeInvocationsPerWorkgroup',
-  'maxComputeWorkgroupSizeX',
-  'maxComputeWorkgroupSizeY',
-  'maxComputeWorkgroupSizeZ',
-  'maxComputeWorkgroupsPerDimension',
-  'maxStorageBuffersPerShaderStage',
-  'maxUniformBufferBindingSize',
-  'maxBindGroups',
-  'minStorageBufferOffsetAlignment',
-  'minUniformBufferOffsetAlignment',
-] as const;

@@ -1,7 +1,9 @@
 /// <reference types="@webgpu/types" />
-export { init, shutdown, runtime, tidy, keep, noGrad, readAll, Tensor, type Shape, type DType } from './autograd/tensor.js';
-export { backward, gradients, grad, valueAndGrad } from './autograd/tape.js';
-export * from './autograd/ops/index.js';
-export { Rng } from './autograd/rng.js';
+// The engine in Node: its surface (src/engine.ts), with Dawn (the `webgpu` package) as the device provider.
+import { setDeviceProvider } from './autograd/tensor.js';
+import { acquireDevice, type Backend } from './device.js';
+
+export * from './engine.js';
 export { acquireDevice, parseBackend, NoAdapterError, type Backend } from './device.js';
-export { ParameterSet, Adam, type ParameterSpec } from './autograd/optim.js';
+
+setDeviceProvider((opts) => acquireDevice({ backend: opts.backend as Backend | undefined }));

@@ -82,6 +82,7 @@ describe('the installed package', () => {
     expect(list).toContain('package/dist/src/index.d.ts');
     expect(list).toContain('package/dist/src/models/index.d.ts');
     expect(list).toContain('package/dist/src/attacks/index.js');
+    expect(list).toContain('package/dist/src/browser.js');
     expect(list.some((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toBe(false);
     expect(list.some((f) => f.includes('/test/') || f.includes('/bench/') || f.includes('checkpoints/'))).toBe(false);
   });

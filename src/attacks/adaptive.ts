@@ -3,7 +3,7 @@
 //   maximise  CE(logits(x'), y) - lambda * max(0, how far the statistic is past the threshold),
 // with L-inf (or L2) steps projected onto the eps-ball around x and onto [0, 1]. The per-class detectors (logit, KL) use
 // the thresholds of the class the iterate is currently predicted as, which is what they will be judged by.
-import { Tensor, tidy, noGrad, scale, add, sub, mul, div, sign, clamp, relu, logsumexp, logSoftmax, gather, reshape, sum, square, sqrt, addScalar, minimum, tensor, argmax, crossEntropy, gradients, Rng, randomUniform, full } from '../index.js';
+import { Tensor, tidy, noGrad, scale, add, sub, mul, div, sign, clamp, relu, logsumexp, logSoftmax, gather, reshape, sum, square, sqrt, addScalar, minimum, tensor, argmax, crossEntropy, gradients, Rng, randomUniform, full } from '../engine.js';
 import { type Classifier, checkImages, checkLabels } from './classifier.js';
 import type { Detectors, DetectorName } from './detection.js';
 

@@ -2,7 +2,7 @@
 // logits are importance-sampled); `NoiseMode` says whether every call sees the same z draws (fixed), new draws
 // (fresh: the reference's default, in the attack and in the final evaluation alike), or new draws with attack
 // gradients averaged over several of them (expectation over noise, EOT).
-import { Tensor, Rng, scale, add, mul, sum, logSoftmax, oneHot, reshape, broadcastTo, gradients, noGrad, tidy, max, readAll } from '../index.js';
+import { Tensor, Rng, scale, add, mul, sum, logSoftmax, oneHot, reshape, broadcastTo, gradients, noGrad, tidy, max, readAll } from '../engine.js';
 import { fmt } from '../autograd/tensor.js';
 import type { LatentVariableClassifier, BatchRows, Estimator } from '../models/factorisations.js';
 

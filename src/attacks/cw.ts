@@ -8,7 +8,7 @@
 // Everything per iteration (forward, gradient, Adam, best tracking) stays on the GPU for the whole batch; the host
 // reads once per search step (which images succeeded, for the search) and, with early abort, the total loss ten
 // times per step.
-import { Tensor, tidy, keep, noGrad, readAll, gradients, tensor, full, reshape, add, sub, mul, div, square, sqrt, sum, max, tanh, log, affine, scale, addScalar, maximum, gt, oneHot } from '../index.js';
+import { Tensor, tidy, keep, noGrad, readAll, gradients, tensor, full, reshape, add, sub, mul, div, square, sqrt, sum, max, tanh, log, affine, scale, addScalar, maximum, gt, oneHot } from '../engine.js';
 import { type Classifier, checkImages, checkLabels } from './classifier.js';
 
 export interface CwOptions {

@@ -17,7 +17,7 @@
 //
 // One iteration evaluates the gradients of all candidate classes of all still-active images in a single backward
 // pass: the batch is replicated once per candidate and the output gradient seeds copy j's candidate in copy j.
-import { Tensor, tidy, keep, reshape, broadcastTo, gradients, slice, tensor, gather, add, sub, sum, abs, square, powAbs, sign, mul, gt, affine, noGrad, argmax, readAll, oneHot, scale } from '../index.js';
+import { Tensor, tidy, keep, reshape, broadcastTo, gradients, slice, tensor, gather, add, sub, sum, abs, square, powAbs, sign, mul, gt, affine, noGrad, argmax, readAll, oneHot, scale } from '../engine.js';
 import { type Classifier, checkImages } from './classifier.js';
 
 export type DeepFoolVariant = 'box' | 'foolbox';

@@ -1,7 +1,7 @@
 // Gradient-sign attacks: FGS (Goodfellow et al.), and the iterative attacks the paper also uses: PGD/BIM with
 // L_inf or L2 steps and an optional random start (Madry et al.), and MIM (momentum iterative, Dong et al.).
 // All operate on whole batches on the GPU; inputs are never modified.
-import { Tensor, tidy, sign, scale, add, sub, mul, clamp, div, sqrt, sum, square, abs, mean, addScalar, minimum, randomUniform, randomNormal, full, Rng } from '../index.js';
+import { Tensor, tidy, sign, scale, add, sub, mul, clamp, div, sqrt, sum, square, abs, mean, addScalar, minimum, randomUniform, randomNormal, full, Rng } from '../engine.js';
 import { type Classifier, lossGradient, checkImages, checkLabels } from './classifier.js';
 
 function checkEps(op: string, eps: number, what = 'eps'): void {

@@ -16,7 +16,7 @@
 // step evaluates the candidates of every image still being attacked in batched classifier calls of at most
 // `chunkRows` rows, and the gradient samples are drawn, clipped and reduced on the GPU. The bookkeeping (budgets,
 // binary-search bounds, the iterates) stays on the host, a few vectors per image next to the model's cost.
-import { Tensor, tensor, tidy, noGrad, add, sub, mul, div, sqrt, sum, square, clamp, affine, scale, reshape, argmax, oneHot, randomNormal, randomUniform, readAll } from '../index.js';
+import { Tensor, tensor, tidy, noGrad, add, sub, mul, div, sqrt, sum, square, clamp, affine, scale, reshape, argmax, oneHot, randomNormal, randomUniform, readAll } from '../engine.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
 import { fmt } from '../autograd/tensor.js';
 import { type Classifier, hostBatch } from './classifier.js';

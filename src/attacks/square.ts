@@ -6,7 +6,7 @@
 // The perturbations live on the host (they are tiny next to a classifier's forward pass, and the L_inf re-draw
 // and the L2 window norms need per-window values); every iteration evaluates all active images in one batched
 // classifier call. Unlike the reference code, window positions and signs are drawn per image, not per batch.
-import { Tensor, tensor, tidy, noGrad, add, scale } from '../index.js';
+import { Tensor, tensor, tidy, noGrad, add, scale } from '../engine.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
 import { fmt } from '../autograd/tensor.js';
 import { type Classifier, hostBatch } from './classifier.js';

@@ -1,6 +1,6 @@
 // Transfer (grey-box) attacks: adversarial examples crafted with a white-box attack on a substitute classifier,
 // then shown to the target, which the attack never queried.
-import { Tensor, tidy, noGrad, argmax } from '../index.js';
+import { Tensor, tidy, noGrad, argmax } from '../engine.js';
 import { type Classifier, checkLabels } from './classifier.js';
 
 /** A white-box attack bound to its options, e.g. `(clf, x, y) => fgs(clf, x, y, { eps: 0.1 })`. */

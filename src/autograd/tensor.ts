@@ -1,6 +1,6 @@
 // Tensors live in pooled GPU buffers. Each tensor made by a differentiable op remembers its parents and a
 // backward closure (micrograd-style); `record` attaches them only when gradients are being tracked.
-import { acquireDevice, type Backend } from '../device.js';
+import type { AcquiredDevice, DeviceProvider } from '../gpu.js';
 import { Runtime } from '../kernels/runtime.js';
 
 export type DType = 'f32' | 'i32';
@@ -14,10 +14,25 @@ export type BackwardFn = (grad: Tensor, need: boolean[]) => (Tensor | null)[];
 let current: Runtime | null = null;
 let initializing: Promise<Runtime> | null = null;
 
-/** Acquires the GPU once per process; `backend` (or env GENCLS_BACKEND) forces one. */
-export async function init(opts: { backend?: Backend } = {}): Promise<Runtime> {
+let provider: DeviceProvider | null = null;
+
+/**
+ * Where `init()` gets its device when none is given: the package's entry point registers Dawn in Node
+ * (src/index.ts) or navigator.gpu in a browser (src/browser.ts), so the engine itself imports neither.
+ */
+export function setDeviceProvider(p: DeviceProvider): void {
+  provider = p;
+}
+
+/**
+ * Acquires the GPU once per process: from `acquire` when given, else from the registered provider, which
+ * `backend` (or env GENCLS_BACKEND in Node) steers.
+ */
+export async function init(opts: { backend?: string; acquire?: () => Promise<AcquiredDevice> } = {}): Promise<Runtime> {
   if (current) return current;
-  initializing ??= acquireDevice(opts).then((d) => (current = new Runtime(d)));
+  const acquire = opts.acquire ?? (provider ? () => provider!({ backend: opts.backend }) : null);
+  if (!acquire) throw new Error('init: no GPU device provider; import the engine from its entry point (src/index.ts in Node, src/browser.ts in a browser) or pass `acquire`');
+  initializing ??= acquire().then((d) => (current = new Runtime(d)));
   return initializing;
 }
 

@@ -1,7 +1,7 @@
 // The GPU runtime: a size-keyed buffer pool, a pipeline cache keyed by kernel name and compile-time flags,
 // per-dispatch uniforms packed into one arena per submission, many dispatches per command buffer, and
 // batched asynchronous reads. Every kernel in src/kernels runs through `Runtime.dispatch`.
-import type { AcquiredDevice } from '../device.js';
+import type { AcquiredDevice } from '../gpu.js';
 import { DispatchProfiler, type StepProfile } from './profiler.js';
 
 export interface KernelSource {
@@ -75,7 +75,7 @@ export type KernelProfile = 'software' | 'gpu';
 const KERNEL_PROFILES: readonly KernelProfile[] = ['software', 'gpu'];
 
 /** The profile for an adapter: GENCLS_KERNEL_PROFILE if set, else 'software' for CPU renderers, else 'gpu'. */
-export function kernelProfileFor(description: string, env = process.env.GENCLS_KERNEL_PROFILE): KernelProfile {
+export function kernelProfileFor(description: string, env = typeof process === 'undefined' ? undefined : process.env.GENCLS_KERNEL_PROFILE): KernelProfile {
   if (env !== undefined && env !== '') {
     if (!(KERNEL_PROFILES as readonly string[]).includes(env)) throw new Error(`GENCLS_KERNEL_PROFILE must be one of ${KERNEL_PROFILES.join(', ')}, got '${env}'`);
     return env as KernelProfile;

@@ -1,5 +1,5 @@
 // Log densities, each summed over the event (last) axis so every row gets one number.
-import { Tensor, add, sub, mul, exp, square, sum, scale, addScalar, reshape, logSoftmax, log, clamp, affine } from '../index.js';
+import { Tensor, add, sub, mul, exp, square, sum, scale, addScalar, reshape, logSoftmax, log, clamp, affine } from '../engine.js';
 
 const HALF_LOG_2PI = 0.5 * Math.log(2 * Math.PI);
 

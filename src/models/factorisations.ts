@@ -5,7 +5,7 @@
 import {
   Tensor, ParameterSet, Rng, runtime, add, concat, slice, reshape, broadcastTo, exp, mul, oneHot, tensor, randomNormal, dropout,
   logsumexp, addScalar, transpose, sub, gather,
-} from '../index.js';
+} from '../engine.js';
 import { SpecList, Mlp, ConvFeatures, ImageDecoder } from './layers.js';
 import { logGaussian, logStandardNormal, logCategorical, logImageLikelihood, type ImageLikelihood } from './distributions.js';
 

@@ -2,7 +2,7 @@
 // a conv feature stack, MLPs, and the deconvolutional image decoder. Parameter names and layouts follow
 // PyTorch (Linear [out, in], Conv2d [out, in, kh, kw], ConvTranspose2d [in, out, kh, kw]) so a PyTorch module
 // of the same architecture loads the checkpoints.
-import { Tensor, reshape, linear, conv2d, convTranspose2d, type ParameterSpec, type ParameterSet } from '../index.js';
+import { Tensor, reshape, linear, conv2d, convTranspose2d, type ParameterSpec, type ParameterSet } from '../engine.js';
 import type { Rng } from '../autograd/rng.js';
 
 export type Activation = 'none' | 'relu' | 'sigmoid';

@@ -1,7 +1,7 @@
 // Saving and loading trained classifiers: weights in `<name>.safetensors` with the run's metadata, the Adam
 // state beside it in `<name>.optim.safetensors` (for --resume). Mismatches are refused with the reason.
 import { existsSync } from 'node:fs';
-import { Adam, runtime } from '../index.js';
+import { Adam, runtime } from '../engine.js';
 import { readSafetensors, writeSafetensors, CheckpointError, type NamedArray } from './checkpoint.js';
 import { createModel, modelConfig, type LatentVariableClassifier, type ModelConfig } from './factorisations.js';
 

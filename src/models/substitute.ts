@@ -1,7 +1,7 @@
 // The black-box attacker's own model (Papernot et al.'s substitute, the reference's black-box setting): a plain CNN
 // trained on images the victim labelled, whose gradients then craft attacks the victim never sees being made.
 // Conv features as the latent-variable models' encoders use (3 x conv 5x5 stride 2), a dense layer, ten logits.
-import { Tensor, ParameterSet, Adam, Rng, tensor, tidy, keep, crossEntropy, gradients, readAll, argmax, noGrad, softmax, oneHot, sum, mul, add, scale, sign, clamp } from '../index.js';
+import { Tensor, ParameterSet, Adam, Rng, tensor, tidy, keep, crossEntropy, gradients, readAll, argmax, noGrad, softmax, oneHot, sum, mul, add, scale, sign, clamp } from '../engine.js';
 import { SpecList, ConvFeatures, Dense } from './layers.js';
 
 export interface SubstituteConfig {

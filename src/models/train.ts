@@ -1,7 +1,7 @@
 // Training by maximising the ELBO with Adam; evaluation by Bayes' rule. Checkpoints are written atomically after
 // every epoch, so an interrupted run resumes (`resume: true`) losing at most the epoch in progress.
 import { existsSync } from 'node:fs';
-import { Adam, Rng, tensor, tidy, mean, scale, gradients, argmax, readAll, runtime, type Tensor } from '../index.js';
+import { Adam, Rng, tensor, tidy, mean, scale, gradients, argmax, readAll, runtime, type Tensor } from '../engine.js';
 import { Progress } from '../progress.js';
 import type { FashionMnistSplit as Split } from '../data/idx.js';
 import { createModel, type LatentVariableClassifier, type ModelConfig } from './factorisations.js';
