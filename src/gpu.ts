@@ -11,6 +11,17 @@ export interface AcquiredDevice {
   featureLevel: 'core' | 'compatibility';
 }
 
+// GPUBufferUsage and GPUMapMode bits as literals: Node defines those globals only once Dawn's are installed, and
+// the kernels' modules load before that.
+export const USAGE_MAP_READ = 0x01;
+export const USAGE_MAP_WRITE = 0x02;
+export const USAGE_COPY_SRC = 0x04;
+export const USAGE_COPY_DST = 0x08;
+export const USAGE_UNIFORM = 0x40;
+export const USAGE_STORAGE = 0x80;
+export const USAGE_QUERY_RESOLVE = 0x200;
+export const MAP_READ = 0x1;
+
 /** Acquires a device; `backend` is the Node adapter's choice of Dawn backend, ignored in a browser. */
 export type DeviceProvider = (opts: { backend?: string }) => Promise<AcquiredDevice>;
 

@@ -2,9 +2,9 @@
 // logits are importance-sampled); `NoiseMode` says whether every call sees the same z draws (fixed), new draws
 // (fresh: the reference's default, in the attack and in the final evaluation alike), or new draws with attack
 // gradients averaged over several of them (expectation over noise, EOT).
-import { Tensor, Rng, scale, add, mul, sum, logSoftmax, oneHot, reshape, broadcastTo, gradients, noGrad, tidy, max, readAll } from '../engine.js';
+import { Tensor, Rng, scale, add, mul, sum, logSoftmax, oneHot, gradients, noGrad, tidy, max, readAll } from '../engine.js';
 import { fmt } from '../autograd/tensor.js';
-import type { LatentVariableClassifier, BatchRows, Estimator } from '../models/factorisations.js';
+import { tileRows, type LatentVariableClassifier, type BatchRows, type Estimator } from '../models/factorisations.js';
 
 export type NoiseMode = { kind: 'fixed'; seed: number } | { kind: 'fresh'; seed: number } | { kind: 'expectation'; seed: number; draws: number };
 
@@ -45,7 +45,7 @@ export function bayesClassifier(model: LatentVariableClassifier, opts: { samples
       return model.logits(x, { samples, seed, replicas, rows, estimator });
     },
     // Every row of a call gets its own z draws, so `count` stacked copies of the batch are `count` fresh draws.
-    logitsOfDraws: (x, _draw0, count) => model.logits(copies(x, count), { samples, seed: stream.nextSeed(), estimator }),
+    logitsOfDraws: (x, _draw0, count) => model.logits(tileRows(x, count), { samples, seed: stream.nextSeed(), estimator }),
   };
 }
 
@@ -63,13 +63,6 @@ export function checkLabels(op: string, x: Tensor, labels: Tensor): void {
   if (labels.dtype !== 'i32' || labels.rank !== 1 || labels.shape[0] !== x.shape[0]) {
     throw new Error(`${op}: labels must be i32 [${x.shape[0]}], got ${labels.dtype} ${fmt(labels.shape)}`);
   }
-}
-
-/** `count` copies of x stacked along the batch axis, copy-major: [count * N, ...]. */
-function copies(x: Tensor, count: number): Tensor {
-  if (count === 1) return x;
-  const [n, ...rest] = x.shape;
-  return reshape(broadcastTo(reshape(x, [1, n, ...rest]), [count, n, ...rest]), [count * n, ...rest]);
 }
 
 /** Rows one EOT call may hold: the draws of a small batch go through the model together, as large as a full batch. */
@@ -93,7 +86,7 @@ export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draw0 =
       const c = Math.min(perCall, draws - d);
       const logits = c === 1 ? clf.logits(xv, draw0 + d) : clf.logitsOfDraws!(xv, draw0 + d, c);
       // Summed (not averaged) over the batch so each image's gradient is its own loss's gradient; averaged over draws.
-      const l = scale(sum(mul(logSoftmax(logits), copies(target, c))), -1 / draws);
+      const l = scale(sum(mul(logSoftmax(logits), tileRows(target, c))), -1 / draws);
       loss = loss ? add(loss, l) : l;
     }
     const g = gradients(loss!, null, [xv]).get(xv)!;

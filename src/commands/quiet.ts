@@ -6,6 +6,7 @@
 // is found, or always with GENCLS_GPU_LOG=1); everything else, progress bars included, passes through at once.
 import { spawn } from 'node:child_process';
 import { Socket } from 'node:net';
+import { constants } from 'node:os';
 import { STDERR_TTY, STDERR_COLUMNS } from '../progress.js';
 
 /** Set in the child so it does not supervise itself; the child's stderr is then a pipe, not the terminal. */
@@ -95,7 +96,7 @@ export async function quietStart(): Promise<void> {
       err.write(`error: could not start the command: ${e.message}\n`);
       resolve(1);
     });
-    child.on('close', (status, signal) => resolve(status ?? (signal ? 128 + signalNumber(signal) : 1)));
+    child.on('close', (status, signal) => resolve(status ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1)));
   });
   filter.end();
   process.exit(code);
@@ -116,8 +117,4 @@ function followParent(): void {
   lifeline.on('close', () => process.kill(process.pid, 'SIGKILL'));
   lifeline.resume();
   lifeline.unref();
-}
-
-function signalNumber(signal: NodeJS.Signals): number {
-  return { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }[signal as string] ?? 1;
 }

@@ -3,6 +3,7 @@
 // start and end, resolved at each submission and read back asynchronously, so each kernel gets its GPU-busy time.
 // Everywhere, the host time spent encoding each dispatch (pipeline lookup, uniforms, bind group) and the counts
 // of dispatches, submissions and readbacks are recorded.
+import { USAGE_QUERY_RESOLVE, USAGE_COPY_SRC, USAGE_COPY_DST, USAGE_MAP_READ, MAP_READ } from '../gpu.js';
 
 export interface KernelTiming {
   /** Pipeline key: kernel, tile and flags. */
@@ -26,11 +27,6 @@ export interface StepProfile {
   kernels: KernelTiming[];
 }
 
-const USAGE_QUERY_RESOLVE = 0x200; // GPUBufferUsage.QUERY_RESOLVE
-const USAGE_COPY_SRC = 0x04;
-const USAGE_COPY_DST = 0x08;
-const USAGE_MAP_READ = 0x01;
-const MAP_READ = 0x1;
 
 /** Dispatches timed per submission; the runtime submits early when a profile's query set is full. */
 export const PROFILE_QUERY_PAIRS = 1024;
@@ -42,10 +38,8 @@ export class DispatchProfiler {
   private pendingKeys: string[] = [];
   private readonly reads: Promise<void>[] = [];
   private readonly byKey = new Map<string, KernelTiming>();
-  dispatches = 0;
   submits = 0;
   readbacks = 0;
-  encodeMs = 0;
 
   constructor(private readonly device: GPUDevice) {
     const timestamps = device.features.has('timestamp-query');
@@ -84,8 +78,6 @@ export class DispatchProfiler {
     const e = this.entry(key);
     e.dispatches++;
     e.encodeMs += ms;
-    this.dispatches++;
-    this.encodeMs += ms;
   }
 
   /** Before the submission's encoder finishes: copies its timestamps towards a buffer the host can map. */
@@ -123,7 +115,8 @@ export class DispatchProfiler {
     this.querySet?.destroy();
     this.resolveBuffer?.destroy();
     const kernels = [...this.byKey.values()].sort((a, b) => (b.gpuMs ?? b.encodeMs) - (a.gpuMs ?? a.encodeMs));
-    const gpuMs = this.timestamps ? kernels.reduce((a, k) => a + k.gpuMs!, 0) : null;
-    return { timestamps: this.timestamps, dispatches: this.dispatches, submits: this.submits, readbacks: this.readbacks, encodeMs: this.encodeMs, gpuMs, kernels };
+    const total = (f: (k: KernelTiming) => number) => kernels.reduce((a, k) => a + f(k), 0);
+    const gpuMs = this.timestamps ? total((k) => k.gpuMs!) : null;
+    return { timestamps: this.timestamps, dispatches: total((k) => k.dispatches), submits: this.submits, readbacks: this.readbacks, encodeMs: total((k) => k.encodeMs), gpuMs, kernels };
   }
 }

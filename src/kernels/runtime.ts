@@ -1,7 +1,7 @@
 // The GPU runtime: a size-keyed buffer pool, a pipeline cache keyed by kernel name and compile-time flags,
 // per-dispatch uniforms packed into one arena per submission, many dispatches per command buffer, and
 // batched asynchronous reads. Every kernel in src/kernels runs through `Runtime.dispatch`.
-import type { AcquiredDevice } from '../gpu.js';
+import { USAGE_STORAGE, USAGE_COPY_SRC, USAGE_COPY_DST, USAGE_MAP_READ, USAGE_MAP_WRITE, USAGE_UNIFORM, MAP_READ, type AcquiredDevice } from '../gpu.js';
 import { DispatchProfiler, type StepProfile } from './profiler.js';
 
 export interface KernelSource {
@@ -38,13 +38,6 @@ export class DeviceLostError extends Error {
   }
 }
 
-const USAGE_STORAGE = 0x80; // GPUBufferUsage.STORAGE
-const USAGE_COPY_SRC = 0x04;
-const USAGE_COPY_DST = 0x08;
-const USAGE_MAP_READ = 0x01;
-const USAGE_MAP_WRITE = 0x02;
-const USAGE_UNIFORM = 0x40;
-const MAP_READ = 0x1; // GPUMapMode.READ
 
 /** Rounds a byte size up to a pool bucket: 256-byte steps while small, then at most 12.5% slack. */
 export function bucketSize(bytes: number): number {

@@ -3,6 +3,7 @@
 // finishes in minutes on Mesa's software renderer. A config file (JSON) overrides any field.
 import { readFileSync } from 'node:fs';
 import { MODEL_NAMES, ESTIMATORS, type Estimator } from '../models/factorisations.js';
+import type { JacobianAugmentation } from '../models/substitute.js';
 
 /** 'fixed': the same z draws on every call; 'fresh': new draws on every call; 'expectation': fresh, with attack gradients averaged over `draws` of them (EOT). */
 export type NoiseConfig = { kind: 'fixed' } | { kind: 'fresh' } | { kind: 'expectation'; draws: number };
@@ -33,7 +34,7 @@ export type AttackSpec = ClassifierVariant &
         /** CW crafted on the substitute too, when given. */
         cw?: { iterations: number; binarySearchSteps: number; initialConst: number };
         /** Papernot et al.'s Jacobian augmentation: `train` is then the seed set, doubled `rounds` times by victim queries. */
-        augment?: { rounds: number; lambda: number };
+        augment?: JacobianAugmentation;
         subset?: number;
       }
     | { kind: 'hopskipjump'; queryBudget: number; subset?: number }

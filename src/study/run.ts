@@ -16,7 +16,7 @@ import { squareAttack } from '../attacks/square.js';
 import { cw } from '../attacks/cw.js';
 import { hopSkipJump } from '../attacks/hopskipjump.js';
 import { adaptivePgd } from '../attacks/adaptive.js';
-import { Substitute, trainSubstitute, trainAugmentedSubstitute, SUBSTITUTE_DEFAULTS } from '../models/substitute.js';
+import { Substitute, trainSubstitute, trainAugmentedSubstitute, SUBSTITUTE_DEFAULTS, type JacobianAugmentation } from '../models/substitute.js';
 import { fitDetectors, detectionReport, type Detectors, type DetectionReport } from '../attacks/detection.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { Progress } from '../progress.js';
@@ -62,7 +62,7 @@ export interface ModelSummary {
   /** Clean accuracy as the other classifiers some attack faces (another noise or estimator), on the same images. */
   variants?: { key: string; classifier: string; cleanAccuracy: number; cleanCount: number }[];
   /** The black-box attacker's substitute CNN: how often it agrees with this model, on its training and test images. */
-  substitutes?: { trainImages: number; epochs: number; trainAgreement: number; testAgreement: number; testImages: number; augment?: { rounds: number; lambda: number; images: number; queries: number } }[];
+  substitutes?: { trainImages: number; epochs: number; trainAgreement: number; testAgreement: number; testImages: number; augment?: JacobianAugmentation & { images: number; queries: number } }[];
 }
 
 export interface StudyResult {
