@@ -225,7 +225,7 @@ async function main(): Promise<void> {
     let passes = 0;
     let last: Awaited<ReturnType<typeof deepfool>> | null = null;
     const attack = async (maxIterations: number, count: boolean) => {
-      const r = await deepfool(target, x, { p: 2, overshoot: 0.02, maxIterations, onIteration: count ? () => passes++ : undefined });
+      const r = await deepfool(target, x, { p: 2, overshoot: 0.02, maxIterations, onIteration: count ? () => void passes++ : undefined });
       r.adversarial.dispose();
       if (!natural && r.flipped.some((f) => f)) throw new Error('a pinned DeepFool run flipped an image: the work is not fixed');
       last = r;

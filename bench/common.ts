@@ -12,6 +12,9 @@ import { writeFileAtomic } from '../src/fsutil.js';
 import { quietStart } from '../src/commands/quiet.js';
 import { init, parseBackend, type Backend } from '../src/index.js';
 import { loadTfjsWebgpu, type TfjsWebgpu } from './peer/tfjs-models.js';
+import { mulberry32, summarise, type Timing } from './cases.js';
+
+export { mulberry32, summarise, type Timing };
 
 export type TfjsModule = TfjsWebgpu['tf'];
 type OptionConfig = NonNullable<ParseArgsConfig['options']>[string];
@@ -158,21 +161,6 @@ export function printEngines(e: Engines): void {
 
 // ---------------------------------------------------------------- timing and inputs
 
-export interface Timing {
-  medianMs: number;
-  minMs: number;
-  /** Timed reps actually run (fewer than asked when the time budget ran out). */
-  reps: number;
-  warmup: number;
-}
-
-/** Median, minimum and count of the timed reps (at least one). */
-export function summarise(times: number[]): Omit<Timing, 'warmup'> {
-  const sorted = [...times].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return { medianMs: sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2, minMs: sorted[0], reps: times.length };
-}
-
 /**
  * Runs `once` `warmup` times untimed, then up to `reps` timed times, stopping early (after at least one timed rep)
  * once the timed reps have used `budgetMs`. Each call of `once` must return only when its work is done.
@@ -191,17 +179,6 @@ export async function timeReps(once: () => Promise<void>, warmup: number, reps: 
   return { ...summarise(times), warmup };
 }
 
-/** mulberry32: a deterministic stream of numbers in [0, 1) per seed, so both engines see the same inputs. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Random images in [0, 1] and labels, deterministic per seed. */
 export function randomBatch(n: number, seed: number): { x: Float32Array; y: Int32Array } {

@@ -10,97 +10,19 @@
 // each rep synchronised with the GPU (ours: runtime().sync(); tfjs-webgpu: submit + onSubmittedWorkDone).
 // ratio_vs_* = ours_gflops / other_gflops (> 1: ours is faster). Nothing here asserts a speed.
 import * as tfjsCore from '@tensorflow/tfjs-core';
-import { runtime, shutdown, tensor, gradients, Tensor } from '../src/index.js';
+import { runtime, shutdown } from '../src/index.js';
 import {
-  parseOptions, runMain, fail, startEngines, printEngines, summarise, mulberry32, round, atomicWriteJson, resultsPath, reportHeader,
+  parseOptions, runMain, fail, startEngines, printEngines, round, atomicWriteJson, resultsPath, reportHeader,
   fmtRatio, fmtRate, tableHead, tableRow, printNotMeasured, printDone, runTorchPeer, torchDescription, type Column, type TorchHeader,
 } from './common.js';
+import { buildCases, measure, oursRunner, randomValues, size, checkShape, type Case, type Runner, type Op, type Pass } from './cases.js';
 
 const P = 'bench:kernels';
 
-// ---------------------------------------------------------------- cases
+// ---------------------------------------------------------------- cases (bench/cases.ts)
 
-type Op = 'matmul' | 'conv2d' | 'conv_transpose2d';
-type Pass = 'forward' | 'input_grad' | 'filter_grad';
 type Engine = 'ours' | 'tfjs_webgpu' | 'tfjs_cpu';
-const PASSES: Pass[] = ['forward', 'input_grad', 'filter_grad'];
 const ENGINES: Engine[] = ['ours', 'tfjs_webgpu', 'tfjs_cpu'];
-
-interface ConvGeom {
-  n: number;
-  cin: number;
-  cout: number;
-  /** Input and output spatial size (square). */
-  hin: number;
-  hout: number;
-  k: number;
-  stride: number;
-  pad: number;
-  /** conv_transpose2d only. */
-  outPad: number;
-}
-interface MatGeom {
-  m: number;
-  k: number;
-  n: number;
-}
-interface Case {
-  op: Op;
-  pass: Pass;
-  shape: string;
-  flops: number;
-  conv?: ConvGeom;
-  mat?: MatGeom;
-}
-
-const BATCH = 100;
-// The models' layers (src/models/layers.ts) in both presets: C = 16 (compact) and C = 64 (paper).
-// Conv feature stacks: 5x5 stride-2 convs, padding 2, over 28 -> 14 -> 7 -> 4.
-const CONVS: Array<[cin: number, cout: number, hin: number]> = [16, 64].flatMap((c) => [
-  [1, c, 28] as [number, number, number],
-  [c, c, 14] as [number, number, number],
-  [c, c, 7] as [number, number, number],
-]);
-// Image decoder: transposed convs k5 s2 p2 over 4 -> 7 -> 14 -> 28 (output_padding 0, 1, 1).
-const CONV_TS: Array<[cin: number, cout: number, hin: number, outPad: number]> = [16, 64].flatMap((c) => [
-  [c, c, 4, 0] as [number, number, number, number],
-  [c, c, 7, 1] as [number, number, number, number],
-  [c, 1, 14, 1] as [number, number, number, number],
-]);
-// Dense layers at batch 100 (compact: 16C = 256 -> H = 128; paper: 1024 -> 500 and 500 -> 500), and a square
-// 1024^3 matmul as a reference point.
-const MATS: MatGeom[] = [
-  { m: BATCH, k: 256, n: 128 },
-  { m: BATCH, k: 1024, n: 500 },
-  { m: BATCH, k: 500, n: 500 },
-  { m: 1024, k: 1024, n: 1024 },
-];
-
-function buildCases(): Case[] {
-  const cases: Case[] = [];
-  const K = 5,
-    S = 2,
-    P = 2;
-  for (const [cin, cout, hin] of CONVS) {
-    const hout = Math.floor((hin + 2 * P - K) / S) + 1;
-    const conv: ConvGeom = { n: BATCH, cin, cout, hin, hout, k: K, stride: S, pad: P, outPad: 0 };
-    const flops = 2 * BATCH * hout * hout * cout * cin * K * K;
-    const shape = `N${BATCH} ${cin}->${cout} ${hin}->${hout} k${K}s${S}p${P}`;
-    for (const pass of PASSES) cases.push({ op: 'conv2d', pass, shape, flops, conv });
-  }
-  for (const [cin, cout, hin, outPad] of CONV_TS) {
-    const hout = (hin - 1) * S - 2 * P + K + outPad;
-    const conv: ConvGeom = { n: BATCH, cin, cout, hin, hout, k: K, stride: S, pad: P, outPad };
-    const flops = 2 * BATCH * hin * hin * cin * cout * K * K;
-    const shape = `N${BATCH} ${cin}->${cout} ${hin}->${hout} k${K}s${S}p${P}op${outPad}`;
-    for (const pass of PASSES) cases.push({ op: 'conv_transpose2d', pass, shape, flops, conv });
-  }
-  for (const mat of MATS) {
-    const shape = `[${mat.m},${mat.k}]x[${mat.k},${mat.n}]`;
-    for (const pass of PASSES) cases.push({ op: 'matmul', pass, shape, flops: 2 * mat.m * mat.k * mat.n, mat });
-  }
-  return cases;
-}
 
 // ---------------------------------------------------------------- options
 
@@ -136,138 +58,7 @@ function options() {
 
 // ---------------------------------------------------------------- data
 
-/** Deterministic inputs in [-1, 1). */
-function randomValues(n: number, seed: number): Float32Array {
-  const next = mulberry32(seed);
-  return Float32Array.from({ length: n }, () => 2 * next() - 1);
-}
-const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
-
 // ---------------------------------------------------------------- runners
-
-/** One prepared measurement: `run` enqueues the work and returns what to dispose after `sync`. */
-interface Runner {
-  run(): unknown;
-  sync(out: unknown): Promise<void>;
-  disposeOut(out: unknown): void;
-  dispose(): void;
-}
-
-class Unavailable extends Error {}
-
-// Our ops are looked up at run time: matmul and conv live in modules other work may not have landed yet.
-type AnyFn = (...args: any[]) => any; // eslint-disable-line @typescript-eslint/no-explicit-any
-interface OurOps {
-  matmul?: AnyFn;
-  conv2d?: AnyFn;
-  convTranspose2d?: AnyFn;
-  notes: Partial<Record<Op, string>>;
-}
-
-async function tryImport(rel: string): Promise<{ mod: Record<string, unknown> | null; error?: string }> {
-  try {
-    return { mod: (await import(new URL(rel, import.meta.url).href)) as Record<string, unknown> };
-  } catch (e) {
-    const err = e as Error & { code?: string };
-    if (err.code === 'ERR_MODULE_NOT_FOUND' && err.message.includes(rel.replace(/^\.\.\//, '').replace(/\.js$/, ''))) return { mod: null };
-    return { mod: null, error: `${rel}: ${err.message.split('\n')[0]}` };
-  }
-}
-
-async function loadOurOps(): Promise<OurOps> {
-  const index = (await import('../src/index.js')) as Record<string, unknown>;
-  const ops: OurOps = { notes: {} };
-  const pick = async (op: Op, name: 'matmul' | 'conv2d' | 'convTranspose2d', module: string) => {
-    if (typeof index[name] === 'function') return void (ops[name] = index[name] as AnyFn);
-    const { mod, error } = await tryImport(module);
-    if (mod && typeof mod[name] === 'function') ops[name] = mod[name] as AnyFn;
-    else ops.notes[op] = error ?? `'${name}' not available (not exported by src/index.ts; ${module.replace('../', '').replace(/\.js$/, '.ts')} ${mod ? 'does not export it' : 'not found'})`;
-  };
-  await pick('matmul', 'matmul', '../src/autograd/ops/matmul.js');
-  await pick('conv2d', 'conv2d', '../src/autograd/ops/conv.js');
-  await pick('conv_transpose2d', 'convTranspose2d', '../src/autograd/ops/conv.js');
-  return ops;
-}
-
-function checkShape(what: string, got: readonly number[], want: readonly number[]): void {
-  if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
-    throw new Error(`${what}: got shape [${got.join(',')}], expected [${want.join(',')}]`);
-  }
-}
-
-function oursRunner(c: Case, ops: OurOps): Runner {
-  const fn = c.op === 'matmul' ? ops.matmul : c.op === 'conv2d' ? ops.conv2d : ops.convTranspose2d;
-  if (!fn) throw new Unavailable(ops.notes[c.op] ?? `${c.op} not available`);
-  const owned: Tensor[] = [];
-  const mk = (shape: number[], seed: number) => {
-    const t = tensor(randomValues(size(shape), seed), shape);
-    owned.push(t);
-    return t;
-  };
-  let a: Tensor, b: Tensor, outShape: number[], fwd: () => Tensor;
-  if (c.mat) {
-    const { m, k, n } = c.mat;
-    a = mk([m, k], 1);
-    b = mk([k, n], 2);
-    outShape = [m, n];
-    fwd = () => fn(a, b);
-  } else {
-    const g = c.conv!;
-    if (c.op === 'conv2d') {
-      a = mk([g.n, g.cin, g.hin, g.hin], 1);
-      b = mk([g.cout, g.cin, g.k, g.k], 2);
-      outShape = [g.n, g.cout, g.hout, g.hout];
-      fwd = () => fn(a, b, null, { stride: g.stride, padding: g.pad });
-    } else {
-      a = mk([g.n, g.cin, g.hin, g.hin], 1);
-      b = mk([g.cin, g.cout, g.k, g.k], 2); // PyTorch ConvTranspose2d layout [in, out, kh, kw]
-      outShape = [g.n, g.cout, g.hout, g.hout];
-      fwd = () => fn(a, b, null, { stride: g.stride, padding: g.pad, outputPadding: g.outPad });
-    }
-  }
-  const sync = async () => runtime().sync();
-  const disposeOut = (out: unknown) => {
-    for (const t of out as Tensor[]) t.dispose();
-  };
-  const dispose = () => {
-    for (const t of owned) t.dispose();
-  };
-  if (c.pass === 'forward') {
-    let checked = false;
-    const run = () => {
-      const y = fwd();
-      if (!checked) {
-        checked = true;
-        try {
-          checkShape(`ours ${c.op}`, y.shape, outShape);
-        } catch (e) {
-          y.dispose();
-          throw e;
-        }
-      }
-      return [y];
-    };
-    return { run, sync, disposeOut, dispose };
-  }
-  // Gradients: record the forward once, then time only the backward pass (gradients() with a seed),
-  // tracking just the input (input_grad) or just the weights/second operand (filter_grad).
-  const wrt = c.pass === 'input_grad' ? a : b;
-  wrt.requireGrad(true);
-  const y = fwd();
-  owned.push(y);
-  checkShape(`ours ${c.op}`, y.shape, outShape);
-  const seed = mk([...outShape], 3);
-  const keepSet = new Set<Tensor>([...owned]);
-  const run = () => {
-    const grads = gradients(y, seed);
-    const g = grads.get(wrt);
-    if (!g) throw new Error(`ours ${c.op}: no gradient reached the ${c.pass === 'input_grad' ? 'input' : 'filter'}`);
-    const out = new Set<Tensor>();
-    for (const t of grads.values()) if (!keepSet.has(t)) out.add(t);
-    return [...out];
-  };
-  return { run, sync, disposeOut, dispose };
-}
 
 // TensorFlow.js used untyped: the runners reach into WebGPU backend internals its types do not expose.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -339,36 +130,6 @@ function tfjsRunner(tf: TF, engine: Engine, c: Case): Runner {
 // ---------------------------------------------------------------- timing
 
 /** Times `r`; firstRunOnly says the only timed run was the first one (CPU backend, slower than the budget). */
-async function measure(r: Runner, warmup: number, reps: number, budgetMs: number, firstRunCounts: boolean) {
-  const once = async (): Promise<number> => {
-    const t0 = performance.now();
-    const out = r.run();
-    await r.sync(out);
-    const dt = performance.now() - t0;
-    r.disposeOut(out);
-    return dt;
-  };
-  const times: number[] = [];
-  let total = 0;
-  // The first run checks shapes and, on the GPU, compiles pipelines and fills buffer pools: untimed. On the
-  // CPU backend there is nothing to compile, and its slowest kernels take tens of seconds a run, so a first
-  // run longer than the budget is kept as the (single) measurement instead of being repeated.
-  const first = await once();
-  const firstRunOnly = firstRunCounts && first > budgetMs;
-  if (firstRunOnly) {
-    times.push(first);
-    total = first;
-  } else {
-    for (let i = 0; i < warmup; i++) if ((await once()) > budgetMs) break; // that slow is warm enough
-  }
-  while (times.length < reps && (times.length === 0 || total < budgetMs)) {
-    const dt = await once();
-    times.push(dt);
-    total += dt;
-  }
-  return { ...summarise(times), firstRunOnly };
-}
-
 // ---------------------------------------------------------------- output
 
 interface Record_ {
@@ -436,7 +197,6 @@ async function main(): Promise<void> {
 
   const engines = await startEngines(opt.backend, opt.webgpu, '--no-webgpu');
   const { adapter } = engines;
-  const ops = await loadOurOps();
   const tf: TF = tfjsCore;
   await import('@tensorflow/tfjs-backend-cpu');
   tf.enableProdMode(); // no per-op debug checks, no "install tfjs-node" banner (also when the WebGPU backend is skipped)
@@ -468,7 +228,6 @@ async function main(): Promise<void> {
   printEngines(engines);
   process.stdout.write(`tfjs-cpu:     ${engineOk.tfjs_cpu ?? `tfjs ${tf.version_core} cpu backend`}\n`);
   if (torch) process.stdout.write(`torch:        ${torch.header ? torchDescription(torch.header) : torch.results[0]}\n`);
-  for (const [op, note] of Object.entries(ops.notes)) process.stdout.write(`ours ${op}:  ${note}\n`);
   process.stdout.write(`${cases.length} cases, up to ${opt.reps} reps / ${opt.budgetMs / 1000}s each; GFLOP/s (higher is better)\n\n`);
   process.stdout.write(tableHead(cols) + '\n');
 
@@ -486,7 +245,7 @@ async function main(): Promise<void> {
       }
       let runner: Runner | null = null;
       try {
-        if (engine === 'ours') runner = oursRunner(c, ops);
+        if (engine === 'ours') runner = oursRunner(c);
         else {
           await tf.setBackend(engine === 'tfjs_webgpu' ? 'webgpu' : 'cpu');
           runner = tfjsRunner(tf, engine, c);
@@ -499,7 +258,7 @@ async function main(): Promise<void> {
         minMs[engine] = round(t.minMs, 5)!;
         if (t.firstRunOnly) notes[engine] = `one run of ${(t.medianMs / 1000).toFixed(1)} s (longer than the budget, not repeated)`;
       } catch (e) {
-        notes[engine] = e instanceof Unavailable ? e.message : `error: ${(e as Error).message.split('\n')[0]}`;
+        notes[engine] = `error: ${(e as Error).message.split('\n')[0]}`;
         if (engine === 'ours') await runtime().sync().catch(() => {});
       } finally {
         try {

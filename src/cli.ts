@@ -35,6 +35,12 @@ export const COMMANDS: CommandEntry[] = [
     load: () => import('./commands/evaluate.js'),
   },
   {
+    name: 'classify',
+    gpu: true,
+    summary: "a checkpoint's logits log p(x, y=c) and p(y|x) for test images",
+    load: () => import('./commands/classify.js'),
+  },
+  {
     name: 'inspect',
     summary: "a checkpoint's model, tensors, parameter count and training run (no GPU needed)",
     load: () => import('./commands/inspect.js'),

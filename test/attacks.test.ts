@@ -71,6 +71,17 @@ describe('DeepFool on an affine classifier is exact', () => {
     expect(Math.hypot(adv[0] - 0.5, adv[1] - 0.5) / 1.02).toBeCloseTo(want.dist, 5);
   });
 
+  it('shows its iterates: current() after the last iteration is the adversarial it returns', async () => {
+    const clf = affine([[0, 0], [0.1, 0], [10, 0]], [0, -0.01, -5.5]);
+    const x = T.tensor([0.5, 0.5, 0.4, 0.6], [2, 1, 1, 2]);
+    const frames: Array<{ it: number; active: number; x: number[] }> = [];
+    const res = await deepfool(clf, x, { p: 2, onIteration: (it, active, current) => void frames.push({ it, active, x: Array.from(current()) }) });
+    expect(frames[0].it).toBe(0);
+    expect(frames.at(-1)!.active).toBe(0);
+    expect(frames.at(-1)!.x).toEqual(Array.from(await res.adversarial.data()));
+    expect(frames.length).toBe(Math.max(...res.iterations) + 1);
+  });
+
   it('unbounded DeepFool fools every point of a random linear softmax model', async () => {
     const c = 5;
     const d = 16;
@@ -196,6 +207,25 @@ describe('iterative attacks', () => {
       const norms = await perturbationNorms(x, T.tensor(a, x.shape));
       for (let i = 0; i < n; i++) expect(norm === 'linf' ? norms.linf[i] : norms.l2[i]).toBeLessThanOrEqual(eps * (1 + 1e-5) + 1e-6);
     }
+  });
+
+  it('reports every iterate to onIteration, the last being the result; a callback that throws stops the attack', async () => {
+    const clf = affine(w, new Array(c).fill(0));
+    const x = T.tensor(xRef.data, xRef.shape);
+    const labels = T.tensor(labelsArr, [n], 'i32');
+    const opts = { eps: 0.05, norm: 'linf' as const, stepSize: 0.02, iterations: 4, randomStart: false, seed: 1 };
+    const seen: number[] = [];
+    let last: Float32Array | null = null;
+    const adv = await iterativeAttack(clf, x, labels, { ...opts, onIteration: async (i, t) => {
+      seen.push(i);
+      last = (await t.data()) as Float32Array;
+    } });
+    expect(seen).toEqual([0, 1, 2, 3]);
+    expect(Array.from(last!)).toEqual(Array.from(await adv.data()));
+    expect(Array.from(await adv.data())).toEqual(Array.from(await (await iterativeAttack(clf, x, labels, opts)).data()));
+    const live = T.runtime().memory().liveBuffers;
+    await expect(iterativeAttack(clf, x, labels, { ...opts, onIteration: (i) => { if (i === 1) throw new Error('stop here'); } })).rejects.toThrow('stop here');
+    expect(T.runtime().memory().liveBuffers).toBe(live);
   });
 
   it('PGD and MIM are at least as strong as FGS, and success grows with eps', async () => {

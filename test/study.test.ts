@@ -9,7 +9,8 @@ import { runStudy, inBlocks } from '../src/study/run.js';
 import { bayesClassifier } from '../src/attacks/classifier.js';
 import * as T from './lib.js';
 import { writeReport, sideBySideValues, accuracyAtL2 } from '../src/study/report.js';
-import { imageGrid, CLASS_NAMES, type GridBand } from '../src/study/plots.js';
+import { imageGrid, type GridBand } from '../src/study/plots.js';
+import { CLASS_NAMES } from '../src/models/factorisations.js';
 import { PNG } from 'pngjs';
 import { tinyCheckpoints } from './fixtures.js';
 

@@ -31,8 +31,11 @@ export interface DeepFoolOptions {
   variant?: DeepFoolVariant;
   /** 'foolbox' only: how many of the clean logits' top classes (the original one included) are candidates; default 10. */
   candidates?: number;
-  /** Called after every iteration with the number of points still active. */
-  onIteration?: (iteration: number, active: number) => void;
+  /**
+   * Called after every iteration with the number of points still active and a function that returns the current
+   * iterates [N * D] (computed only when called).
+   */
+  onIteration?: (iteration: number, active: number, current: () => Float32Array) => void | Promise<void>;
 }
 
 export interface DeepFoolResult {
@@ -151,7 +154,8 @@ export async function deepfool(clf: Classifier, x0: Tensor, opts: DeepFoolOption
   const top = Math.min(candidates, c);
   const rule = variant === 'box' ? boxRule(c, q, originalLabels) : foolboxRule(q, topClasses(cleanLogits, originalLabels, c, top), top);
   const copies = rule.copies;
-  let active = Array.from({ length: n }, (_, i) => i);
+  const all = Array.from({ length: n }, (_, i) => i);
+  let active = all;
 
   const iterate = (rows: number[]) => {
     const xi = new Float32Array(rows.length * d);
@@ -238,8 +242,7 @@ export async function deepfool(clf: Classifier, x0: Tensor, opts: DeepFoolOption
     step.g.dispose();
     step.normQ.dispose();
     active = stillActive;
-    opts.onIteration?.(it, active.length);
+    await opts.onIteration?.(it, active.length, () => iterate(all));
   }
-  const all = Array.from({ length: n }, (_, i) => i);
   return { adversarial: tensor(iterate(all), x0.shape), iterations, originalLabels, flipped };
 }

@@ -58,6 +58,8 @@ export interface IterativeOptions {
   /** MIM's momentum decay (mu); 0 gives PGD/BIM. */
   momentum?: number;
   seed: number;
+  /** Called after every iteration with the current iterate, which stays valid until the callback returns. */
+  onIteration?: (iteration: number, adv: Tensor) => void | Promise<void>;
 }
 
 /** L2 norm of each image, kept broadcastable against [N, 1, H, W]. */
@@ -114,6 +116,14 @@ export async function iterativeAttack(clf: Classifier, x: Tensor, labels: Tensor
     velocity?.dispose();
     adv = next.adv;
     velocity = next.velocity;
+    try {
+      await opts.onIteration?.(i, adv);
+    } catch (e) {
+      // A callback that stops the attack (the page's Stop button) leaves nothing allocated behind.
+      adv.dispose();
+      velocity?.dispose();
+      throw e;
+    }
   }
   velocity?.dispose();
   return adv;

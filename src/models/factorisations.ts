@@ -56,6 +56,9 @@ export function modelStructure(model: string): (typeof MODEL_STRUCTURE)[ModelNam
 }
 
 export const NUM_CLASSES = 10;
+
+/** Fashion-MNIST's class names, by label. */
+export const CLASS_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
 /** Names the Bayes-rule estimator `logits` computes, so results cached under another one are recomputed. */
 export const LOGITS_ESTIMATOR = 'importance sampling, K draws per image shared by all classes';
 /** The reference's estimator: fresh draws for every (class, sample, image). */

@@ -4,6 +4,7 @@ export * from './factorisations.js';
 export * from './layers.js';
 export * from './distributions.js';
 export * from './checkpoint.js';
+export * from './restore.js';
 export * from './store.js';
 export * from './train.js';
 export * from './substitute.js';

@@ -4,6 +4,7 @@ import * as vega from 'vega';
 import * as vl from 'vega-lite';
 import { PNG } from 'pngjs';
 import type { JobResult, StudyResult } from './run.js';
+import { CLASS_NAMES } from '../models/factorisations.js';
 
 async function renderSvg(spec: vl.TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
@@ -154,9 +155,6 @@ export async function rocCurves(jobs: JobResult[], model: string): Promise<strin
     },
   });
 }
-
-/** Fashion-MNIST's class names, by label. */
-export const CLASS_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
 
 /** A 28x28 image as a PNG data URI, `shade` mapping each value to [0, 1] grey (1 = white). */
 function tilePng(pixels: number[], shade: (v: number) => number): string {
