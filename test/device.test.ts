@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import * as T from './lib.js';
 import { NoAdapterError, parseBackend } from '../src/device.js';
-import { UniformWriter, kernelProfileFor } from '../src/kernels/runtime.js';
+import { kernelProfileFor } from '../src/kernels/runtime.js';
 
 describe('device acquisition', () => {
   it('parses backends and rejects unknown ones by name', () => {
@@ -46,7 +46,7 @@ describe('runtime errors', () => {
     const out = T.zeros([4]);
     rt.dispatch(
       { key: 'test:broken', name: 'brokenKernel', wgsl: () => '@compute @workgroup_size(1) fn main() { let x: f32 = undefined_thing; }' },
-      { inputs: [], outputs: [out.binding], uniforms: new UniformWriter().u32(0).finish(), workgroups: [1] },
+      { inputs: [], outputs: [out.binding], uniforms: new ArrayBuffer(16), workgroups: [1] },
     );
     await expect(out.data()).rejects.toThrow(/kernel 'brokenKernel': failed to compile/);
     // The runtime stays usable afterwards.

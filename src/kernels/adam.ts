@@ -3,28 +3,19 @@
 // so parameters without a gradient this step (size 0 in the table) and the alignment padding are left alone.
 // Hyperparameters and bias corrections arrive as data, so one pipeline serves every step and learning rate.
 import { runtime } from '../autograd/tensor.js';
-import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
+import { program, flatIndex } from './program.js';
 
 const WG = 256;
 export const ADAM_SEGMENT_BYTES = 16;
 
-const adamSource = {
-  key: 'adam',
+const adamProgram = program('adam', () => ({
   name: 'adam',
-  wgsl: () => `
-struct U { n: u32, segments: u32, beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, eps: f32, l2: f32, decayFactor: f32 }
-struct Segment { start: u32, size: u32, stepSize: f32, invSqrtBias2: f32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> grads: array<f32>;
-@group(0) @binding(2) var<storage, read> table: array<Segment>;
-@group(0) @binding(3) var<storage, read_write> params: array<f32>;
-@group(0) @binding(4) var<storage, read_write> m: array<f32>;
-@group(0) @binding(5) var<storage, read_write> v: array<f32>;
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (i >= u.n) { return; }
+  inputs: ['grads', { name: 'table', type: 'Segment' }],
+  outputs: ['params', 'm', 'v'],
+  uniforms: { n: 'u32', segments: 'u32', beta1: 'f32', oneMinusBeta1: 'f32', beta2: 'f32', oneMinusBeta2: 'f32', eps: 'f32', l2: 'f32', decayFactor: 'f32' },
+  workgroupSize: WG,
+  prelude: () => 'struct Segment { start: u32, size: u32, stepSize: f32, invSqrtBias2: f32 }',
+  body: () => `${flatIndex(WG, 'u.n')}
   // The last segment starting at or before i (segment starts ascend from 0).
   var lo = 0u;
   var hi = u.segments;
@@ -40,9 +31,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let vi = u.beta2 * v[i] + u.oneMinusBeta2 * g * g;
   m[i] = mi;
   v[i] = vi;
-  params[i] = p * u.decayFactor - seg.stepSize * mi / (sqrt(vi) * seg.invSqrtBias2 + u.eps);
-}`,
-};
+  params[i] = p * u.decayFactor - seg.stepSize * mi / (sqrt(vi) * seg.invSqrtBias2 + u.eps);`,
+}));
 
 /** One parameter's row of the segment table; `size` 0 skips it this step. Offsets and sizes in elements. */
 export interface AdamSegment {
@@ -92,14 +82,11 @@ export interface AdamArenas {
 /** Updates params, m and v in place over the whole arena in one dispatch. */
 export function adamKernel(a: AdamArenas, h: AdamHyper): void {
   if (a.elements === 0 || a.segments === 0) return;
-  const rt = runtime();
   const whole = (buffer: GPUBuffer) => ({ buffer, offset: 0, size: a.elements * 4 });
-  const uniforms = new UniformWriter().u32(a.elements).u32(a.segments);
-  uniforms.f32(h.beta1).f32(1 - h.beta1).f32(h.beta2).f32(1 - h.beta2).f32(h.eps).f32(h.l2).f32(h.decayFactor);
-  rt.dispatch(adamSource, {
+  adamProgram.run({
     inputs: [whole(a.grads), { buffer: a.table, offset: 0, size: a.segments * ADAM_SEGMENT_BYTES }],
     outputs: [whole(a.params), whole(a.m), whole(a.v)],
-    uniforms: uniforms.finish(),
-    workgroups: rt.groups1d(Math.ceil(a.elements / WG)),
+    uniforms: { n: a.elements, segments: a.segments, beta1: h.beta1, oneMinusBeta1: 1 - h.beta1, beta2: h.beta2, oneMinusBeta2: 1 - h.beta2, eps: h.eps, l2: h.l2, decayFactor: h.decayFactor },
+    workgroups: runtime().groups1d(Math.ceil(a.elements / WG)),
   });
 }

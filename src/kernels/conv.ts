@@ -18,9 +18,11 @@
 //                        conv2dBackwardFilter, and convTranspose2dBackwardFilter (the same sum with x and g swapped)
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
-import { GROUP_INDEX_WGSL, UniformWriter, type KernelSource } from './runtime.js';
+import { program, flatIndex } from './program.js';
 
-export type Activation = 'none' | 'relu' | 'sigmoid';
+import { activationWgsl, type Activation } from './activation.js';
+
+export type { Activation };
 
 export interface Conv2dParams {
   stride: [number, number];
@@ -55,17 +57,6 @@ function pickWorkgroup(threads: number): number {
 const range = (n: number) => [...Array(n).keys()];
 const each = (n: number, f: (i: number) => string) => range(n).map(f).join('\n');
 const grid = (m: number, n: number, f: (i: number, j: number) => string) => range(m).map((i) => each(n, (j) => f(i, j))).join('\n');
-
-/** The fused activation, resolved at compile time. */
-function activationWgsl(act: Activation): string {
-  const body =
-    act === 'relu'
-      ? 'return max(v, 0.0);'
-      : act === 'sigmoid'
-        ? 'if (v >= 0.0) { return 1.0 / (1.0 + exp(-v)); }\n  let e = exp(v);\n  return e / (1.0 + e);'
-        : 'return v;';
-  return `fn activate(v: f32) -> f32 {\n  ${body}\n}`;
-}
 
 /**
  * Register tile for a gather kernel: tm output channels x tr output rows x tc adjacent output columns. Rows run
@@ -102,20 +93,16 @@ const maskedLoad = (idx: string, ok: string) => `select(0.0, xs[u32(select(0, ${
 
 const tileKey = (t: GatherTile) => `${t.tm}x${t.tr}x${t.tc}`;
 
-/** Bindings of a gather kernel (uniforms u, input xs, weight ws, optional bias bs, output ys) and its helpers. */
-function gatherBindings(hasBias: boolean, act: Activation): string {
-  return wgsl`@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read> ws: array<f32>;
-#if ${hasBias}
-@group(0) @binding(3) var<storage, read> bs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
-#else
-@group(0) @binding(3) var<storage, read_write> ys: array<f32>;
-#endif
-${GROUP_INDEX_WGSL}
-${activationWgsl(act)}`;
-}
+const GEOMETRY = { n: 'u32', cin: 'u32', h: 'u32', w: 'u32', cout: 'u32', ho: 'u32', wo: 'u32', kh: 'u32', kw: 'u32', sh: 'u32', sw: 'u32' } as const;
+const GATHER_UNIFORMS = { ...GEOMETRY, padT: 'i32', padL: 'i32', tilesM: 'u32', tilesCols: 'u32', threads: 'u32' } as const;
+const TRANSPOSE_UNIFORMS = { ...GEOMETRY, padT: 'u32', padL: 'u32', tilesM: 'u32' } as const;
+const FILTER_UNIFORMS = {
+  n: 'u32', c: 'u32', h: 'u32', w: 'u32', m: 'u32', ho: 'u32', wo: 'u32', kh: 'u32', kw: 'u32', sh: 'u32', sw: 'u32',
+  padT: 'i32', padL: 'i32', tilesM: 'u32', tiles: 'u32', threads: 'u32', chunk: 'u32',
+} as const;
+
+/** A gather kernel's storage: input xs, weight ws, optional bias bs; output ys. */
+const gatherIo = (hasBias: boolean) => ({ inputs: hasBias ? ['xs', 'ws', 'bs'] : ['xs', 'ws'], outputs: ['ys'] });
 
 /**
  * Writes a gather tile's accumulators acc{channel}_{row * tc + col} to ys with bias and activation; `colInRange`
@@ -135,24 +122,19 @@ ${grid(tr, tc, (r, c) => `    if (rowValid${r} && ${colInRange(c)}) { ys[yBase${
 // Output column c of a tile reads input column ix0 + c*sw + kx. Taps kx = rho, rho + sw, ... (one residue rho of
 // kx mod sw) slide the tile's input window by exactly one column, so after the first tap each row loads one value
 // per tap instead of tc.
-function convGatherSource(tile: GatherTile, wg: number, hasBias: boolean, act: Activation): KernelSource {
+const convGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation) => program(`convGather:${tileKey(tile)}:${wg}:${hasBias}:${act}`, () => convGatherDecl(tile, wg, hasBias, act));
+
+function convGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation) {
   const { tm, tr, tc } = tile;
   const forRows = (f: (r: number) => string) => each(tr, f);
   const forCells = (f: (r: number, c: number) => string) => grid(tr, tc, f);
   return {
-    key: `convGather:${tileKey(tile)}:${wg}:${hasBias}:${act}`,
     name: 'convGather',
-    wgsl: () => wgsl`
-struct U {
-  n: u32, cin: u32, h: u32, w: u32,
-  cout: u32, ho: u32, wo: u32, kh: u32,
-  kw: u32, sh: u32, sw: u32, padT: i32,
-  padL: i32, tilesM: u32, tilesCols: u32, threads: u32,
-}
-${gatherBindings(hasBias, act)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let t = groupIndex(wid, nwg) * ${wg}u + lid;
+    ...gatherIo(hasBias),
+    uniforms: GATHER_UNIFORMS,
+    workgroupSize: wg,
+    prelude: () => activationWgsl(act),
+    body: () => wgsl`  let t = groupIndex(wid, nwg) * ${wg}u + lid;
   if (t >= u.threads) { return; }
   let hw = u.h * u.w;
   let howo = u.ho * u.wo;
@@ -193,8 +175,7 @@ ${forCells((r, c) => (c + 1 < tc ? `            b${r}_${c} = b${r}_${c + 1};` : 
       }
     }
   }
-${storeTile(tile, hasBias, (c) => `ox0 + ${c}u < u.wo`, (c) => `${c}u`)}
-}`,
+${storeTile(tile, hasBias, (c) => `ox0 + ${c}u < u.wo`, (c) => `${c}u`)}`,
   };
 }
 
@@ -216,19 +197,12 @@ function convGather(
   const tilesM = Math.ceil(cout / tile.tm);
   const tilesCols = Math.ceil(wo / tile.tc);
   const threads = tilesM * tilesCols * Math.ceil((n * ho) / tile.tr);
-  const rt = runtime();
-  const uniforms = new UniformWriter()
-    .u32(n).u32(cin).u32(h).u32(w)
-    .u32(cout).u32(ho).u32(wo).u32(kh)
-    .u32(kw).u32(stride[0]).u32(stride[1]).i32(padding[0])
-    .i32(padding[1]).u32(tilesM).u32(tilesCols).u32(threads)
-    .finish();
   const wg = pickWorkgroup(threads);
-  rt.dispatch(convGatherSource(tile, wg, bias !== null, act), {
+  convGatherProgram(tile, wg, bias !== null, act).run({
     inputs: bias ? [x.binding, weight.binding, bias.binding] : [x.binding, weight.binding],
     outputs: [y.binding],
-    uniforms,
-    workgroups: rt.groups1d(Math.ceil(threads / wg)),
+    uniforms: { n, cin, h, w, cout, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tilesCols, threads },
+    workgroups: runtime().groups1d(Math.ceil(threads / wg)),
   });
   return y;
 }
@@ -239,24 +213,19 @@ function convGather(
 // reading input row iy = (oy + padT - ky) / sh = jy + cy - ty (exact integer division), where oy = py + sh * jy; each
 // phase is a dense correlation over its (jy, jx) grid. Along a tile row, tap tx + 1 reads the input window of tap tx
 // shifted right by one column, so each row loads one new value per tap.
-function convTransposeGatherSource(tile: GatherTile, wg: number, hasBias: boolean, act: Activation): KernelSource {
+const convTransposeGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation) => program(`convTransposeGather:${tileKey(tile)}:${wg}:${hasBias}:${act}`, () => convTransposeGatherDecl(tile, wg, hasBias, act));
+
+function convTransposeGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation) {
   const { tm, tr, tc } = tile;
   const forRows = (f: (r: number) => string) => each(tr, f);
   const forCells = (f: (r: number, c: number) => string) => grid(tr, tc, f);
   return {
-    key: `convTransposeGather:${tileKey(tile)}:${wg}:${hasBias}:${act}`,
     name: 'convTransposeGather',
-    wgsl: () => wgsl`
-struct U {
-  n: u32, cin: u32, h: u32, w: u32,
-  cout: u32, ho: u32, wo: u32, kh: u32,
-  kw: u32, sh: u32, sw: u32, padT: u32,
-  padL: u32, tilesM: u32, pad0: u32, pad1: u32,
-}
-${gatherBindings(hasBias, act)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let py = wid.z / u.sw;
+    ...gatherIo(hasBias),
+    uniforms: TRANSPOSE_UNIFORMS,
+    workgroupSize: wg,
+    prelude: () => activationWgsl(act),
+    body: () => wgsl`  let py = wid.z / u.sw;
   let px = wid.z % u.sw;
   let ky0 = (py + u.padT) % u.sh;
   let kx0 = (px + u.padL) % u.sw;
@@ -310,8 +279,7 @@ ${forCells((r, c) => {
       }
     }
   }
-${storeTile(tile, hasBias, (c) => `jx0 + ${c}u < wp`, (c) => `${c}u * u.sw`)}
-}`,
+${storeTile(tile, hasBias, (c) => `jx0 + ${c}u < wp`, (c) => `${c}u * u.sw`)}`,
   };
 }
 
@@ -339,19 +307,12 @@ function convTransposeGather(
   const tile = pickGatherTile(cout, phaseCols);
   const tilesM = Math.ceil(cout / tile.tm);
   const threads = tilesM * Math.ceil(phaseCols / tile.tc) * Math.ceil(phaseRows / tile.tr);
-  const rt = runtime();
-  const uniforms = new UniformWriter()
-    .u32(n).u32(cin).u32(h).u32(w)
-    .u32(cout).u32(ho).u32(wo).u32(kh)
-    .u32(kw).u32(sh).u32(sw).u32(padding[0])
-    .u32(padding[1]).u32(tilesM).u32(0).u32(0)
-    .finish();
   const wg = pickWorkgroup(threads * sh * sw);
-  const [gx, gy] = rt.groups1d(Math.ceil(threads / wg));
-  rt.dispatch(convTransposeGatherSource(tile, wg, bias !== null, act), {
+  const [gx, gy] = runtime().groups1d(Math.ceil(threads / wg));
+  convTransposeGatherProgram(tile, wg, bias !== null, act).run({
     inputs: bias ? [x.binding, weight.binding, bias.binding] : [x.binding, weight.binding],
     outputs: [y.binding],
-    uniforms,
+    uniforms: { n, cin, h, w, cout, ho, wo, kh, kw, sh, sw, padT: padding[0], padL: padding[1], tilesM },
     workgroups: [gx, gy, sh * sw],
   });
   return y;
@@ -375,28 +336,18 @@ function pickFilterTile(m: number, kSize: number): { tm: number; tn: number } {
   return { tm, tn: tm >= 16 ? tn : 32 };
 }
 
-function convFilterGradSource(tm: number, tn: number, wg: number): KernelSource {
-  return {
-    key: `convFilterGrad:${tm}x${tn}:${wg}`,
-    name: 'convFilterGrad',
-    wgsl: () => wgsl`
-struct U {
-  n: u32, c: u32, h: u32, w: u32,
-  m: u32, ho: u32, wo: u32, kh: u32,
-  kw: u32, sh: u32, sw: u32, padT: i32,
-  padL: i32, tilesM: u32, tiles: u32, threads: u32,
-  chunk: u32, pad0: u32, pad1: u32, pad2: u32,
-}
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read> gs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
-${GROUP_INDEX_WGSL}
+const convFilterGradProgram = (tm: number, tn: number, wg: number) => program(`convFilterGrad:${tm}x${tn}:${wg}`, () => convFilterGradDecl(tm, tn, wg));
+
 // partials[split, m, (c, ky, kx)] = sum over this split's slice of (n, oy, ox) of
 //   g[n, m, oy, ox] * x[n, c, oy*sh - padT + ky, ox*sw - padL + kx].
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let t = groupIndex(wid, nwg) * ${wg}u + lid;
+function convFilterGradDecl(tm: number, tn: number, wg: number) {
+  return {
+    name: 'convFilterGrad',
+    ...{ inputs: ['xs', 'gs'], outputs: ['partials'] },
+    uniforms: FILTER_UNIFORMS,
+    workgroupSize: wg,
+    prelude: () => '',
+    body: () => wgsl`  let t = groupIndex(wid, nwg) * ${wg}u + lid;
   if (t >= u.threads) { return; }
   let hw = u.h * u.w;
   let howo = u.ho * u.wo;
@@ -445,30 +396,22 @@ ${grid(tm, tn, (i, j) => `    acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`)}
     }
   }
   let out = split * u.m * kSize;
-${grid(tm, tn, (i, j) => `  if (m0 + ${i}u < u.m && k0 + ${j}u < kSize) { partials[out + (m0 + ${i}u) * kSize + k0 + ${j}u] = acc${i}_${j}; }`)}
-}`,
+${grid(tm, tn, (i, j) => `  if (m0 + ${i}u < u.m && k0 + ${j}u < kSize) { partials[out + (m0 + ${i}u) * kSize + k0 + ${j}u] = acc${i}_${j}; }`)}`,
   };
 }
 
 const SUM_WG = 64;
-const sumPartialsSource: KernelSource = {
-  key: 'convSumPartials',
+const sumPartialsProgram = program('convSumPartials', () => ({
   name: 'convSumPartials',
-  wgsl: () => `
-struct U { size: u32, splits: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> partials: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${SUM_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let e = groupIndex(wid, nwg) * ${SUM_WG}u + lid;
-  if (e >= u.size) { return; }
+  inputs: ['partials'],
+  outputs: ['ys'],
+  uniforms: { size: 'u32', splits: 'u32' },
+  workgroupSize: SUM_WG,
+  body: () => `${flatIndex(SUM_WG, 'u.size', 'e')}
   var acc = 0.0;
   for (var s = 0u; s < u.splits; s++) { acc += partials[s * u.size + e]; }
-  ys[e] = acc;
-}`,
-};
+  ys[e] = acc;`,
+}));
 
 /** Reduction steps per invocation, trading the partials pass against enough invocations for every core. */
 /** Rows of the N*Ho*Wo reduction an invocation sums at least, and the invocations the split aims for, per profile. */
@@ -502,27 +445,15 @@ function convFilterGrad(
   const rt = runtime();
   const dw = Tensor.empty([m, c, kh, kw]);
   const partials = splits === 1 ? dw : Tensor.empty([splits, m, kSize]);
-  const uniforms = new UniformWriter()
-    .u32(n).u32(c).u32(h).u32(w)
-    .u32(m).u32(ho).u32(wo).u32(kh)
-    .u32(kw).u32(stride[0]).u32(stride[1]).i32(padding[0])
-    .i32(padding[1]).u32(tilesM).u32(tiles).u32(threads)
-    .u32(chunk).u32(0).u32(0).u32(0)
-    .finish();
   const wg = pickWorkgroup(threads);
-  rt.dispatch(convFilterGradSource(tm, tn, wg), {
+  convFilterGradProgram(tm, tn, wg).run({
     inputs: [x.binding, g.binding],
     outputs: [partials.binding],
-    uniforms,
+    uniforms: { n, c, h, w, m, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tiles, threads, chunk },
     workgroups: rt.groups1d(Math.ceil(threads / wg)),
   });
   if (partials !== dw) {
-    rt.dispatch(sumPartialsSource, {
-      inputs: [partials.binding],
-      outputs: [dw.binding],
-      uniforms: new UniformWriter().u32(dw.size).u32(splits).u32(0).u32(0).finish(),
-      workgroups: rt.groups1d(Math.ceil(dw.size / SUM_WG)),
-    });
+    sumPartialsProgram.run({ inputs: [partials.binding], outputs: [dw.binding], uniforms: { size: dw.size, splits }, workgroups: rt.groups1d(Math.ceil(dw.size / SUM_WG)) });
     partials.dispose();
   }
   return dw;

@@ -2,7 +2,8 @@
 // backward passes use. One pipeline per op (and per broadcast/contiguous variant) serves every shape.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
-import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
+import { program, flatIndex } from './program.js';
+import { STABLE_WGSL } from './activation.js';
 import { broadcastShapes, stridesOf } from './shape.js';
 
 export const MAX_RANK = 8;
@@ -53,55 +54,23 @@ export const BINARY_OPS = {
 } as const;
 export type BinaryOp = keyof typeof BINARY_OPS;
 
-const MATH_WGSL = /* wgsl */ `
-fn stableSigmoid(x: f32) -> f32 {
-  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
-  let e = exp(x);
-  return e / (1.0 + e);
-}
-fn stableTanh(x: f32) -> f32 {
-  let t = exp(-2.0 * abs(x));
-  return sign(x) * (1.0 - t) / (1.0 + t);
-}
-// log(1 + t) accurate for small t (Goldberg's trick; WGSL has no log1p).
-fn log1p(t: f32) -> f32 {
-  let u = 1.0 + t;
-  if (u == 1.0) { return t; }
-  return log(u) * t / (u - 1.0);
-}
-`;
 
-function unarySource(op: UnaryOp) {
-  return {
-    key: `unary:${op}`,
+const unaryProgram = (op: UnaryOp) =>
+  program(`unary:${op}`, () => ({
     name: `unary.${op}`,
-    wgsl: () => wgsl`
-struct U { n: u32, a: f32, b: f32, pad: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
-${MATH_WGSL}
-${GROUP_INDEX_WGSL}
-fn f(x: f32, a: f32, b: f32) -> f32 { return ${UNARY_OPS[op]}; }
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (i >= u.n) { return; }
-  ys[i] = f(xs[i], u.a, u.b);
-}`,
-  };
-}
+    inputs: ['xs'],
+    outputs: ['ys'],
+    uniforms: { n: 'u32', a: 'f32', b: 'f32' },
+    workgroupSize: WG,
+    prelude: () => `${STABLE_WGSL}\nfn f(x: f32, a: f32, b: f32) -> f32 { return ${UNARY_OPS[op]}; }`,
+    body: () => `${flatIndex(WG, 'u.n')}
+  ys[i] = f(xs[i], u.a, u.b);`,
+  }));
 
 /** y = op(x) elementwise; `a`, `b` are the op's scalar parameters (clamp bounds, affine scale/shift). */
 export function unaryKernel(op: UnaryOp, x: Tensor, a = 0, b = 0): Tensor {
-  const rt = runtime();
   const y = Tensor.empty(x.shape);
-  rt.dispatch(unarySource(op), {
-    inputs: [x.binding],
-    outputs: [y.binding],
-    uniforms: new UniformWriter().u32(x.size).f32(a).f32(b).u32(0).finish(),
-    workgroups: rt.groups1d(Math.ceil(x.size / WG)),
-  });
+  unaryProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { n: x.size, a, b }, workgroups: runtime().groups1d(Math.ceil(x.size / WG)) });
   return y;
 }
 
@@ -110,30 +79,22 @@ const BROADCAST_RUN = 16;
 
 // Flat: one element per invocation. Broadcast (outerRank >= 0): invocation t computes run t % runs of the
 // innermost merged axis at outer index t / runs, decomposed with the rank unrolled (one pipeline per rank).
-function binarySource(op: BinaryOp, outerRank: number | null) {
-  const R4 = MAX_RANK / 4;
-  const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
-  const decompose = [...Array(outerRank ?? 0).keys()]
-    .reverse()
-    .map((k) => `  { let c = rem % ${at('shape', k)}; rem = rem / ${at('shape', k)}; ix += c * ${at('sx', k)}; iy += c * ${at('sy', k)}; o += c * ${at('so', k)}; }`)
-    .join('\n');
-  return {
-    key: `binary:${op}:${outerRank === null ? 'flat' : `bc${outerRank}`}`,
-    name: `binary.${op}`,
-    wgsl: () => wgsl`
-struct U { n: u32, runs: u32, a: f32, b: f32, inner: u32, innerX: u32, innerY: u32, pad: u32,
-  shape: array<vec4<u32>, ${R4}>, sx: array<vec4<u32>, ${R4}>, sy: array<vec4<u32>, ${R4}>, so: array<vec4<u32>, ${R4}> }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read> ys: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-${MATH_WGSL}
-${GROUP_INDEX_WGSL}
-fn f(x: f32, y: f32, a: f32, b: f32) -> f32 { return ${BINARY_OPS[op]}; }
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (i >= u.n) { return; }
+const binaryProgram = (op: BinaryOp, outerRank: number | null) =>
+  program(`binary:${op}:${outerRank === null ? 'flat' : `bc${outerRank}`}`, () => {
+    const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
+    const decompose = [...Array(outerRank ?? 0).keys()]
+      .reverse()
+      .map((k) => `  { let c = rem % ${at('shape', k)}; rem = rem / ${at('shape', k)}; ix += c * ${at('sx', k)}; iy += c * ${at('sy', k)}; o += c * ${at('so', k)}; }`)
+      .join('\n');
+    const axes = { array: 'u32', length: MAX_RANK } as const;
+    return {
+      name: `binary.${op}`,
+      inputs: ['xs', 'ys'],
+      outputs: ['out'],
+      uniforms: { n: 'u32', runs: 'u32', a: 'f32', b: 'f32', inner: 'u32', innerX: 'u32', innerY: 'u32', shape: axes, sx: axes, sy: axes, so: axes },
+      workgroupSize: WG,
+      prelude: () => `${STABLE_WGSL}\nfn f(x: f32, y: f32, a: f32, b: f32) -> f32 { return ${BINARY_OPS[op]}; }`,
+      body: () => wgsl`${flatIndex(WG, 'u.n')}
 #if ${outerRank !== null}
   let j0 = (i % u.runs) * ${BROADCAST_RUN}u;
   var rem = i / u.runs;
@@ -150,10 +111,9 @@ ${decompose}
   }
 #else
   out[i] = f(xs[i], ys[i], u.a, u.b);
-#endif
-}`,
-  };
-}
+#endif`,
+    };
+  });
 
 /**
  * Broadcast strides of `shape` against `outShape` after merging adjacent dimensions that broadcast alike,
@@ -206,43 +166,40 @@ export function binaryKernel(op: BinaryOp, x: Tensor, y: Tensor, a = 0, b = 0): 
   const runs = Math.ceil(inner / BROADCAST_RUN);
   const threads = same ? n : (n / inner) * runs;
   const outStrides = stridesOf(plan.shape);
-  const uw = new UniformWriter().u32(threads).u32(runs).f32(a).f32(b);
-  uw.u32(inner).u32(plan.strides[0][outer] ?? 0).u32(plan.strides[1][outer] ?? 0).u32(0);
-  uw.u32Array(plan.shape.slice(0, outer), MAX_RANK, 1).u32Array(plan.strides[0].slice(0, outer), MAX_RANK);
-  uw.u32Array(plan.strides[1].slice(0, outer), MAX_RANK).u32Array(outStrides.slice(0, outer), MAX_RANK);
-  rt.dispatch(binarySource(op, same ? null : outer), {
+  const padded = (v: number[], pad: number) => [...v, ...Array<number>(MAX_RANK - v.length).fill(pad)];
+  binaryProgram(op, same ? null : outer).run({
     inputs: [x.binding, y.binding],
     outputs: [out.binding],
-    uniforms: uw.finish(),
+    uniforms: {
+      n: threads,
+      runs,
+      a,
+      b,
+      inner,
+      innerX: plan.strides[0][outer] ?? 0,
+      innerY: plan.strides[1][outer] ?? 0,
+      shape: padded(plan.shape.slice(0, outer), 1),
+      sx: plan.strides[0].slice(0, outer),
+      sy: plan.strides[1].slice(0, outer),
+      so: outStrides.slice(0, outer),
+    },
     workgroups: rt.groups1d(Math.ceil(threads / WG)),
   });
   return out;
 }
 
-const fillSource = {
-  key: 'fill',
+const fillProgram = program('fill', () => ({
   name: 'fill',
-  wgsl: () => `
-struct U { n: u32, value: f32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read_write> ys: array<f32>;
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (i >= u.n) { return; }
-  ys[i] = u.value;
-}`,
-};
+  inputs: [],
+  outputs: ['ys'],
+  uniforms: { n: 'u32', value: 'f32' },
+  workgroupSize: WG,
+  body: () => `${flatIndex(WG, 'u.n')}
+  ys[i] = u.value;`,
+}));
 
 export function fillKernel(shape: Shape, value: number): Tensor {
-  const rt = runtime();
   const y = Tensor.empty(shape);
-  rt.dispatch(fillSource, {
-    inputs: [],
-    outputs: [y.binding],
-    uniforms: new UniformWriter().u32(y.size).f32(value).u32(0).u32(0).finish(),
-    workgroups: rt.groups1d(Math.ceil(y.size / WG)),
-  });
+  fillProgram.run({ inputs: [], outputs: [y.binding], uniforms: { n: y.size, value }, workgroups: runtime().groups1d(Math.ceil(y.size / WG)) });
   return y;
 }

@@ -15,9 +15,11 @@
 // ones. GPUs get the staged kernel with a conventional small per-invocation block.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt } from '../autograd/tensor.js';
-import { UniformWriter, type KernelSource } from './runtime.js';
+import { program, type BindingDecl } from './program.js';
 
-export type Activation = 'none' | 'relu' | 'sigmoid';
+import { ACTIVATIONS, activationWgsl, type Activation } from './activation.js';
+
+export type { Activation };
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -50,22 +52,8 @@ const GPU_STAGED: MatmulTiling = { wgX: 16, wgY: 16, rows: 4, cols: 4, depth: 16
 
 const isCpuAdapter = (description: string) => /llvmpipe|lavapipe|softpipe|swiftshader/i.test(description);
 
-const ACTIVATIONS: Record<Activation, (v: string) => string> = {
-  none: (v) => v,
-  relu: (v) => `max(${v}, vec4<f32>(0.0))`,
-  sigmoid: (v) => `stableSigmoid4(${v})`,
-};
-
-const SIGMOID_WGSL = /* wgsl */ `
-fn stableSigmoid4(x: vec4<f32>) -> vec4<f32> {
-  let e = exp(-abs(x));
-  return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= vec4<f32>(0.0));
-}`;
-
 // Batch strides are in elements; 0 broadcasts an operand over the batch.
-const UNIFORMS_WGSL = /* wgsl */ `
-struct U { M: u32, N: u32, K: u32, batch: u32, aStride: u32, bStride: u32, outStride: u32, pad: u32 }
-@group(0) @binding(0) var<uniform> u: U;`;
+const UNIFORMS = { M: 'u32', N: 'u32', K: 'u32', batch: 'u32', aStride: 'u32', bStride: 'u32', outStride: 'u32' } as const;
 
 interface Variant {
   transA: boolean;
@@ -79,10 +67,10 @@ const range = (n: number) => [...Array(n).keys()];
 const lines = (n: number, f: (i: number) => string) => range(n).map(f).join('\n');
 const COMP = ['x', 'y', 'z', 'w'];
 
-function bindings(v: Variant, elem: string): string {
-  let b = 1;
-  const decl = (name: string, access: string) => `@group(0) @binding(${b++}) var<storage, ${access}> ${name}: array<${elem}>;`;
-  return [decl('a', 'read'), decl('b', 'read'), v.bias ? decl('bias', 'read') : '', decl('out', 'read_write')].join('\n');
+/** a, b (and bias) read; out written; all of element type `elem`. */
+function operands(v: Variant, elem: string): { inputs: BindingDecl[]; outputs: BindingDecl[] } {
+  const b = (name: string) => ({ name, type: elem });
+  return { inputs: v.bias ? [b('a'), b('b'), b('bias')] : [b('a'), b('b')], outputs: [b('out')] };
 }
 
 /** Batch loop header: the z workgroup's own batch, or every batch summed into one output. */
@@ -92,8 +80,10 @@ function batchLoop(v: Variant, z: string): string {
 
 const accumulators = (R: number, C4: number) => lines(R, (r) => lines(C4, (c) => `  var acc${r}_${c} = vec4<f32>(0.0);`));
 
-function directSource(v: Variant, t: MatmulTiling): KernelSource {
-  const { wgX, wgY, rows: R, cols: C } = t;
+const directProgram = (v: Variant, t: MatmulTiling) => program(`matmul:direct:${variantKey(v)}:${tilingKey(t)}`, () => directDecl(v, t));
+
+function directDecl(v: Variant, t: MatmulTiling) {
+  const { rows: R, cols: C } = t;
   const R4 = R / 4;
   const C4 = C / 4;
   // Loads for one step of 4 along K, in vec4 units. aAt(r, kk) is the scalar op(A)[row r, k + kk];
@@ -127,16 +117,12 @@ function directSource(v: Variant, t: MatmulTiling): KernelSource {
       for (let kk = 0; kk < 4; kk++) fmas += `      acc${r}_${c} = fma(vec4<f32>(${aAt(r, kk)}), ${bAt(kk, c)}, acc${r}_${c});\n`;
     }
   }
-  const act = ACTIVATIONS[v.activation];
   // Rows and columns past the edge are clamped onto valid ones (their results are never stored), so the
   // loop needs no bounds checks. Grouped (vec4) indices clamp whole groups: M, N are multiples of 4 there.
-  const code = wgsl`
-${UNIFORMS_WGSL}
-${bindings(v, 'vec4<f32>')}
-${SIGMOID_WGSL}
-@compute @workgroup_size(${wgX}, ${wgY})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let M4 = u.M / 4u;
+  const prelude = wgsl`
+${activationWgsl(v.activation, 'vec4<f32>')}
+`;
+  const main = wgsl`  let M4 = u.M / 4u;
   let N4 = u.N / 4u;
   let K4 = u.K / 4u;
   let rowBase = gid.y * ${R}u;
@@ -168,13 +154,14 @@ ${loads}${fmas}    }
   let outOff = gid.z * (u.outStride / 4u);
 ${lines(C4, (c) => `  let bias${c} = ${v.bias ? `bias[colQ${c}]` : 'vec4<f32>(0.0)'};`)}
 ${lines(R, (r) =>
-  lines(C4, (c) => `  if (rowBase + ${r}u < u.M && colBase + ${4 * c}u < u.N) { out[outOff + (rowBase + ${r}u) * N4 + colQ${c}] = ${act(`acc${r}_${c} + bias${c}`)}; }`),
-)}
-}`;
-  return { key: `matmul:direct:${variantKey(v)}:${tilingKey(t)}`, name: 'matmul.direct', wgsl: () => code };
+  lines(C4, (c) => `  if (rowBase + ${r}u < u.M && colBase + ${4 * c}u < u.N) { out[outOff + (rowBase + ${r}u) * N4 + colQ${c}] = activate(acc${r}_${c} + bias${c}); }`),
+)}`;
+  return { name: 'matmul.direct', ...operands(v, 'vec4<f32>'), uniforms: UNIFORMS, workgroupSize: [t.wgX, t.wgY] as const, prelude: () => prelude, body: () => main };
 }
 
-function stagedSource(v: Variant, t: MatmulTiling): KernelSource {
+const stagedProgram = (v: Variant, t: MatmulTiling) => program(`matmul:staged:${variantKey(v)}:${tilingKey(t)}`, () => stagedDecl(v, t));
+
+function stagedDecl(v: Variant, t: MatmulTiling) {
   const { wgX, wgY, rows: R, cols: C, depth: TK } = t;
   const R4 = R / 4;
   const C4 = C / 4;
@@ -198,23 +185,19 @@ function stagedSource(v: Variant, t: MatmulTiling): KernelSource {
   for (let r = 0; r < R; r++) {
     for (let c = 0; c < C4; c++) inner += `        acc${r}_${c} = fma(vec4<f32>(a${Math.floor(r / 4)}.${COMP[r % 4]}), b${c}, acc${r}_${c});\n`;
   }
-  const act = ACTIVATIONS[v.activation];
   // op(A)[m, k] and op(B)[k, n] at clamped (in-bounds) indices. Only B is zeroed past K, which is enough to
   // keep padding out of the sums; rows and columns past M and N only reach outputs that are never stored.
   const aIndex = v.transA ? 'min(k, u.K - 1u) * u.M + min(m, u.M - 1u)' : 'min(m, u.M - 1u) * u.K + min(k, u.K - 1u)';
   const bIndex = v.transB ? 'min(n, u.N - 1u) * u.K + min(k, u.K - 1u)' : 'min(k, u.K - 1u) * u.N + min(n, u.N - 1u)';
-  const code = wgsl`
-${UNIFORMS_WGSL}
-${bindings(v, 'f32')}
-${SIGMOID_WGSL}
+  const prelude = wgsl`
+${activationWgsl(v.activation, 'vec4<f32>')}
 var<workgroup> shA: array<vec4<f32>, ${slotsA}>;
 var<workgroup> shB: array<vec4<f32>, ${slotsB}>;
 fn loadA(off: u32, m: u32, k: u32) -> f32 { return a[off + ${aIndex}]; }
 fn loadB(off: u32, n: u32, k: u32) -> f32 { return select(0.0, b[off + ${bIndex}], k < u.K); }
-@compute @workgroup_size(${wgX}, ${wgY})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lidv: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lx = lidv.x;
-  let ly = lidv.y;
+`;
+  const main = wgsl`  let lx = lid3.x;
+  let ly = lid3.y;
   let tileRow = wid.y * ${TM}u;
   let tileCol = wid.x * ${TN}u;
 ${accumulators(R, C4)}
@@ -242,14 +225,13 @@ ${lines(R, (r) =>
   lines(C4, (c) =>
     [
       `  if (rowBase + ${r}u < u.M) {`,
-      `    let y = ${act(`acc${r}_${c} + bias${c}`)};`,
+      `    let y = activate(acc${r}_${c} + bias${c});`,
       ...range(4).map((i) => `    if (colBase + ${4 * c + i}u < u.N) { out[outOff + (rowBase + ${r}u) * u.N + colBase + ${4 * c + i}u] = y.${COMP[i]}; }`),
       '  }',
     ].join('\n'),
   ),
-)}
-}`;
-  return { key: `matmul:staged:${variantKey(v)}:${tilingKey(t)}`, name: 'matmul.staged', wgsl: () => code };
+)}`;
+  return { name: 'matmul.staged', ...operands(v, 'f32'), uniforms: UNIFORMS, workgroupSize: [t.wgX, t.wgY] as const, prelude: () => prelude, body: () => main };
 }
 
 const variantKey = (v: Variant) =>
@@ -309,7 +291,7 @@ export function matmulKernel(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Te
   if (bias && (bias.dtype !== 'f32' || bias.rank !== 1 || bias.size !== N)) {
     throw new Error(`${op}: bias must be an f32 vector of length N = ${N}, got ${bias.dtype} ${fmt(bias.shape)}`);
   }
-  if (!Object.hasOwn(ACTIVATIONS, activation)) throw new Error(`${op}: unknown activation '${activation}'`);
+  if (!ACTIVATIONS.includes(activation)) throw new Error(`${op}: unknown activation '${activation}'`);
   const rt = runtime();
   const aligned = K % 4 === 0 && N % 4 === 0 && (!transA || M % 4 === 0);
   const cpu = isCpuAdapter(rt.description);
@@ -322,23 +304,13 @@ export function matmulKernel(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Te
     throw new Error(`${op}: invalid tiling ${tilingKey(tiling)}: rows and cols must be positive multiples of 4`);
   }
   const variant: Variant = { transA, transB, bias: bias !== null, activation, reduceBatch };
-  const src = kernel === 'direct' ? directSource(variant, tiling) : stagedSource(variant, tiling);
+  const prog = kernel === 'direct' ? directProgram(variant, tiling) : stagedProgram(variant, tiling);
 
   const out = Tensor.empty(reduceBatch ? [M, N] : shape);
-  const uniforms = new UniformWriter()
-    .u32(M)
-    .u32(N)
-    .u32(K)
-    .u32(batch)
-    .u32(batchA === 1 ? 0 : M * K)
-    .u32(batchB === 1 ? 0 : K * N)
-    .u32(reduceBatch ? 0 : M * N)
-    .u32(0)
-    .finish();
-  rt.dispatch(src, {
+  prog.run({
     inputs: bias ? [a.binding, b.binding, bias.binding] : [a.binding, b.binding],
     outputs: [out.binding],
-    uniforms,
+    uniforms: { M, N, K, batch, aStride: batchA === 1 ? 0 : M * K, bStride: batchB === 1 ? 0 : K * N, outStride: reduceBatch ? 0 : M * N },
     workgroups: [Math.ceil(N / (tiling.wgX * tiling.cols)), Math.ceil(M / (tiling.wgY * tiling.rows)), reduceBatch ? 1 : batch],
   });
   return out;

@@ -4,7 +4,7 @@
 // Each invocation evaluates one Philox block and writes its four elements.
 import { Tensor, runtime, type Shape } from '../autograd/tensor.js';
 import { COUNTER_TAGS, assertSeed, splitSeed } from '../autograd/rng.js';
-import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
+import { program } from './program.js';
 
 const WG = 64;
 
@@ -65,31 +65,21 @@ const BODIES: Record<Mode, string> = {
   }`,
 };
 
-function randomSource(mode: Mode) {
-  const io =
-    mode === 'dropout'
-      ? `@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<f32>;`
-      : `@group(0) @binding(1) var<storage, read_write> ys: array<f32>;`;
-  return {
-    key: `random:${mode}`,
+const randomProgram = (mode: Mode) =>
+  program(`random:${mode}`, () => ({
     name: `random.${mode}`,
-    wgsl: () => `
-struct U { n: u32, key0: u32, key1: u32, stream0: u32, stream1: u32, threshold: u32, a: f32, b: f32, c: f32 }
-@group(0) @binding(0) var<uniform> u: U;
-${io}
-${PHILOX_WGSL}
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    inputs: mode === 'dropout' ? ['xs'] : [],
+    outputs: ['ys'],
+    uniforms: { n: 'u32', key0: 'u32', key1: 'u32', stream0: 'u32', stream1: 'u32', threshold: 'u32', a: 'f32', b: 'f32', c: 'f32' },
+    workgroupSize: WG,
+    prelude: () => PHILOX_WGSL,
+    body: () => `
   let block = groupIndex(wid, nwg) * ${WG}u + lid;
   let base = block * 4u;
   if (base >= u.n) { return; }
   var w = philox4x32(vec4<u32>(block, u.stream0, u.stream1, ${COUNTER_TAGS[mode]}u), vec2<u32>(u.key0, u.key1));
-${BODIES[mode]}
-}`,
-  };
-}
+${BODIES[mode]}`,
+  }));
 
 /** Where a draw starts: a validated seed (the Philox key) and a stream number (counter words 1-2). */
 export interface RandomKey {
@@ -101,16 +91,13 @@ function dispatchRandom(mode: Mode, out: Tensor, key: RandomKey, params: { a: nu
   if (out.size > 2 ** 32 - 4) throw new Error(`random.${mode}: ${out.size} elements exceed the 2^32 counter range`);
   assertSeed(`random.${mode}`, key.seed);
   assertSeed(`random.${mode}`, key.stream ?? 0, 'stream');
-  const rt = runtime();
-  const [k0, k1] = splitSeed(key.seed);
-  const [s0, s1] = splitSeed(key.stream ?? 0);
-  const uniforms = new UniformWriter().u32(out.size).u32(k0).u32(k1).u32(s0).u32(s1).u32(params.threshold ?? 0);
-  uniforms.f32(params.a).f32(params.b).f32(params.c ?? 0);
-  rt.dispatch(randomSource(mode), {
+  const [key0, key1] = splitSeed(key.seed);
+  const [stream0, stream1] = splitSeed(key.stream ?? 0);
+  randomProgram(mode).run({
     inputs: input ? [input.binding] : [],
     outputs: [out.binding],
-    uniforms: uniforms.finish(),
-    workgroups: rt.groups1d(Math.ceil(out.size / 4 / WG)),
+    uniforms: { n: out.size, key0, key1, stream0, stream1, threshold: params.threshold ?? 0, a: params.a, b: params.b, c: params.c ?? 0 },
+    workgroups: runtime().groups1d(Math.ceil(out.size / 4 / WG)),
   });
 }
 

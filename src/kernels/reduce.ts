@@ -7,29 +7,28 @@
 // The caller reduces any set of axes as a sequence of these, one contiguous block of axes at a time.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime } from '../autograd/tensor.js';
-import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
+import { program, flatIndex } from './program.js';
 
 const WG = 128;
 
 export type RowReduceOp = 'sum' | 'max' | 'logsumexp';
 export type RowNormalizeOp = 'softmax' | 'logSoftmax';
 
-function rowSource(op: RowReduceOp | RowNormalizeOp) {
-  const sumLike = op === 'sum';
-  const maxLike = op === 'max';
-  const lseLike = op === 'logsumexp' || op === 'softmax' || op === 'logSoftmax';
-  const normalize = op === 'softmax' || op === 'logSoftmax';
-  return {
-    key: `row:${op}`,
-    name: `rowReduce.${op}`,
-    wgsl: () => wgsl`
-struct U { rows: u32, cols: u32, scale: f32, pad: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
+const rowProgram = (op: RowReduceOp | RowNormalizeOp) =>
+  program(`row:${op}`, () => {
+    const sumLike = op === 'sum';
+    const maxLike = op === 'max';
+    const lseLike = op === 'logsumexp' || op === 'softmax' || op === 'logSoftmax';
+    const normalize = op === 'softmax' || op === 'logSoftmax';
+    return {
+      name: `rowReduce.${op}`,
+      inputs: ['xs'],
+      outputs: ['ys'],
+      uniforms: { rows: 'u32', cols: 'u32', scale: 'f32' },
+      workgroupSize: WG,
+      prelude: () => `
 var<workgroup> sm: array<f32, ${WG}>;
 var<workgroup> ss: array<f32, ${WG}>;
-${GROUP_INDEX_WGSL}
 const NEG_INF = -3.4028e+38f;
 // Merges two (max, sum of exp(x - max)) pairs; an empty side (max = -inf) contributes nothing.
 fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
@@ -38,8 +37,8 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
   let m = max(m1, m2);
   return vec2<f32>(m, s1 * exp(m1 - m) + s2 * exp(m2 - m));
 }
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+`,
+      body: () => wgsl`
   let row = groupIndex(wid, nwg);
   if (row >= u.rows) { return; }
   let base = row * u.cols;
@@ -95,39 +94,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
   }
 #endif
-}`,
-  };
-}
+`,
+    };
+  });
 
 /** Reduces each row of x viewed as [rows, cols]; `scale` multiplies sum/max results. */
 export function rowReduceKernel(op: RowReduceOp, x: Tensor, rows: number, cols: number, scale = 1): Tensor {
-  const rt = runtime();
   const y = Tensor.empty([rows]);
-  rt.dispatch(rowSource(op), {
-    inputs: [x.binding],
-    outputs: [y.binding],
-    uniforms: new UniformWriter().u32(rows).u32(cols).f32(scale).u32(0).finish(),
-    workgroups: rt.groups1d(rows),
-  });
+  rowProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { rows, cols, scale }, workgroups: runtime().groups1d(rows) });
   return y;
 }
 
 const AXIS_WG = 64;
 
-function axisSource(op: RowReduceOp) {
-  return {
-    key: `axis:${op}`,
+const axisProgram = (op: RowReduceOp) =>
+  program(`axis:${op}`, () => ({
     name: `axisReduce.${op}`,
-    wgsl: () => wgsl`
-struct U { outer: u32, len: u32, inner: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${AXIS_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let e = groupIndex(wid, nwg) * ${AXIS_WG}u + lid;
-  if (e >= u.outer * u.inner) { return; }
+    inputs: ['xs'],
+    outputs: ['ys'],
+    uniforms: { outer: 'u32', len: 'u32', inner: 'u32', scale: 'f32' },
+    workgroupSize: AXIS_WG,
+    body: () => wgsl`${flatIndex(AXIS_WG, 'u.outer * u.inner', 'e')}
   let o = e / u.inner;
   var p = o * u.len * u.inner + e % u.inner;
 #if ${op === 'sum'}
@@ -148,39 +135,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     p += u.inner;
   }
   ys[e] = m + log(s);
-#endif
-}`,
-  };
-}
+#endif`,
+  }));
 
 /** Reduces x viewed as [outer, len, inner] along len: [outer * inner] values; `scale` multiplies sum/max results. */
 export function axisReduceKernel(op: RowReduceOp, x: Tensor, outer: number, len: number, inner: number, scale = 1): Tensor {
-  const rt = runtime();
   const y = Tensor.empty([outer * inner]);
-  rt.dispatch(axisSource(op), {
-    inputs: [x.binding],
-    outputs: [y.binding],
-    uniforms: new UniformWriter().u32(outer).u32(len).u32(inner).f32(scale).finish(),
-    workgroups: rt.groups1d(Math.ceil((outer * inner) / AXIS_WG)),
-  });
+  axisProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { outer, len, inner, scale }, workgroups: runtime().groups1d(Math.ceil((outer * inner) / AXIS_WG)) });
   return y;
 }
 
 // softmax / log-softmax of short rows (class logits): one invocation per row, no workgroup tree.
-function shortRowNormalizeSource(op: RowNormalizeOp) {
-  return {
-    key: `shortRow:${op}`,
+const shortRowProgram = (op: RowNormalizeOp) =>
+  program(`shortRow:${op}`, () => ({
     name: `shortRowNormalize.${op}`,
-    wgsl: () => wgsl`
-struct U { rows: u32, cols: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${AXIS_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let row = groupIndex(wid, nwg) * ${AXIS_WG}u + lid;
-  if (row >= u.rows) { return; }
+    inputs: ['xs'],
+    outputs: ['ys'],
+    uniforms: { rows: 'u32', cols: 'u32' },
+    workgroupSize: AXIS_WG,
+    body: () => wgsl`${flatIndex(AXIS_WG, 'u.rows', 'row')}
   let base = row * u.cols;
   var m = -3.4028e+38f;
   for (var j = 0u; j < u.cols; j++) { m = max(m, xs[base + j]); }
@@ -193,43 +166,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     ys[base + j] = xs[base + j] - lse;
 #endif
-  }
-}`,
-  };
-}
+  }`,
+  }));
 
 /** Rows shorter than this are normalised by one invocation each rather than a workgroup tree. */
 const SHORT_ROW = 64;
 
 /** softmax or log-softmax of each row of x viewed as [rows, cols]; output has x's shape. */
 export function rowNormalizeKernel(op: RowNormalizeOp, x: Tensor, rows: number, cols: number): Tensor {
-  const rt = runtime();
   const y = Tensor.empty(x.shape);
-  const short = cols < SHORT_ROW;
-  rt.dispatch(short ? shortRowNormalizeSource(op) : rowSource(op), {
-    inputs: [x.binding],
-    outputs: [y.binding],
-    uniforms: new UniformWriter().u32(rows).u32(cols).f32(1).u32(0).finish(),
-    workgroups: rt.groups1d(short ? Math.ceil(rows / AXIS_WG) : rows),
-  });
+  const rt = runtime();
+  if (cols < SHORT_ROW) shortRowProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { rows, cols }, workgroups: rt.groups1d(Math.ceil(rows / AXIS_WG)) });
+  else rowProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { rows, cols, scale: 1 }, workgroups: rt.groups1d(rows) });
   return y;
 }
 
-const argmaxSource = {
-  key: 'row:argmax',
+const argmaxProgram = program('row:argmax', () => ({
   name: 'rowReduce.argmax',
-  wgsl: () => `
-struct U { rows: u32, cols: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<i32>;
+  inputs: ['xs'],
+  outputs: [{ name: 'ys', type: 'i32' }],
+  uniforms: { rows: 'u32', cols: 'u32' },
+  workgroupSize: WG,
+  prelude: () => `
 var<workgroup> bestValue: array<f32, ${WG}>;
 var<workgroup> bestIndex: array<u32, ${WG}>;
-${GROUP_INDEX_WGSL}
 // Ties go to the lowest index, so results do not depend on the reduction order.
 fn better(v: f32, i: u32, w: f32, j: u32) -> bool { return w > v || (w == v && j < i); }
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+`,
+  body: () => `
   let row = groupIndex(wid, nwg);
   if (row >= u.rows) { return; }
   var v = -3.4028e+38f;
@@ -248,19 +212,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     workgroupBarrier();
   }
-  if (lid == 0u) { ys[row] = i32(bestIndex[0]); }
-}`,
-};
+  if (lid == 0u) { ys[row] = i32(bestIndex[0]); }`,
+}));
 
 /** Index of the largest element of each row of x viewed as [rows, cols], as i32. */
 export function rowArgmaxKernel(x: Tensor, rows: number, cols: number): Tensor {
-  const rt = runtime();
   const y = Tensor.empty([rows], 'i32');
-  rt.dispatch(argmaxSource, {
-    inputs: [x.binding],
-    outputs: [y.binding],
-    uniforms: new UniformWriter().u32(rows).u32(cols).u32(0).u32(0).finish(),
-    workgroups: rt.groups1d(rows),
-  });
+  argmaxProgram.run({ inputs: [x.binding], outputs: [y.binding], uniforms: { rows, cols }, workgroups: runtime().groups1d(rows) });
   return y;
 }

@@ -18,7 +18,7 @@ export interface Dispatch {
   /** Whole buffers or sub-ranges (a tensor's `binding`). */
   inputs: (GPUBuffer | GPUBufferBinding)[];
   outputs: (GPUBuffer | GPUBufferBinding)[];
-  /** Raw uniform bytes (see UniformWriter); omitted when the kernel has no uniforms. */
+  /** Raw uniform bytes (kernels pack them by name through program.ts); omitted when the kernel has no uniforms. */
   uniforms?: ArrayBuffer;
   /** Workgroup counts; x beyond the per-dimension limit must be folded by the caller via `groups1d`. */
   workgroups: [number, number?, number?];
@@ -441,45 +441,6 @@ export class Runtime {
 }
 
 /** Packs a uniform block: 4-byte scalars in order, arrays as vec4-aligned blocks (WGSL uniform layout). */
-export class UniformWriter {
-  private words: number[] = [];
-  private kinds: ('u' | 'i' | 'f')[] = [];
-  u32(v: number): this {
-    this.words.push(v >>> 0);
-    this.kinds.push('u');
-    return this;
-  }
-  i32(v: number): this {
-    this.words.push(v | 0);
-    this.kinds.push('i');
-    return this;
-  }
-  f32(v: number): this {
-    this.words.push(v);
-    this.kinds.push('f');
-    return this;
-  }
-  /** An `array<vec4<u32>, ceil(len/4)>` member, padded with `pad`. Starts on a 16-byte boundary. */
-  u32Array(values: ArrayLike<number>, len: number, pad = 0): this {
-    while (this.words.length % 4) this.u32(0);
-    for (let i = 0; i < Math.ceil(len / 4) * 4; i++) this.u32(i < values.length ? values[i] : pad);
-    return this;
-  }
-  finish(): ArrayBuffer {
-    const n = Math.max(4, Math.ceil(this.words.length / 4) * 4);
-    const buf = new ArrayBuffer(n * 4);
-    const u = new Uint32Array(buf);
-    const i = new Int32Array(buf);
-    const f = new Float32Array(buf);
-    this.words.forEach((w, k) => {
-      if (this.kinds[k] === 'f') f[k] = w;
-      else if (this.kinds[k] === 'i') i[k] = w;
-      else u[k] = w;
-    });
-    return buf;
-  }
-}
-
 /** WGSL helper: the flat workgroup index of a (possibly folded) 1-D dispatch. */
 export const GROUP_INDEX_WGSL = /* wgsl */ `
 fn groupIndex(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.y * nwg.x + wid.x; }

@@ -1,8 +1,7 @@
 // Data-movement kernels: a strided copy (transpose/permute, slice, broadcastTo, writing into a region for
 // concat), row gather by integer index, and one-hot encoding. Plus the shape arithmetic they share.
-import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
-import { GROUP_INDEX_WGSL, UniformWriter } from './runtime.js';
+import { program, flatIndex } from './program.js';
 
 const WG = 256;
 export const COPY_MAX_RANK = 8;
@@ -46,27 +45,21 @@ const COPY_RUN = 16;
 
 // Thread t copies run t % runs of the innermost axis at outer index t / runs; the outer index is decomposed with
 // the rank unrolled (constant uniform indices, one pipeline per outer rank).
-function copySource(outerRank: number) {
-  const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
-  const decompose = [...Array(outerRank).keys()]
-    .reverse()
-    .map((k) => `  { let c = rem % ${at('shape', k)}; rem = rem / ${at('shape', k)}; src += c * ${at('inStrides', k)}; dst += c * ${at('outStrides', k)}; }`)
-    .join('\n');
-  return {
-    key: `stridedCopy:${outerRank}`,
-    name: 'stridedCopy',
-    wgsl: () => wgsl`
-struct U { threads: u32, runs: u32, inOffset: u32, outOffset: u32,
-  inner: u32, innerIn: u32, innerOut: u32, pad: u32,
-  shape: array<vec4<u32>, ${COPY_MAX_RANK / 4}>, inStrides: array<vec4<u32>, ${COPY_MAX_RANK / 4}>, outStrides: array<vec4<u32>, ${COPY_MAX_RANK / 4}> }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let t = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (t >= u.threads) { return; }
+const copyProgram = (outerRank: number) =>
+  program(`stridedCopy:${outerRank}`, () => {
+    const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
+    const decompose = [...Array(outerRank).keys()]
+      .reverse()
+      .map((k) => `  { let c = rem % ${at('shape', k)}; rem = rem / ${at('shape', k)}; src += c * ${at('inStrides', k)}; dst += c * ${at('outStrides', k)}; }`)
+      .join('\n');
+    const axes = { array: 'u32', length: COPY_MAX_RANK } as const;
+    return {
+      name: 'stridedCopy',
+      inputs: ['xs'],
+      outputs: ['ys'],
+      uniforms: { threads: 'u32', runs: 'u32', inOffset: 'u32', outOffset: 'u32', inner: 'u32', innerIn: 'u32', innerOut: 'u32', shape: axes, inStrides: axes, outStrides: axes },
+      workgroupSize: WG,
+      body: () => `${flatIndex(WG, 'u.threads', 't')}
   let j0 = (t % u.runs) * ${COPY_RUN}u;
   var rem = t / u.runs;
   var src = u.inOffset + j0 * u.innerIn;
@@ -77,10 +70,9 @@ ${decompose}
     ys[dst] = xs[src];
     src += u.innerIn;
     dst += u.innerOut;
-  }
-}`,
-  };
-}
+  }`,
+    };
+  });
 
 /**
  * For every index c of `shape`: dst[dstOffset + c·dstStrides] = src[srcOffset + c·srcStrides].
@@ -114,18 +106,23 @@ export function stridedCopy(
   if (dims.length > COPY_MAX_RANK) throw new Error(`stridedCopy: rank ${dims.length + 1} exceeds ${COPY_MAX_RANK + 1}`);
   const runs = Math.ceil(inner.size / COPY_RUN);
   const threads = (n / inner.size) * runs;
-  const rt = runtime();
-  rt.dispatch(copySource(dims.length), {
+  const sizes = dims.map((d) => d.size);
+  copyProgram(dims.length).run({
     inputs: [src.binding],
     outputs: [dst.binding],
-    uniforms: new UniformWriter()
-      .u32(threads).u32(runs).u32(srcOffset).u32(dstOffset)
-      .u32(inner.size).u32(inner.in).u32(inner.out).u32(0)
-      .u32Array(dims.map((d) => d.size), COPY_MAX_RANK, 1)
-      .u32Array(dims.map((d) => d.in), COPY_MAX_RANK)
-      .u32Array(dims.map((d) => d.out), COPY_MAX_RANK)
-      .finish(),
-    workgroups: rt.groups1d(Math.ceil(threads / WG)),
+    uniforms: {
+      threads,
+      runs,
+      inOffset: srcOffset,
+      outOffset: dstOffset,
+      inner: inner.size,
+      innerIn: inner.in,
+      innerOut: inner.out,
+      shape: [...sizes, ...Array<number>(COPY_MAX_RANK - sizes.length).fill(1)],
+      inStrides: dims.map((d) => d.in),
+      outStrides: dims.map((d) => d.out),
+    },
+    workgroups: runtime().groups1d(Math.ceil(threads / WG)),
   });
 }
 
@@ -164,27 +161,19 @@ export function writeRegion(x: Tensor, dst: Tensor, begin: readonly number[]): v
   stridedCopy(x, dst, x.shape, stridesOf(x.shape), dstSt, 0, offset);
 }
 
-const gatherSource = {
-  key: 'gatherRows',
+const gatherProgram = program('gatherRows', () => ({
   name: 'gatherRows',
-  wgsl: () => `
-struct U { n: u32, rowSize: u32, rows: u32, pad: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read> idx: array<i32>;
-@group(0) @binding(3) var<storage, read_write> ys: array<f32>;
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (i >= u.n) { return; }
+  inputs: ['xs', { name: 'idx', type: 'i32' }],
+  outputs: ['ys'],
+  uniforms: { n: 'u32', rowSize: 'u32', rows: 'u32' },
+  workgroupSize: WG,
+  body: () => `${flatIndex(WG, 'u.n')}
   let r = i / u.rowSize;
   let j = idx[r];
   // Out-of-range indices read as zero rather than out of bounds; the host validates indices it knows.
   if (j < 0 || u32(j) >= u.rows) { ys[i] = 0.0; return; }
-  ys[i] = xs[u32(j) * u.rowSize + i % u.rowSize];
-}`,
-};
+  ys[i] = xs[u32(j) * u.rowSize + i % u.rowSize];`,
+}));
 
 /** out[i] = x[indices[i]] along axis 0. */
 export function gatherRowsKernel(x: Tensor, indices: Tensor): Tensor {
@@ -192,82 +181,59 @@ export function gatherRowsKernel(x: Tensor, indices: Tensor): Tensor {
   const rowSize = x.size / x.shape[0];
   const shape = [...indices.shape, ...x.shape.slice(1)];
   const out = Tensor.empty(shape, x.dtype);
-  const rt = runtime();
-  rt.dispatch(gatherSource, {
+  gatherProgram.run({
     inputs: [x.binding, indices.binding],
     outputs: [out.binding],
-    uniforms: new UniformWriter().u32(out.size).u32(rowSize).u32(x.shape[0]).u32(0).finish(),
-    workgroups: rt.groups1d(Math.ceil(out.size / WG)),
+    uniforms: { n: out.size, rowSize, rows: x.shape[0] },
+    workgroups: runtime().groups1d(Math.ceil(out.size / WG)),
   });
   return out;
 }
 
-const scatterAddSource = {
-  key: 'scatterAddRows',
-  name: 'scatterAddRows',
-  wgsl: () => `
-struct U { n: u32, rowSize: u32, count: u32, pad: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read> idx: array<i32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-${GROUP_INDEX_WGSL}
 // One thread per output element sums every gathered row that came from it: no atomics on f32 needed.
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (i >= u.n) { return; }
+const scatterAddProgram = program('scatterAddRows', () => ({
+  name: 'scatterAddRows',
+  inputs: ['g', { name: 'idx', type: 'i32' }],
+  outputs: ['out'],
+  uniforms: { n: 'u32', rowSize: 'u32', count: 'u32' },
+  workgroupSize: WG,
+  body: () => `${flatIndex(WG, 'u.n')}
   let r = i32(i / u.rowSize);
   let c = i % u.rowSize;
   var acc = 0.0;
   for (var k = 0u; k < u.count; k++) {
     if (idx[k] == r) { acc += g[k * u.rowSize + c]; }
   }
-  out[i] = acc;
-}`,
-};
+  out[i] = acc;`,
+}));
 
 /** Gradient of gatherRows: out[r] = sum of g[k] over k with indices[k] = r. */
 export function scatterAddRowsKernel(g: Tensor, indices: Tensor, rows: number): Tensor {
   const rowSize = g.size / Math.max(1, indices.size);
   const shape = [rows, ...g.shape.slice(indices.rank)];
   const out = Tensor.empty(shape);
-  const rt = runtime();
-  rt.dispatch(scatterAddSource, {
+  scatterAddProgram.run({
     inputs: [g.binding, indices.binding],
     outputs: [out.binding],
-    uniforms: new UniformWriter().u32(out.size).u32(rowSize).u32(indices.size).u32(0).finish(),
-    workgroups: rt.groups1d(Math.ceil(out.size / WG)),
+    uniforms: { n: out.size, rowSize, count: indices.size },
+    workgroups: runtime().groups1d(Math.ceil(out.size / WG)),
   });
   return out;
 }
 
-const oneHotSource = {
-  key: 'oneHot',
+const oneHotProgram = program('oneHot', () => ({
   name: 'oneHot',
-  wgsl: () => `
-struct U { n: u32, depth: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> labels: array<i32>;
-@group(0) @binding(2) var<storage, read_write> ys: array<f32>;
-${GROUP_INDEX_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = groupIndex(wid, nwg) * ${WG}u + lid;
-  if (i >= u.n) { return; }
-  ys[i] = select(0.0, 1.0, labels[i / u.depth] == i32(i % u.depth));
-}`,
-};
+  inputs: [{ name: 'labels', type: 'i32' }],
+  outputs: ['ys'],
+  uniforms: { n: 'u32', depth: 'u32' },
+  workgroupSize: WG,
+  body: () => `${flatIndex(WG, 'u.n')}
+  ys[i] = select(0.0, 1.0, labels[i / u.depth] == i32(i % u.depth));`,
+}));
 
 export function oneHotKernel(labels: Tensor, depth: number): Tensor {
   if (labels.dtype !== 'i32') throw new Error(`oneHot: labels must be i32, got ${labels.dtype}`);
   const out = Tensor.empty([...labels.shape, depth]);
-  const rt = runtime();
-  rt.dispatch(oneHotSource, {
-    inputs: [labels.binding],
-    outputs: [out.binding],
-    uniforms: new UniformWriter().u32(out.size).u32(depth).u32(0).u32(0).finish(),
-    workgroups: rt.groups1d(Math.ceil(out.size / WG)),
-  });
+  oneHotProgram.run({ inputs: [labels.binding], outputs: [out.binding], uniforms: { n: out.size, depth }, workgroups: runtime().groups1d(Math.ceil(out.size / WG)) });
   return out;
 }
