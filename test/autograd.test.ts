@@ -1,4 +1,4 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, onTestFinished } from 'vitest';
 import * as T from './lib.js';
 import { useGpu, download, expectClose } from './helpers.js';
 
@@ -114,6 +114,10 @@ describe('scopes and memory', () => {
 
   it('batches many dispatches into few submissions', async () => {
     const rt = T.runtime();
+    // One dispatch per op (fusion would make the chain a handful; test/fusion.test.ts counts those).
+    const fusion = rt.fusion;
+    rt.fusion = false;
+    onTestFinished(() => void (rt.fusion = fusion));
     const s0 = rt.submitCount;
     const d0 = rt.dispatchCount;
     const y = T.tidy(() => {

@@ -1,7 +1,7 @@
 // The runtime's in-step profile: every dispatch counted and attributed to its kernel, submissions and readbacks
 // counted, encoding timed; GPU times exactly where the adapter has timestamp queries. A profiled step computes
 // what an unprofiled one does.
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, onTestFinished } from 'vitest';
 import * as T from './lib.js';
 import { useGpu } from './helpers.js';
 
@@ -51,6 +51,10 @@ describe('runtime profile', () => {
 
   it('times more dispatches than one query set holds, over several submissions', async () => {
     const r = rt();
+    // One dispatch per op: fusion would run the chain as a few dozen kernels.
+    const fusion = r.fusion;
+    r.fusion = false;
+    onTestFinished(() => void (r.fusion = fusion));
     const x = T.randomUniform([8], 3);
     r.beginProfile();
     let y = x;

@@ -2,9 +2,11 @@
 // backward closure (micrograd-style); `record` attaches them only when gradients are being tracked.
 import type { AcquiredDevice, DeviceProvider } from '../gpu.js';
 import { Runtime } from '../kernels/runtime.js';
+import { sizeOf, assertShape, fmt, type Shape } from '../core/shape.js';
+
+export { sizeOf, assertShape, fmt, type Shape };
 
 export type DType = 'f32' | 'i32';
-export type Shape = readonly number[];
 /**
  * Maps the gradient of an op's output to the gradients of its parents (null where none flows).
  * `need[i]` says whether parent i wants one, so costly ops can skip the rest.
@@ -47,20 +49,6 @@ export function shutdown(): void {
   current = null;
   initializing = null;
 }
-
-export function sizeOf(shape: Shape): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-export function assertShape(op: string, shape: Shape): void {
-  for (const d of shape) {
-    if (!Number.isInteger(d) || d <= 0) throw new Error(`${op}: invalid shape [${shape.join(', ')}]: every dimension must be a positive integer`);
-  }
-}
-
-export const fmt = (s: Shape): string => `[${s.join(', ')}]`;
 
 // ---------- scopes ----------
 
@@ -125,13 +113,34 @@ export function noGrad<T>(fn: () => T): T {
 export class Storage {
   refs = 0;
   constructor(readonly buffer: GPUBuffer) {}
+
+  retain(): void {
+    this.refs++;
+  }
+
+  drop(): void {
+    if (--this.refs === 0) runtime().release(this.buffer);
+  }
+}
+
+/**
+ * Values not computed yet (fused elementwise chains, src/kernels/fusion.ts): computed into a fresh buffer the
+ * first time the tensor's storage is needed, or dropped unseen when it is disposed first.
+ */
+export interface Deferred {
+  /** Computes the values into a fresh buffer and lets go of its inputs. */
+  realize(): GPUBuffer;
+  /** Lets go of its inputs without computing. */
+  release(): void;
 }
 
 export class Tensor {
   readonly shape: Shape;
   readonly dtype: DType;
   readonly size: number;
-  private storage: Storage | null;
+  private storage: Storage | null = null;
+  private pending: Deferred | null = null;
+  private alive = true;
   requiresGrad = false;
   grad: Tensor | null = null;
   parents: Tensor[] = [];
@@ -139,12 +148,15 @@ export class Tensor {
   op = 'leaf';
 
   /**
-   * Wraps a runtime buffer (owned from now on by this tensor) or views another tensor's storage at
-   * `byteOffset` (a multiple of the adapter's minStorageBufferOffsetAlignment; parameter arenas use this).
+   * Wraps a runtime buffer (owned from now on by this tensor), views another tensor's storage at `byteOffset`
+   * (a multiple of the adapter's minStorageBufferOffsetAlignment; parameter arenas use this), or holds values
+   * still to be computed.
    */
-  constructor(buffer: GPUBuffer | Storage, shape: Shape, dtype: DType = 'f32', readonly byteOffset = 0) {
-    this.storage = buffer instanceof Storage ? buffer : new Storage(buffer);
-    this.storage.refs++;
+  constructor(buffer: GPUBuffer | Storage | Deferred, shape: Shape, dtype: DType = 'f32', readonly byteOffset = 0) {
+    if (buffer instanceof Storage) this.storage = buffer;
+    else if ('realize' in buffer) this.pending = buffer;
+    else this.storage = new Storage(buffer);
+    this.storage?.retain();
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.size = sizeOf(shape);
@@ -165,8 +177,19 @@ export class Tensor {
   }
 
   get sharedStorage(): Storage {
-    if (!this.storage) throw new Error(`tensor ${fmt(this.shape)} (from ${this.op}) used after dispose`);
+    if (!this.alive) throw new Error(`tensor ${fmt(this.shape)} (from ${this.op}) used after dispose`);
+    if (!this.storage) {
+      const buffer = this.pending!.realize();
+      this.pending = null;
+      this.storage = new Storage(buffer);
+      this.storage.retain();
+    }
     return this.storage;
+  }
+
+  /** The values still to be computed, or null once they exist (or after dispose). */
+  get deferred(): Deferred | null {
+    return this.pending;
   }
 
   get rank(): number {
@@ -174,13 +197,16 @@ export class Tensor {
   }
 
   get disposed(): boolean {
-    return this.storage === null;
+    return !this.alive;
   }
 
   dispose(): void {
-    if (!this.storage) return;
-    if (--this.storage.refs === 0) runtime().release(this.storage.buffer);
+    if (!this.alive) return;
+    this.alive = false;
+    this.storage?.drop();
+    this.pending?.release();
     this.storage = null;
+    this.pending = null;
     for (const s of scopes) s.delete(this);
   }
 

@@ -19,6 +19,7 @@
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
 import { program, flatIndex } from './program.js';
+import { readSource, sourcePrelude, type Source } from './fusion.js';
 
 import { activationWgsl, type Activation } from './activation.js';
 
@@ -89,7 +90,7 @@ function stepRow(n: string, row: string, rows: string): string {
 }
 
 /** Masked load of xs at flat index `idx` (i32) when `ok`; out-of-range lanes read element 0 and yield 0. */
-const maskedLoad = (idx: string, ok: string) => `select(0.0, xs[u32(select(0, ${idx}, ${ok}))], ${ok})`;
+const maskedLoad = (idx: string, ok: string) => `select(0.0, load_xs(u32(select(0, ${idx}, ${ok}))), ${ok})`;
 
 const tileKey = (t: GatherTile) => `${t.tm}x${t.tr}x${t.tc}`;
 
@@ -101,8 +102,8 @@ const FILTER_UNIFORMS = {
   padT: 'i32', padL: 'i32', tilesM: 'u32', tiles: 'u32', threads: 'u32', chunk: 'u32',
 } as const;
 
-/** A gather kernel's storage: input xs, weight ws, optional bias bs; output ys. */
-const gatherIo = (hasBias: boolean) => ({ inputs: hasBias ? ['xs', 'ws', 'bs'] : ['xs', 'ws'], outputs: ['ys'] });
+/** A gather kernel's storage: input xs (a buffer, or a fused expression read as the prologue), weight ws, optional bias bs; output ys. */
+const gatherIo = (hasBias: boolean, src: Source) => ({ inputs: [...src.inputs, 'ws', ...(hasBias ? ['bs'] : [])], outputs: ['ys'] });
 
 /**
  * Writes a gather tile's accumulators acc{channel}_{row * tc + col} to ys with bias and activation; `colInRange`
@@ -122,18 +123,19 @@ ${grid(tr, tc, (r, c) => `    if (rowValid${r} && ${colInRange(c)}) { ys[yBase${
 // Output column c of a tile reads input column ix0 + c*sw + kx. Taps kx = rho, rho + sw, ... (one residue rho of
 // kx mod sw) slide the tile's input window by exactly one column, so after the first tap each row loads one value
 // per tap instead of tc.
-const convGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation) => program(`convGather:${tileKey(tile)}:${wg}:${hasBias}:${act}`, () => convGatherDecl(tile, wg, hasBias, act));
+const convGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation, src: Source) =>
+  program(`convGather:${tileKey(tile)}:${wg}:${hasBias}:${act}${src.key}`, () => convGatherDecl(tile, wg, hasBias, act, src));
 
-function convGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation) {
+function convGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation, src: Source) {
   const { tm, tr, tc } = tile;
   const forRows = (f: (r: number) => string) => each(tr, f);
   const forCells = (f: (r: number, c: number) => string) => grid(tr, tc, f);
   return {
     name: 'convGather',
-    ...gatherIo(hasBias),
-    uniforms: GATHER_UNIFORMS,
+    ...gatherIo(hasBias, src),
+    uniforms: { ...GATHER_UNIFORMS, ...src.uniforms },
     workgroupSize: wg,
-    prelude: () => activationWgsl(act),
+    prelude: () => `${sourcePrelude(src)}\n${activationWgsl(act)}`,
     body: () => wgsl`  let t = groupIndex(wid, nwg) * ${wg}u + lid;
   if (t >= u.threads) { return; }
   let hw = u.h * u.w;
@@ -198,10 +200,11 @@ function convGather(
   const tilesCols = Math.ceil(wo / tile.tc);
   const threads = tilesM * tilesCols * Math.ceil((n * ho) / tile.tr);
   const wg = pickWorkgroup(threads);
-  convGatherProgram(tile, wg, bias !== null, act).run({
-    inputs: bias ? [x.binding, weight.binding, bias.binding] : [x.binding, weight.binding],
+  const src = readSource(x, 'xs', bias ? 3 : 2);
+  convGatherProgram(tile, wg, bias !== null, act, src).run({
+    inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : [])],
     outputs: [y.binding],
-    uniforms: { n, cin, h, w, cout, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tilesCols, threads },
+    uniforms: { n, cin, h, w, cout, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tilesCols, threads, ...src.values },
     workgroups: runtime().groups1d(Math.ceil(threads / wg)),
   });
   return y;
@@ -213,18 +216,19 @@ function convGather(
 // reading input row iy = (oy + padT - ky) / sh = jy + cy - ty (exact integer division), where oy = py + sh * jy; each
 // phase is a dense correlation over its (jy, jx) grid. Along a tile row, tap tx + 1 reads the input window of tap tx
 // shifted right by one column, so each row loads one new value per tap.
-const convTransposeGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation) => program(`convTransposeGather:${tileKey(tile)}:${wg}:${hasBias}:${act}`, () => convTransposeGatherDecl(tile, wg, hasBias, act));
+const convTransposeGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation, src: Source) =>
+  program(`convTransposeGather:${tileKey(tile)}:${wg}:${hasBias}:${act}${src.key}`, () => convTransposeGatherDecl(tile, wg, hasBias, act, src));
 
-function convTransposeGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation) {
+function convTransposeGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation, src: Source) {
   const { tm, tr, tc } = tile;
   const forRows = (f: (r: number) => string) => each(tr, f);
   const forCells = (f: (r: number, c: number) => string) => grid(tr, tc, f);
   return {
     name: 'convTransposeGather',
-    ...gatherIo(hasBias),
-    uniforms: TRANSPOSE_UNIFORMS,
+    ...gatherIo(hasBias, src),
+    uniforms: { ...TRANSPOSE_UNIFORMS, ...src.uniforms },
     workgroupSize: wg,
-    prelude: () => activationWgsl(act),
+    prelude: () => `${sourcePrelude(src)}\n${activationWgsl(act)}`,
     body: () => wgsl`  let py = wid.z / u.sw;
   let px = wid.z % u.sw;
   let ky0 = (py + u.padT) % u.sh;
@@ -309,10 +313,11 @@ function convTransposeGather(
   const threads = tilesM * Math.ceil(phaseCols / tile.tc) * Math.ceil(phaseRows / tile.tr);
   const wg = pickWorkgroup(threads * sh * sw);
   const [gx, gy] = runtime().groups1d(Math.ceil(threads / wg));
-  convTransposeGatherProgram(tile, wg, bias !== null, act).run({
-    inputs: bias ? [x.binding, weight.binding, bias.binding] : [x.binding, weight.binding],
+  const src = readSource(x, 'xs', bias ? 3 : 2);
+  convTransposeGatherProgram(tile, wg, bias !== null, act, src).run({
+    inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : [])],
     outputs: [y.binding],
-    uniforms: { n, cin, h, w, cout, ho, wo, kh, kw, sh, sw, padT: padding[0], padL: padding[1], tilesM },
+    uniforms: { n, cin, h, w, cout, ho, wo, kh, kw, sh, sw, padT: padding[0], padL: padding[1], tilesM, ...src.values },
     workgroups: [gx, gy, sh * sw],
   });
   return y;
@@ -336,17 +341,19 @@ function pickFilterTile(m: number, kSize: number): { tm: number; tn: number } {
   return { tm, tn: tm >= 16 ? tn : 32 };
 }
 
-const convFilterGradProgram = (tm: number, tn: number, wg: number) => program(`convFilterGrad:${tm}x${tn}:${wg}`, () => convFilterGradDecl(tm, tn, wg));
+const convFilterGradProgram = (tm: number, tn: number, wg: number, xs: Source, gs: Source) =>
+  program(`convFilterGrad:${tm}x${tn}:${wg}${xs.key}${gs.key}`, () => convFilterGradDecl(tm, tn, wg, xs, gs));
 
 // partials[split, m, (c, ky, kx)] = sum over this split's slice of (n, oy, ox) of
 //   g[n, m, oy, ox] * x[n, c, oy*sh - padT + ky, ox*sw - padL + kx].
-function convFilterGradDecl(tm: number, tn: number, wg: number) {
+function convFilterGradDecl(tm: number, tn: number, wg: number, xs: Source, gs: Source) {
   return {
     name: 'convFilterGrad',
-    ...{ inputs: ['xs', 'gs'], outputs: ['partials'] },
-    uniforms: FILTER_UNIFORMS,
+    inputs: [...xs.inputs, ...gs.inputs],
+    outputs: ['partials'],
+    uniforms: { ...FILTER_UNIFORMS, ...xs.uniforms, ...gs.uniforms },
     workgroupSize: wg,
-    prelude: () => '',
+    prelude: () => sourcePrelude(xs, gs),
     body: () => wgsl`  let t = groupIndex(wid, nwg) * ${wg}u + lid;
   if (t >= u.threads) { return; }
   let hw = u.h * u.w;
@@ -381,8 +388,8 @@ ${grid(tm, tn, (i, j) => `  var acc${i}_${j} = 0.0;`)}
     let rowBase = xBase + iyS * i32(u.w) + ixS;
     let q = gBase + oy * u.wo + ox;
 ${each(tn, (j) => `    let ok${j} = u32(iyS + ky${j}) < u.h && u32(ixS + kx${j}) < u.w;
-    let b${j} = select(0.0, xs[u32(select(0, rowBase + colOff${j}, ok${j}))], ok${j});`)}
-${each(tm, (i) => `    let a${i} = gs[gRow${i} + q];`)}
+    let b${j} = select(0.0, load_xs(u32(select(0, rowBase + colOff${j}, ok${j}))), ok${j});`)}
+${each(tm, (i) => `    let a${i} = load_gs(gRow${i} + q);`)}
 ${grid(tm, tn, (i, j) => `    acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`)}
     ox += 1u;
     if (ox == u.wo) {
@@ -446,10 +453,13 @@ function convFilterGrad(
   const dw = Tensor.empty([m, c, kh, kw]);
   const partials = splits === 1 ? dw : Tensor.empty([splits, m, kSize]);
   const wg = pickWorkgroup(threads);
-  convFilterGradProgram(tm, tn, wg).run({
-    inputs: [x.binding, g.binding],
+  // The output and the other source's bindings count against the storage-buffer limit.
+  const gs = readSource(g, 'gs', 2);
+  const xs = readSource(x, 'xs', 1 + gs.inputs.length);
+  convFilterGradProgram(tm, tn, wg, xs, gs).run({
+    inputs: [...xs.bindings, ...gs.bindings],
     outputs: [partials.binding],
-    uniforms: { n, c, h, w, m, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tiles, threads, chunk },
+    uniforms: { n, c, h, w, m, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tiles, threads, chunk, ...xs.values, ...gs.values },
     workgroups: rt.groups1d(Math.ceil(threads / wg)),
   });
   if (partials !== dw) {

@@ -1,59 +1,19 @@
 // Elementwise kernels: unary maps, binary maps with NumPy broadcasting, and the fused gradient maps their
-// backward passes use. One pipeline per op (and per broadcast/contiguous variant) serves every shape.
+// backward passes use. With the runtime's fusion on (the default) they defer to src/kernels/fusion.ts, which runs
+// a chain of them as one kernel; otherwise one pipeline per op (and per broadcast/contiguous variant) serves every
+// shape.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
 import { program, flatIndex } from './program.js';
 import { STABLE_WGSL } from './activation.js';
-import { broadcastShapes, stridesOf } from './shape.js';
+import { broadcastShapes, stridesOf } from '../core/shape.js';
+import { UNARY_OPS, BINARY_OPS, type UnaryOp, type BinaryOp } from './pointwise.js';
+import { fuseUnary, fuseBinary } from './fusion.js';
 
 export const MAX_RANK = 8;
 const WG = 256;
 
-/** WGSL expressions over `x` (and uniform params `a`, `b`); numerically stable where it matters. */
-export const UNARY_OPS = {
-  neg: '-x',
-  exp: 'exp(x)',
-  log: 'log(x)',
-  sqrt: 'sqrt(x)',
-  square: 'x * x',
-  abs: 'abs(x)',
-  sign: 'sign(x)',
-  relu: 'max(x, 0.0)',
-  step: 'select(0.0, 1.0, x > 0.0)',
-  sigmoid: 'stableSigmoid(x)',
-  softplus: 'max(x, 0.0) + log1p(exp(-abs(x)))',
-  tanh: 'stableTanh(x)',
-  clamp: 'clamp(x, a, b)',
-  /** x * a + b: scalar scale and shift. */
-  affine: 'fma(x, a, b)',
-  /** |x|^a, used by p-norms. */
-  powAbs: 'pow(abs(x), a)',
-  reciprocal: '1.0 / x',
-} as const;
-export type UnaryOp = keyof typeof UNARY_OPS;
-
-/** WGSL expressions over `x`, `y` (and uniform params `a`, `b`). Ops suffixed Grad are fused backward maps: (x = upstream gradient, y = saved value). */
-export const BINARY_OPS = {
-  add: 'x + y',
-  sub: 'x - y',
-  mul: 'x * y',
-  div: 'x / y',
-  maximum: 'max(x, y)',
-  minimum: 'min(x, y)',
-  ge: 'select(0.0, 1.0, x >= y)',
-  gt: 'select(0.0, 1.0, x > y)',
-  eq: 'select(0.0, 1.0, x == y)',
-  reluGrad: 'select(0.0, x, y > 0.0)',
-  sigmoidGrad: 'x * y * (1.0 - y)',
-  tanhGrad: 'x * (1.0 - y * y)',
-  softplusGrad: 'x * stableSigmoid(y)',
-  sqrtGrad: 'x * 0.5 / y',
-  clampGrad: 'select(0.0, x, y >= a && y <= b)',
-  /** gradient of |y|^a: x * a * |y|^(a-1) * sign(y) (zero at y = 0 for a > 1). */
-  powAbsGrad: 'select(0.0, x * a * pow(abs(y), a - 1.0) * sign(y), y != 0.0)',
-} as const;
-export type BinaryOp = keyof typeof BINARY_OPS;
-
+export { UNARY_OPS, BINARY_OPS, type UnaryOp, type BinaryOp } from './pointwise.js';
 
 const unaryProgram = (op: UnaryOp) =>
   program(`unary:${op}`, () => ({
@@ -69,6 +29,7 @@ const unaryProgram = (op: UnaryOp) =>
 
 /** y = op(x) elementwise; `a`, `b` are the op's scalar parameters (clamp bounds, affine scale/shift). */
 export function unaryKernel(op: UnaryOp, x: Tensor, a = 0, b = 0): Tensor {
+  if (runtime().fusion) return fuseUnary(op, x, a, b);
   const y = Tensor.empty(x.shape);
   unaryProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { n: x.size, a, b }, workgroups: runtime().groups1d(Math.ceil(x.size / WG)) });
   return y;
@@ -156,6 +117,7 @@ export function binaryKernel(op: BinaryOp, x: Tensor, y: Tensor, a = 0, b = 0): 
     throw new Error(`${op}: shapes ${fmt(x.shape)} and ${fmt(y.shape)} cannot be broadcast together`);
   }
   const rt = runtime();
+  if (rt.fusion) return fuseBinary(op, x, y, outShape, a, b);
   const out = Tensor.empty(outShape);
   const n = out.size;
   const same = x.size === n && y.size === n;

@@ -8,25 +8,26 @@
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime } from '../autograd/tensor.js';
 import { program, flatIndex } from './program.js';
+import { readSource, sourcePrelude, type Source } from './fusion.js';
 
 const WG = 128;
 
 export type RowReduceOp = 'sum' | 'max' | 'logsumexp';
 export type RowNormalizeOp = 'softmax' | 'logSoftmax';
 
-const rowProgram = (op: RowReduceOp | RowNormalizeOp) =>
-  program(`row:${op}`, () => {
+const rowProgram = (op: RowReduceOp | RowNormalizeOp, src: Source) =>
+  program(`row:${op}${src.key}`, () => {
     const sumLike = op === 'sum';
     const maxLike = op === 'max';
     const lseLike = op === 'logsumexp' || op === 'softmax' || op === 'logSoftmax';
     const normalize = op === 'softmax' || op === 'logSoftmax';
     return {
       name: `rowReduce.${op}`,
-      inputs: ['xs'],
+      inputs: src.inputs,
       outputs: ['ys'],
-      uniforms: { rows: 'u32', cols: 'u32', scale: 'f32' },
+      uniforms: { rows: 'u32', cols: 'u32', scale: 'f32', ...src.uniforms },
       workgroupSize: WG,
-      prelude: () => `
+      prelude: () => `${sourcePrelude(src)}
 var<workgroup> sm: array<f32, ${WG}>;
 var<workgroup> ss: array<f32, ${WG}>;
 const NEG_INF = -3.4028e+38f;
@@ -44,17 +45,17 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
   let base = row * u.cols;
 #if ${sumLike}
   var acc = 0.0;
-  for (var j = lid; j < u.cols; j += ${WG}u) { acc += xs[base + j]; }
+  for (var j = lid; j < u.cols; j += ${WG}u) { acc += load_xs(base + j); }
   sm[lid] = acc;
 #elif ${maxLike}
   var acc = NEG_INF;
-  for (var j = lid; j < u.cols; j += ${WG}u) { acc = max(acc, xs[base + j]); }
+  for (var j = lid; j < u.cols; j += ${WG}u) { acc = max(acc, load_xs(base + j)); }
   sm[lid] = acc;
 #else
   var m = NEG_INF;
   var s = 0.0;
   for (var j = lid; j < u.cols; j += ${WG}u) {
-    let r = lseMerge(m, s, xs[base + j], 1.0);
+    let r = lseMerge(m, s, load_xs(base + j), 1.0);
     m = r.x;
     s = r.y;
   }
@@ -80,9 +81,9 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
   let lse = sm[0] + log(ss[0]);
   for (var j = lid; j < u.cols; j += ${WG}u) {
 #if ${op === 'softmax'}
-    ys[base + j] = exp(xs[base + j] - lse);
+    ys[base + j] = exp(load_xs(base + j) - lse);
 #else
-    ys[base + j] = xs[base + j] - lse;
+    ys[base + j] = load_xs(base + j) - lse;
 #endif
   }
 #else
@@ -100,37 +101,39 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
 
 /** Reduces each row of x viewed as [rows, cols]; `scale` multiplies sum/max results. */
 export function rowReduceKernel(op: RowReduceOp, x: Tensor, rows: number, cols: number, scale = 1): Tensor {
+  const src = readSource(x);
   const y = Tensor.empty([rows]);
-  rowProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { rows, cols, scale }, workgroups: runtime().groups1d(rows) });
+  rowProgram(op, src).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, scale, ...src.values }, workgroups: runtime().groups1d(rows) });
   return y;
 }
 
 const AXIS_WG = 64;
 
-const axisProgram = (op: RowReduceOp) =>
-  program(`axis:${op}`, () => ({
+const axisProgram = (op: RowReduceOp, src: Source) =>
+  program(`axis:${op}${src.key}`, () => ({
     name: `axisReduce.${op}`,
-    inputs: ['xs'],
+    inputs: src.inputs,
     outputs: ['ys'],
-    uniforms: { outer: 'u32', len: 'u32', inner: 'u32', scale: 'f32' },
+    uniforms: { outer: 'u32', len: 'u32', inner: 'u32', scale: 'f32', ...src.uniforms },
     workgroupSize: AXIS_WG,
+    prelude: () => sourcePrelude(src),
     body: () => wgsl`${flatIndex(AXIS_WG, 'u.outer * u.inner', 'e')}
   let o = e / u.inner;
   var p = o * u.len * u.inner + e % u.inner;
 #if ${op === 'sum'}
   var acc = 0.0;
-  for (var j = 0u; j < u.len; j++) { acc += xs[p]; p += u.inner; }
+  for (var j = 0u; j < u.len; j++) { acc += load_xs(p); p += u.inner; }
   ys[e] = acc * u.scale;
 #elif ${op === 'max'}
   var acc = -3.4028e+38f;
-  for (var j = 0u; j < u.len; j++) { acc = max(acc, xs[p]); p += u.inner; }
+  for (var j = 0u; j < u.len; j++) { acc = max(acc, load_xs(p)); p += u.inner; }
   ys[e] = acc * u.scale;
 #else
   // Online logsumexp: rescale the running sum whenever the maximum grows.
   var m = -3.4028e+38f;
   var s = 0.0;
   for (var j = 0u; j < u.len; j++) {
-    let v = xs[p];
+    let v = load_xs(p);
     if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s += exp(v - m); }
     p += u.inner;
   }
@@ -140,31 +143,33 @@ const axisProgram = (op: RowReduceOp) =>
 
 /** Reduces x viewed as [outer, len, inner] along len: [outer * inner] values; `scale` multiplies sum/max results. */
 export function axisReduceKernel(op: RowReduceOp, x: Tensor, outer: number, len: number, inner: number, scale = 1): Tensor {
+  const src = readSource(x);
   const y = Tensor.empty([outer * inner]);
-  axisProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { outer, len, inner, scale }, workgroups: runtime().groups1d(Math.ceil((outer * inner) / AXIS_WG)) });
+  axisProgram(op, src).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { outer, len, inner, scale, ...src.values }, workgroups: runtime().groups1d(Math.ceil((outer * inner) / AXIS_WG)) });
   return y;
 }
 
 // softmax / log-softmax of short rows (class logits): one invocation per row, no workgroup tree.
-const shortRowProgram = (op: RowNormalizeOp) =>
-  program(`shortRow:${op}`, () => ({
+const shortRowProgram = (op: RowNormalizeOp, src: Source) =>
+  program(`shortRow:${op}${src.key}`, () => ({
     name: `shortRowNormalize.${op}`,
-    inputs: ['xs'],
+    inputs: src.inputs,
     outputs: ['ys'],
-    uniforms: { rows: 'u32', cols: 'u32' },
+    uniforms: { rows: 'u32', cols: 'u32', ...src.uniforms },
     workgroupSize: AXIS_WG,
+    prelude: () => sourcePrelude(src),
     body: () => wgsl`${flatIndex(AXIS_WG, 'u.rows', 'row')}
   let base = row * u.cols;
   var m = -3.4028e+38f;
-  for (var j = 0u; j < u.cols; j++) { m = max(m, xs[base + j]); }
+  for (var j = 0u; j < u.cols; j++) { m = max(m, load_xs(base + j)); }
   var s = 0.0;
-  for (var j = 0u; j < u.cols; j++) { s += exp(xs[base + j] - m); }
+  for (var j = 0u; j < u.cols; j++) { s += exp(load_xs(base + j) - m); }
   let lse = m + log(s);
   for (var j = 0u; j < u.cols; j++) {
 #if ${op === 'softmax'}
-    ys[base + j] = exp(xs[base + j] - lse);
+    ys[base + j] = exp(load_xs(base + j) - lse);
 #else
-    ys[base + j] = xs[base + j] - lse;
+    ys[base + j] = load_xs(base + j) - lse;
 #endif
   }`,
   }));
@@ -174,20 +179,21 @@ const SHORT_ROW = 64;
 
 /** softmax or log-softmax of each row of x viewed as [rows, cols]; output has x's shape. */
 export function rowNormalizeKernel(op: RowNormalizeOp, x: Tensor, rows: number, cols: number): Tensor {
+  const src = readSource(x);
   const y = Tensor.empty(x.shape);
   const rt = runtime();
-  if (cols < SHORT_ROW) shortRowProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { rows, cols }, workgroups: rt.groups1d(Math.ceil(rows / AXIS_WG)) });
-  else rowProgram(op).run({ inputs: [x.binding], outputs: [y.binding], uniforms: { rows, cols, scale: 1 }, workgroups: rt.groups1d(rows) });
+  if (cols < SHORT_ROW) shortRowProgram(op, src).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, ...src.values }, workgroups: rt.groups1d(Math.ceil(rows / AXIS_WG)) });
+  else rowProgram(op, src).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, scale: 1, ...src.values }, workgroups: rt.groups1d(rows) });
   return y;
 }
 
-const argmaxProgram = program('row:argmax', () => ({
+const argmaxProgram = (src: Source) => program(`row:argmax${src.key}`, () => ({
   name: 'rowReduce.argmax',
-  inputs: ['xs'],
+  inputs: src.inputs,
   outputs: [{ name: 'ys', type: 'i32' }],
-  uniforms: { rows: 'u32', cols: 'u32' },
+  uniforms: { rows: 'u32', cols: 'u32', ...src.uniforms },
   workgroupSize: WG,
-  prelude: () => `
+  prelude: () => `${sourcePrelude(src)}
 var<workgroup> bestValue: array<f32, ${WG}>;
 var<workgroup> bestIndex: array<u32, ${WG}>;
 // Ties go to the lowest index, so results do not depend on the reduction order.
@@ -199,7 +205,7 @@ fn better(v: f32, i: u32, w: f32, j: u32) -> bool { return w > v || (w == v && j
   var v = -3.4028e+38f;
   var i = 0xffffffffu;
   for (var j = lid; j < u.cols; j += ${WG}u) {
-    let w = xs[row * u.cols + j];
+    let w = load_xs(row * u.cols + j);
     if (better(v, i, w, j)) { v = w; i = j; }
   }
   bestValue[lid] = v;
@@ -217,7 +223,8 @@ fn better(v: f32, i: u32, w: f32, j: u32) -> bool { return w > v || (w == v && j
 
 /** Index of the largest element of each row of x viewed as [rows, cols], as i32. */
 export function rowArgmaxKernel(x: Tensor, rows: number, cols: number): Tensor {
+  const src = readSource(x);
   const y = Tensor.empty([rows], 'i32');
-  argmaxProgram.run({ inputs: [x.binding], outputs: [y.binding], uniforms: { rows, cols }, workgroups: runtime().groups1d(rows) });
+  argmaxProgram(src).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, ...src.values }, workgroups: runtime().groups1d(rows) });
   return y;
 }

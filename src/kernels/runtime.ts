@@ -111,6 +111,13 @@ export class Runtime {
   submitCount = 0;
   readCount = 0;
   private profiler: DispatchProfiler | null = null;
+  /**
+   * Fuse chains of elementwise ops into one kernel each, computed when first needed (src/kernels/fusion.ts);
+   * env GENCLS_FUSION=0 turns it off (every op its own dispatch, as written).
+   */
+  fusion: boolean;
+  /** Deferred computations that read a buffer: computed before anything writes into it. */
+  private readers = new Map<GPUBuffer, Set<() => void>>();
 
   constructor(acquired: AcquiredDevice) {
     this.device = acquired.device;
@@ -119,6 +126,7 @@ export class Runtime {
     this.limits = acquired.device.limits;
     this.uniformAlign = Math.max(16, this.limits.minUniformBufferOffsetAlignment);
     this.kernelProfile = kernelProfileFor(this.description);
+    this.fusion = (typeof process === 'undefined' ? undefined : process.env.GENCLS_FUSION) !== '0';
     this.device.lost.then((info) => {
       this.lost = `${info.reason}: ${info.message}`;
     });
@@ -193,6 +201,29 @@ export class Runtime {
     staging.unmap();
     this.copy(staging, 0, buf, offsetBytes, size);
     this.toDestroy.push(staging);
+  }
+
+  // ---------- deferred readers ----------
+
+  /** Registers `force`, which computes a deferred value reading `buffer`, to run before `buffer` is next written. */
+  addReader(buffer: GPUBuffer, force: () => void): void {
+    let set = this.readers.get(buffer);
+    if (!set) this.readers.set(buffer, (set = new Set()));
+    set.add(force);
+  }
+
+  removeReader(buffer: GPUBuffer, force: () => void): void {
+    const set = this.readers.get(buffer);
+    if (!set) return;
+    set.delete(force);
+    if (set.size === 0) this.readers.delete(buffer);
+  }
+
+  /** Computes every deferred value that reads `buffer`, so an in-place write cannot change what it sees. */
+  private flushReaders(buffer: GPUBuffer): void {
+    const set = this.readers.get(buffer);
+    if (!set) return;
+    for (const force of [...set]) force();
   }
 
   // ---------- pipelines ----------
@@ -295,6 +326,7 @@ export class Runtime {
 
   dispatch(src: KernelSource, d: Dispatch): void {
     this.checkAlive();
+    if (this.readers.size) for (const o of d.outputs) this.flushReaders('buffer' in o ? o.buffer : o);
     const profiler = this.profiler;
     const t0 = profiler ? performance.now() : 0;
     const uniform = d.uniforms !== undefined;
@@ -370,6 +402,7 @@ export class Runtime {
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.checkAlive();
+    if (this.readers.size) this.flushReaders(dst);
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (this.pass) {
       this.pass.end();

@@ -1,52 +1,22 @@
 // Data-movement kernels: a strided copy (transpose/permute, slice, broadcastTo, writing into a region for
 // concat), row gather by integer index, and one-hot encoding. Plus the shape arithmetic they share.
-import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
+import { Tensor, runtime, type Shape } from '../autograd/tensor.js';
+import { stridesOf } from '../core/shape.js';
+
+export { stridesOf, broadcastShapes, normAxes } from '../core/shape.js';
 import { program, flatIndex } from './program.js';
+import { readSource, sourcePrelude, fuseBroadcast, type Source } from './fusion.js';
 
 const WG = 256;
 export const COPY_MAX_RANK = 8;
-
-export function stridesOf(shape: Shape): number[] {
-  const st = new Array<number>(shape.length);
-  let s = 1;
-  for (let k = shape.length - 1; k >= 0; k--) {
-    st[k] = s;
-    s *= shape[k];
-  }
-  return st;
-}
-
-export function broadcastShapes(a: Shape, b: Shape): number[] {
-  const R = Math.max(a.length, b.length);
-  const out: number[] = [];
-  for (let k = 0; k < R; k++) {
-    const da = a[a.length - R + k] ?? 1;
-    const db = b[b.length - R + k] ?? 1;
-    if (da !== db && da !== 1 && db !== 1) throw new Error(`shapes ${fmt(a)} and ${fmt(b)} cannot be broadcast together`);
-    out.push(da === 1 ? db : da);
-  }
-  return out;
-}
-
-/** Normalises possibly-negative axes against a rank, rejecting out-of-range and repeated ones. */
-export function normAxes(op: string, axes: number | readonly number[] | undefined, rank: number): number[] {
-  if (axes === undefined) return [...Array(rank).keys()];
-  const list = typeof axes === 'number' ? [axes] : [...axes];
-  const out = list.map((a) => {
-    if (!Number.isInteger(a) || a < -rank || a >= rank) throw new Error(`${op}: axis ${a} is out of range for rank ${rank}`);
-    return a < 0 ? a + rank : a;
-  });
-  if (new Set(out).size !== out.length) throw new Error(`${op}: repeated axis in [${list.join(', ')}]`);
-  return out.sort((x, y) => x - y);
-}
 
 /** Innermost elements one invocation copies: integer index arithmetic is paid once per run, not per element. */
 const COPY_RUN = 16;
 
 // Thread t copies run t % runs of the innermost axis at outer index t / runs; the outer index is decomposed with
 // the rank unrolled (constant uniform indices, one pipeline per outer rank).
-const copyProgram = (outerRank: number) =>
-  program(`stridedCopy:${outerRank}`, () => {
+const copyProgram = (outerRank: number, source: Source) =>
+  program(`stridedCopy:${outerRank}${source.key}`, () => {
     const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
     const decompose = [...Array(outerRank).keys()]
       .reverse()
@@ -55,10 +25,11 @@ const copyProgram = (outerRank: number) =>
     const axes = { array: 'u32', length: COPY_MAX_RANK } as const;
     return {
       name: 'stridedCopy',
-      inputs: ['xs'],
+      inputs: source.inputs,
       outputs: ['ys'],
-      uniforms: { threads: 'u32', runs: 'u32', inOffset: 'u32', outOffset: 'u32', inner: 'u32', innerIn: 'u32', innerOut: 'u32', shape: axes, inStrides: axes, outStrides: axes },
+      uniforms: { threads: 'u32', runs: 'u32', inOffset: 'u32', outOffset: 'u32', inner: 'u32', innerIn: 'u32', innerOut: 'u32', shape: axes, inStrides: axes, outStrides: axes, ...source.uniforms },
       workgroupSize: WG,
+      prelude: () => sourcePrelude(source),
       body: () => `${flatIndex(WG, 'u.threads', 't')}
   let j0 = (t % u.runs) * ${COPY_RUN}u;
   var rem = t / u.runs;
@@ -67,7 +38,7 @@ const copyProgram = (outerRank: number) =>
 ${decompose}
   let len = min(${COPY_RUN}u, u.inner - j0);
   for (var j = 0u; j < len; j++) {
-    ys[dst] = xs[src];
+    ys[dst] = load_xs(src);
     src += u.innerIn;
     dst += u.innerOut;
   }`,
@@ -107,8 +78,9 @@ export function stridedCopy(
   const runs = Math.ceil(inner.size / COPY_RUN);
   const threads = (n / inner.size) * runs;
   const sizes = dims.map((d) => d.size);
-  copyProgram(dims.length).run({
-    inputs: [src.binding],
+  const source = readSource(src);
+  copyProgram(dims.length, source).run({
+    inputs: source.bindings,
     outputs: [dst.binding],
     uniforms: {
       threads,
@@ -121,6 +93,7 @@ export function stridedCopy(
       shape: [...sizes, ...Array<number>(COPY_MAX_RANK - sizes.length).fill(1)],
       inStrides: dims.map((d) => d.in),
       outStrides: dims.map((d) => d.out),
+      ...source.values,
     },
     workgroups: runtime().groups1d(Math.ceil(threads / WG)),
   });
@@ -137,6 +110,7 @@ export function permuteKernel(x: Tensor, perm: readonly number[]): Tensor {
 
 /** Materialises x broadcast to `shape` (x's shape must broadcast to it). */
 export function broadcastToKernel(x: Tensor, shape: Shape): Tensor {
+  if (runtime().fusion && x.dtype === 'f32') return fuseBroadcast(x, shape);
   const R = shape.length;
   const xs = [...Array(R - x.rank).fill(1), ...x.shape];
   const st = stridesOf(xs);

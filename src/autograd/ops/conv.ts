@@ -14,7 +14,7 @@ import {
   type ConvTranspose2dParams,
 } from '../../kernels/conv.js';
 import { binaryKernel } from '../../kernels/elementwise.js';
-import { sum } from './reduce.js';
+import { sum } from './base.js';
 
 export type ConvActivation = Activation;
 

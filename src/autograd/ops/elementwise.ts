@@ -1,7 +1,7 @@
 // Elementwise ops, each forward beside its vector-Jacobian product. Binary ops broadcast; `sumTo` undoes it.
 import { Tensor, record } from '../tensor.js';
 import { unaryKernel, binaryKernel, type UnaryOp, type BinaryOp } from '../../kernels/elementwise.js';
-import { sumTo } from './reduce.js';
+import { sumTo } from './base.js';
 
 const un = (op: UnaryOp, x: Tensor, a = 0, b = 0) => {
   if (x.dtype !== 'f32') throw new Error(`${op}: expected an f32 tensor, got ${x.dtype}`);

@@ -4,7 +4,7 @@
 import { Tensor, record, fmt } from '../tensor.js';
 import { matmulKernel, matmulShape, type Activation } from '../../kernels/matmul.js';
 import { binaryKernel } from '../../kernels/elementwise.js';
-import { sum } from './reduce.js';
+import { sum } from './base.js';
 
 /** A product whose operands are shaped like `like`, summing over the batch when `like` was broadcast. */
 function productLike(like: Tensor, batch: number, a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {

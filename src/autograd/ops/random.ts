@@ -3,7 +3,7 @@
 import { Tensor, record, assertShape, type Shape } from '../tensor.js';
 import { assertSeed } from '../rng.js';
 import { uniformKernel, normalKernel, dropoutKernel } from '../../kernels/random.js';
-import { reshape } from './shape.js';
+import { reshape } from './base.js';
 
 /** Uniform values in [lo, hi) (bounds rounded to f32). */
 export function randomUniform(shape: Shape, seed: number, lo = 0, hi = 1): Tensor {

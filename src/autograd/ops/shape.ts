@@ -3,7 +3,6 @@ import { Tensor, record, runtime, assertShape, sizeOf, fmt, type Shape, type DTy
 import { fillKernel } from '../../kernels/elementwise.js';
 import {
   permuteKernel,
-  broadcastToKernel,
   sliceKernel,
   writeRegion,
   gatherRowsKernel,
@@ -11,7 +10,9 @@ import {
   oneHotKernel,
   normAxes,
 } from '../../kernels/shape.js';
-import { sumTo } from './reduce.js';
+import { reshape, broadcastTo } from './base.js';
+
+export { reshape, broadcastTo };
 
 /** Uploads host values as a tensor. */
 export function tensor(values: ArrayLike<number>, shape: Shape, dtype: DType = 'f32'): Tensor {
@@ -36,18 +37,6 @@ export function full(shape: Shape, value: number): Tensor {
 export const zeros = (shape: Shape): Tensor => full(shape, 0);
 export const ones = (shape: Shape): Tensor => full(shape, 1);
 
-/** Same data, new shape; one dimension may be -1. Shares storage with x (no copy). */
-export function reshape(x: Tensor, shape: Shape): Tensor {
-  const known = shape.filter((d) => d !== -1);
-  const infer = shape.length - known.length;
-  if (infer > 1) throw new Error(`reshape: at most one -1 allowed in ${fmt(shape)}`);
-  const resolved = shape.map((d) => (d === -1 ? x.size / sizeOf(known) : d));
-  assertShape('reshape', resolved);
-  if (sizeOf(resolved) !== x.size) throw new Error(`reshape: cannot reshape ${fmt(x.shape)} (${x.size} elements) to ${fmt(shape)}`);
-  const y = new Tensor(x.sharedStorage, resolved, x.dtype, x.byteOffset);
-  return record(y, 'reshape', [x], (g) => [reshape(g, x.shape)]);
-}
-
 /** Permutes axes (default: reverses them). */
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const p = perm ?? [...Array(x.rank).keys()].reverse();
@@ -57,14 +46,6 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const inverse = new Array<number>(p.length);
   p.forEach((a, i) => (inverse[a] = i));
   return record(permuteKernel(x, p), 'transpose', [x], (g) => [transpose(g, inverse)]);
-}
-
-export function broadcastTo(x: Tensor, shape: Shape): Tensor {
-  const lead = shape.length - x.rank;
-  if (lead < 0 || x.shape.some((d, k) => d !== 1 && d !== shape[lead + k])) {
-    throw new Error(`broadcastTo: ${fmt(x.shape)} cannot be broadcast to ${fmt(shape)}`);
-  }
-  return record(broadcastToKernel(x, shape), 'broadcastTo', [x], (g) => [sumTo(g, x.shape)]);
 }
 
 /** x[begin : begin + size] per axis; a size of -1 runs to the end. */

@@ -1,0 +1,258 @@
+// Fusion (src/kernels/fusion.ts): on random graphs of the engine's elementwise ops, with broadcasting, shared
+// subexpressions, scalars and chains longer than one kernel holds, the fused path gives what the eager path (one
+// dispatch per op) gives, in fewer dispatches, values and gradients alike. A deferred value sees its inputs as they
+// were when it was made, even when they are disposed or written in place before it is computed; an unused one
+// costs no dispatch and leaks nothing.
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import * as T from './lib.js';
+import { useGpu, randomRef, arbSeed, expectClose } from './helpers.js';
+import { MAX_NODES } from '../src/kernels/fusion.js';
+
+const { rt } = useGpu();
+
+/** Runs `f` with fusion on or off, restoring the setting. */
+function withFusion<R>(on: boolean, f: () => R): R {
+  const r = rt();
+  const was = r.fusion;
+  r.fusion = on;
+  try {
+    return f();
+  } finally {
+    r.fusion = was;
+  }
+}
+
+type Step = { kind: 'unary'; op: number; x: number } | { kind: 'binary'; op: number; x: number; y: number } | { kind: 'scalar'; x: number; a: number; b: number };
+
+// Ops whose domain is all reals (inputs stay in [-2, 2]; exp of a sum of a few such values stays finite).
+const UNARY: Array<(x: T.Tensor) => T.Tensor> = [T.neg, T.square, T.abs, T.relu, T.sigmoid, T.softplus, T.tanh, (x) => T.clamp(x, -1, 0.5), (x) => T.exp(T.scale(x, 0.25))];
+const BINARY: Array<(x: T.Tensor, y: T.Tensor) => T.Tensor> = [T.add, T.sub, T.mul, T.maximum, T.minimum, (x, y) => T.div(x, T.addScalar(T.square(y), 1))];
+
+/** A random program: leaves of shapes that broadcast against [d0, d1, d2], then steps over earlier values. */
+const arbProgram = fc.record({
+  dims: fc.tuple(fc.integer({ min: 1, max: 7 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 13 })),
+  // Which axes each leaf keeps (others are 1, broadcast), and how many leading axes it drops.
+  leaves: fc.array(fc.record({ keep: fc.tuple(fc.boolean(), fc.boolean(), fc.boolean()), drop: fc.integer({ min: 0, max: 2 }) }), { minLength: 1, maxLength: 4 }),
+  steps: fc.array(
+    fc.oneof(
+      fc.record({ kind: fc.constant('unary' as const), op: fc.nat(UNARY.length - 1), x: fc.nat() }),
+      fc.record({ kind: fc.constant('binary' as const), op: fc.nat(BINARY.length - 1), x: fc.nat(), y: fc.nat() }),
+      fc.record({ kind: fc.constant('scalar' as const), x: fc.nat(), a: fc.double({ min: -2, max: 2, noNaN: true }), b: fc.double({ min: -1, max: 1, noNaN: true }) }),
+    ),
+    { minLength: 1, maxLength: 60 },
+  ),
+  seed: arbSeed,
+});
+
+type Program = { dims: [number, number, number]; leaves: { keep: [boolean, boolean, boolean]; drop: number }[]; steps: Step[]; seed: number };
+
+const leafShape = (p: Program, k: number) => {
+  const { keep, drop } = p.leaves[k];
+  return p.dims.map((d, i) => (keep[i] ? d : 1)).slice(drop);
+};
+
+/**
+ * Kernels that read a fused value as their prologue instead of a buffer: reductions along any axes, the row
+ * normalisations and the strided copies (transpose, slice).
+ */
+const CONSUMERS: Array<(x: T.Tensor) => T.Tensor> = [
+  (x) => T.sum(x),
+  (x) => T.sum(x, [0]),
+  (x) => T.sum(x, -1, true),
+  (x) => T.max(x, x.rank > 1 ? [x.rank - 2] : [0]),
+  (x) => T.logsumexp(x, -1),
+  (x) => T.softmax(x),
+  (x) => T.logSoftmax(x),
+  (x) => T.transpose(x),
+  (x) => T.slice(x, x.shape.map((d) => (d > 1 ? 1 : 0)), x.shape.map((d) => (d > 1 ? d - 1 : 1))),
+];
+
+/** Evaluates the program; every value is an output (so shared subexpressions are read several times), read as it is and through every consumer. */
+function run(p: Program, inputs: T.Tensor[], consumers = false): T.Tensor[] {
+  const values: T.Tensor[] = [...inputs];
+  for (const s of p.steps) {
+    const pick = (i: number) => values[i % values.length];
+    if (s.kind === 'unary') values.push(UNARY[s.op](pick(s.x)));
+    else if (s.kind === 'binary') values.push(BINARY[s.op](pick(s.x), pick(s.y)));
+    else values.push(T.affine(pick(s.x), s.a, s.b));
+  }
+  const outs = values.slice(inputs.length);
+  // The consumers first: a fused value read through a prologue stays deferred, and is computed once more as itself.
+  const consumed = consumers ? outs.map((v, k) => CONSUMERS[k % CONSUMERS.length](v)) : [];
+  return [...consumed, ...outs];
+}
+
+function inputsOf(p: Program): T.Tensor[] {
+  return p.leaves.map((_, k) => {
+    const r = randomRef(leafShape(p, k), p.seed + k, -2, 2);
+    return T.tensor(r.data, r.shape);
+  });
+}
+
+describe('fused elementwise graphs', () => {
+  it('equal the eager path on random graphs, read directly and through reductions, normalisations and copies, in no more dispatches', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbProgram, async (prog) => {
+        const p = prog as Program;
+        const inputs = inputsOf(p);
+        const d0 = rt().dispatchCount;
+        const eager = withFusion(false, () => T.tidy(() => run(p, inputs, true)));
+        const eagerValues = await T.readAll(eager);
+        const d1 = rt().dispatchCount;
+        const fused = withFusion(true, () => T.tidy(() => run(p, inputs, true)));
+        const fusedValues = await T.readAll(fused);
+        const d2 = rt().dispatchCount;
+        expect(d2 - d1).toBeLessThanOrEqual(d1 - d0);
+        fused.forEach((t, k) => {
+          expect(t.shape).toEqual(eager[k].shape);
+          expect(t.dtype).toBe(eager[k].dtype);
+          // The same f32 operations per element; a compiler may contract a*b+c into one fma in either kernel.
+          expectClose(fusedValues[k], eagerValues[k], { rtol: 1e-5, atol: 1e-6 }, `value ${k}`);
+        });
+        [...eager, ...fused, ...inputs].forEach((t) => t.dispose());
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('gradients through fused chains equal the eager gradients', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbProgram, async (prog) => {
+        const p = prog as Program;
+        const grads = (on: boolean) =>
+          withFusion(on, () =>
+            T.tidy(() => {
+              const inputs = inputsOf(p).map((t) => t.requireGrad());
+              const out = run(p, inputs);
+              const loss = out.map((t) => T.sum(t)).reduce((a, b) => T.add(a, b));
+              const g = T.gradients(loss, null, inputs);
+              return inputs.map((x) => g.get(x) ?? T.zeros(x.shape));
+            }),
+          );
+        const [eager, fused] = [grads(false), grads(true)];
+        const [e, f] = [await T.readAll(eager), await T.readAll(fused)];
+        f.forEach((v, k) => expectClose(v, e[k], { rtol: 1e-4, atol: 1e-5 }, `gradient ${k}`));
+        [...eager, ...fused].forEach((t) => t.dispose());
+      }),
+      { numRuns: 15 },
+    );
+  });
+});
+
+describe('fused prologues of conv kernels', () => {
+  it('a small conv net with fused inputs and gradients computes what the eager path computes', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 5, max: 11 }), arbSeed, async (n, hw, seed) => {
+        const x0 = randomRef([n, 2, hw, hw], seed, -1, 1);
+        const w0 = randomRef([3, 2, 3, 3], seed + 1, -0.5, 0.5);
+        const v0 = randomRef([3, 2, 3, 3], seed + 2, -0.5, 0.5);
+        const step = (on: boolean) =>
+          withFusion(on, () =>
+            T.tidy(() => {
+              const x = T.tensor(x0.data, x0.shape);
+              const w = T.tensor(w0.data, w0.shape).requireGrad();
+              const v = T.tensor(v0.data, v0.shape).requireGrad();
+              // The conv reads a fused input; its gradient reaches the transposed conv as a fused reluGrad.
+              const h = T.conv2d(T.tanh(T.scale(x, 1.5)), w, null, { stride: 2, padding: 1 });
+              const y = T.convTranspose2d(T.relu(h), v, null, { stride: 2, padding: 1, outputPadding: (hw + 1) % 2 });
+              const loss = T.sum(T.square(T.sub(y, T.sigmoid(x))));
+              const g = T.gradients(loss, null, [w, v]);
+              return [loss, g.get(w)!, g.get(v)!];
+            }),
+          );
+        const eager = await T.readAll(step(false));
+        const fused = await T.readAll(step(true));
+        fused.forEach((f, k) => expectClose(f, eager[k], { rtol: 1e-4, atol: 1e-5 }, ['loss', 'dW', 'dV'][k]));
+      }),
+      { numRuns: 8 },
+    );
+  });
+});
+
+describe('deferred values', () => {
+  it('a chain runs as one kernel, and one longer than a kernel holds in a few', async () => {
+    const x = T.tensor(randomRef([1000], 1).data, [1000]);
+    const d0 = rt().dispatchCount;
+    const y = T.tidy(() => T.relu(T.addScalar(T.mul(T.exp(T.scale(x, 0.5)), x), 1)));
+    await y.data();
+    expect(rt().dispatchCount - d0).toBe(1);
+    const n = 3 * MAX_NODES;
+    const d1 = rt().dispatchCount;
+    const z = T.tidy(() => {
+      let t = x;
+      for (let i = 0; i < n; i++) t = T.addScalar(t, 1);
+      return t;
+    });
+    expect((await z.data())[0]).toBeCloseTo((await x.data())[0] + n, 3);
+    expect(rt().dispatchCount - d1).toBeLessThanOrEqual(Math.ceil(n / MAX_NODES) + 1);
+    [x, y, z].forEach((t) => t.dispose());
+  });
+
+  it('sees its inputs as they were: after they are disposed, and after an in-place write (Adam, an upload)', async () => {
+    const params = new T.ParameterSet([{ name: 'w', shape: [64], init: Float32Array.from({ length: 64 }, (_, i) => i / 64) }]);
+    const w = params.get('w');
+    const before = Float32Array.from(await w.data());
+    const doubled = T.scale(w, 2);
+    const plusOne = T.addScalar(T.tensor(before, [64]), 1);
+    // An Adam step writes w in place: the deferred 2w must be computed from the old w first.
+    const adam = new T.Adam(params, { lr: 0.1 });
+    T.tidy(() => adam.step(T.gradients(T.sum(T.square(w)))));
+    // And an upload into the arena.
+    params.loadState({ w: new Float32Array(64).fill(7) });
+    expect(Array.from(await doubled.data())).toEqual(Array.from(before, (v) => Math.fround(2 * v)));
+    expect(Array.from(await w.data())).toEqual(new Array(64).fill(7));
+    // Its input disposed before it is computed: the input's buffer stays until then.
+    const src = T.tensor(before, [64]);
+    const later = T.sqrt(T.abs(src));
+    src.dispose();
+    const reuse = T.tensor(new Float32Array(64).fill(-1), [64]); // a fresh upload that could take a released buffer
+    await reuse.data();
+    reuse.dispose();
+    expect(Array.from(await later.data())).toEqual(Array.from(before, (v) => Math.fround(Math.sqrt(v))));
+    expect(Array.from(await plusOne.data())).toEqual(Array.from(before, (v) => Math.fround(v + 1)));
+    [doubled, plusOne, later].forEach((t) => t.dispose());
+    adam.dispose();
+    params.dispose();
+  });
+
+  it('a deferred value disposed unseen costs no dispatch, and leaks nothing', async () => {
+    const r = rt();
+    const x = T.tensor(randomRef([4096], 2).data, [4096]);
+    await r.sync();
+    const live = r.memory().liveBuffers;
+    const d0 = r.dispatchCount;
+    for (let i = 0; i < 50; i++) T.tidy(() => T.mul(T.exp(x), T.sigmoid(x)));
+    await r.sync();
+    expect(r.dispatchCount).toBe(d0);
+    expect(r.memory().liveBuffers).toBe(live);
+    x.dispose();
+  });
+
+  it('argmax reads a fused value without computing it first', async () => {
+    const x = T.tensor([0.1, 3, -1, 2, 5, -4], [2, 3]);
+    const d0 = rt().dispatchCount;
+    const i = T.argmax(T.mul(T.addScalar(x, -1), T.neg(x)));
+    expect(Array.from(await i.data())).toEqual([0, 0]);
+    expect(rt().dispatchCount - d0).toBe(1);
+    [x, i].forEach((t) => t.dispose());
+  });
+
+  it('bad input gets the eager error', () => {
+    const a = T.zeros([3, 4]);
+    const b = T.zeros([5]);
+    expect(() => withFusion(true, () => T.add(a, b))).toThrow(withFusion(false, () => captured(() => T.add(a, b))));
+    const i = T.tensor([1, 2], [2], 'i32');
+    expect(() => withFusion(true, () => T.exp(i))).toThrow(/exp: expected an f32 tensor/);
+    [a, b, i].forEach((t) => t.dispose());
+  });
+});
+
+function captured(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  throw new Error('expected an error');
+}
