@@ -10,7 +10,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import os from 'node:os';
 import { writeFileAtomic } from '../src/fsutil.js';
 import { quietStart } from '../src/commands/quiet.js';
-import { init, parseBackend, type Backend } from '../src/index.js';
+import { init, runtime, parseBackend, type Backend } from '../src/index.js';
 import { loadTfjsWebgpu, type TfjsWebgpu } from './peer/tfjs-models.js';
 import { mulberry32, summarise, type Timing } from './cases.js';
 
@@ -155,6 +155,7 @@ export async function checkedTfjs<T>(tfx: TfjsModule, fn: () => Promise<T>): Pro
 export function printEngines(e: Engines): void {
   const tf = e.tfjs?.tf;
   process.stdout.write(`adapter:      ${e.adapter}\n`);
+  process.stdout.write(`engine:       kernel profile ${runtime().kernelProfile}, fusion ${runtime().fusion ? 'on' : 'off (GENCLS_FUSION=0)'}\n`);
   process.stdout.write(`tfjs-webgpu:  ${e.tfjsError ?? e.tfjs!.adapter} ${tf ? `(tfjs ${tf.version_core})` : ''}\n`);
   process.stdout.write(`platform:     ${platform()}\n`);
 }
@@ -247,6 +248,9 @@ export function reportHeader(e: Engines, date: Date, script: string) {
   return {
     adapter: e.adapter,
     backend: e.ourBackend,
+    // The engine's settings that change what a measurement means.
+    kernel_profile: runtime().kernelProfile,
+    fusion: runtime().fusion,
     tfjs_webgpu_adapter: e.tfjs?.adapter ?? null,
     tfjs_version: e.tfjs?.tf.version_core ?? null,
     date: date.toISOString(),

@@ -102,6 +102,14 @@ const FILTER_UNIFORMS = {
   padT: 'i32', padL: 'i32', tilesM: 'u32', tiles: 'u32', threads: 'u32', chunk: 'u32',
 } as const;
 
+/**
+ * Whether a conv kernel reads a deferred input through its expression. Each input value is read once per tap and
+ * channel tile, so the expression is recomputed as often; on a software renderer, where loads bound the
+ * kernels, that cost more than the dispatch it saves (GFZ compact training step on llvmpipe, 2026-12-02: 330 ms
+ * with conv prologues, against 291 ms without fusion), so there the input is computed first.
+ */
+const convPrologue = () => runtime().kernelProfile === 'gpu';
+
 /** A gather kernel's storage: input xs (a buffer, or a fused expression read as the prologue), weight ws, optional bias bs; output ys. */
 const gatherIo = (hasBias: boolean, src: Source) => ({ inputs: [...src.inputs, 'ws', ...(hasBias ? ['bs'] : [])], outputs: ['ys'] });
 
@@ -200,7 +208,7 @@ function convGather(
   const tilesCols = Math.ceil(wo / tile.tc);
   const threads = tilesM * tilesCols * Math.ceil((n * ho) / tile.tr);
   const wg = pickWorkgroup(threads);
-  const src = readSource(x, 'xs', bias ? 3 : 2);
+  const src = readSource(x, 'xs', bias ? 3 : 2, convPrologue());
   convGatherProgram(tile, wg, bias !== null, act, src).run({
     inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : [])],
     outputs: [y.binding],
@@ -313,7 +321,7 @@ function convTransposeGather(
   const threads = tilesM * Math.ceil(phaseCols / tile.tc) * Math.ceil(phaseRows / tile.tr);
   const wg = pickWorkgroup(threads * sh * sw);
   const [gx, gy] = runtime().groups1d(Math.ceil(threads / wg));
-  const src = readSource(x, 'xs', bias ? 3 : 2);
+  const src = readSource(x, 'xs', bias ? 3 : 2, convPrologue());
   convTransposeGatherProgram(tile, wg, bias !== null, act, src).run({
     inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : [])],
     outputs: [y.binding],
@@ -454,8 +462,8 @@ function convFilterGrad(
   const partials = splits === 1 ? dw : Tensor.empty([splits, m, kSize]);
   const wg = pickWorkgroup(threads);
   // The output and the other source's bindings count against the storage-buffer limit.
-  const gs = readSource(g, 'gs', 2);
-  const xs = readSource(x, 'xs', 1 + gs.inputs.length);
+  const gs = readSource(g, 'gs', 2, convPrologue());
+  const xs = readSource(x, 'xs', 1 + gs.inputs.length, convPrologue());
   convFilterGradProgram(tm, tn, wg, xs, gs).run({
     inputs: [...xs.bindings, ...gs.bindings],
     outputs: [partials.binding],

@@ -306,10 +306,13 @@ export interface Source {
   values: Record<string, number | number[]>;
 }
 
-/** `others`: the storage buffers the kernel binds besides this source; a fused source that would exceed the limit is computed first. */
-export function readSource(x: Tensor, name = 'xs', others = 1): Source {
+/**
+ * `others`: the storage buffers the kernel binds besides this source; a fused source that would exceed the limit
+ * is computed first. `fuse` false computes it first anyway (a kernel that reads each value many times).
+ */
+export function readSource(x: Tensor, name = 'xs', others = 1, fuse = true): Source {
   const rt = runtime();
-  const d = rt.fusion ? x.deferred : null;
+  const d = rt.fusion && fuse ? x.deferred : null;
   const fits = d instanceof FusedValue && d.inputs.length + others <= rt.limits.maxStorageBuffersPerShaderStage;
   const r = fits ? fusedRead(x, `${name}_`) : null;
   if (!r) return { key: '', fused: false, inputs: [name], uniforms: {}, prelude: `fn load_${name}(p: u32) -> f32 { return ${name}[p]; }`, bindings: [x.binding], values: {} };
