@@ -6,7 +6,7 @@ import * as T from './lib.js';
 import { useGpu, randomRef } from './helpers.js';
 import { createModel, modelConfig, passPlan, MODEL_NAMES, NUM_CLASSES, type ModelName } from '../src/models/factorisations.js';
 import { trainModel, evaluate, batchTensors } from '../src/models/train.js';
-import { loadModel, saveCheckpoint } from '../src/models/store.js';
+import { loadModel, saveCheckpoint, readMeta } from '../src/models/store.js';
 import type { FashionMnistSplit } from '../src/data/idx.js';
 
 useGpu();
@@ -165,6 +165,37 @@ describe('training', () => {
     expect(resumed.history.map((h) => h.testSubset)).toEqual([20, 10]);
     straight.model.params.dispose();
     resumed.model.params.dispose();
+  });
+
+  it('a KL warm-up weighs the latent term linearly, is the bound at weight 1, and resumes exactly across epochs', async () => {
+    const x = T.tensor(data.train.images.subarray(0, 4 * 784), [4, 1, 28, 28]);
+    const y = T.oneHot(T.tensor([0, 3, 7, 9], [4], 'i32'), 10);
+    for (const name of MODEL_NAMES) {
+      const model = createModel(tiny(name));
+      const at = (klWeight?: number) => T.tidy(() => model.logWeights(x, y, { seed: 5, klWeight }));
+      const [w, w1, w0, wHalf] = await T.readAll([at(), at(1), at(0), at(0.5)]);
+      expect(Array.from(w1), name).toEqual(Array.from(w));
+      // w(beta) = w(1) - (1 - beta)(log p(z|.) - log q): w(1/2) is the mean of w(0) and w(1).
+      wHalf.forEach((v, i) => expect(v, name).toBeCloseTo((w0[i] + w1[i]) / 2, 3));
+      expect(Array.from(w0).some((v, i) => Math.abs(v - w1[i]) > 1e-3), `${name}: weight 0 drops the latent term`).toBe(true);
+      expect(() => model.logWeights(x, y, { seed: 5, klWeight: 2 })).toThrow(/klWeight must lie in \[0, 1\]/);
+      model.params.dispose();
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'gencls-train-'));
+    const warm = { ...trainCfg, klWarmup: 5 }; // 3 steps an epoch: the warm-up ends in the second
+    const straight = await trainModel(data, { config: tiny('dbx'), train: warm, checkpoint: join(dir, 'w.safetensors'), resume: false, log: quiet });
+    const first = await trainModel(data, { config: tiny('dbx'), train: { ...warm, epochs: 1 }, checkpoint: join(dir, 'v.safetensors'), resume: false, log: quiet });
+    first.model.params.dispose();
+    const resumed = await trainModel(data, { config: tiny('dbx'), train: trainCfg, checkpoint: join(dir, 'v.safetensors'), resume: true, log: quiet });
+    const [a, b] = await Promise.all([straight.model.params.state(), resumed.model.params.state()]);
+    for (const name of Object.keys(a)) expect(Array.from(b[name]), name).toEqual(Array.from(a[name]));
+    expect(readMeta(join(dir, 'v.safetensors')).train.klWarmup).toBe(5);
+    const plain = await trainModel(data, { config: tiny('dbx'), train: trainCfg, checkpoint: join(dir, 'p.safetensors'), resume: false, log: quiet });
+    const c = await plain.model.params.state();
+    expect(Object.keys(a).some((k) => a[k].some((v, i) => v !== c[k][i])), 'the warm-up changes the training').toBe(true);
+    [straight, resumed, plain].forEach((r) => r.model.params.dispose());
+    x.dispose();
+    y.dispose();
   });
 
   it('refuses to overwrite a checkpoint unless resuming', async () => {

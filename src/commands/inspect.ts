@@ -73,7 +73,7 @@ export function formatSummary(s: CheckpointSummary): string {
     ['model', `${s.model.toUpperCase()}: ${s.factorisation}`],
     ['preset', `${s.preset} (channels ${m.channels}, hidden ${m.hidden}, latent ${m.latent}; ${m.likelihood} likelihood, dropout ${m.dropout}, init seed ${m.seed})`],
     ['parameters', `${int(s.parameters)} in ${s.tensorCount} tensors`],
-    ['training', `${t.epochs} epochs, batch ${t.batchSize}, Adam lr ${t.lr}, seed ${t.seed}, first ${int(t.trainLimit)} training images; each epoch scored on the first ${int(t.evalSubset)} test images, K=${t.evalSamples}`],
+    ['training', `${t.epochs} epochs, batch ${t.batchSize}, Adam lr ${t.lr}, seed ${t.seed}, first ${int(t.trainLimit)} training images${t.klWarmup ? `, KL warm-up over ${int(t.klWarmup)} steps` : ''}; each epoch scored on the first ${int(t.evalSubset)} test images, K=${t.evalSamples}`],
     ['epochs done', `${s.epochsDone} of ${t.epochs}${s.trainingSeconds > 0 ? ` (${(s.trainingSeconds / 60).toFixed(1)} min of training)` : ''}`],
   ];
   const e = s.lastEpoch;

@@ -30,6 +30,12 @@ export const command: Command = {
     'eval-subset': { type: 'string', valueName: 'n', description: 'test images scored after each epoch', defaultText: '1000' },
     'eval-samples': { type: 'string', valueName: 'K', description: 'importance samples per class when scoring', defaultText: '10' },
     'train-limit': { type: 'string', valueName: 'n', description: 'use only the first n training images', defaultText: '60000' },
+    'kl-warmup': {
+      type: 'string',
+      valueName: 'steps',
+      description: "steps over which the weight of the bound's latent term log p(z|.) - log q(z|x,y) rises from 0 to 1 (0: the bound from the start; DBX needs one, see docs/models.md)",
+      defaultText: '0',
+    },
     out: { type: 'string', valueName: 'dir', description: 'checkpoint directory', defaultText: DEFAULT_CHECKPOINT_DIR },
     data: { type: 'string', valueName: 'dir', description: 'Fashion-MNIST directory', defaultText: 'env FASHION_MNIST_DIR, else data/fashion-mnist' },
     resume: { type: 'boolean', description: 'continue the checkpoint in --out with its settings (--epochs, --eval-subset and --eval-samples may be given anew)' },
@@ -58,6 +64,7 @@ export const command: Command = {
       evalSubset: intOpt(values, 'eval-subset', 1000, { min: 1 }),
       evalSamples: intOpt(values, 'eval-samples', 10, { min: 1 }),
       trainLimit: intOpt(values, 'train-limit', 60000, { min: 1 }),
+      klWarmup: intOpt(values, 'kl-warmup', 0, { min: 0 }),
     };
     // Given explicitly, the per-epoch scoring options also apply to a resumed run (the rest come from its checkpoint).
     const resumeOverrides = Object.fromEntries(

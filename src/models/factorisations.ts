@@ -4,7 +4,7 @@
 // and classification applies Bayes' rule to importance-sampled estimates of log p(x, y).
 import {
   Tensor, ParameterSet, Rng, runtime, add, concat, slice, reshape, broadcastTo, exp, mul, oneHot, tensor, randomNormal, dropout,
-  logsumexp, addScalar, transpose, sub, gather,
+  logsumexp, addScalar, scale, transpose, sub, gather,
 } from '../engine.js';
 import { SpecList, Mlp, ConvFeatures, ImageDecoder } from './layers.js';
 import { logGaussian, logStandardNormal, logCategorical, logImageLikelihood, type ImageLikelihood } from './distributions.js';
@@ -148,6 +148,11 @@ export interface EvalOptions {
   training?: boolean;
   /** Standard-normal noise [rows, Z] to use instead of drawing it from the seed. */
   noise?: Tensor;
+  /**
+   * Weight beta of the bound's latent term log p(z|.) - log q(z|x,y) (a KL warm-up while training); 1, the default,
+   * is the bound itself.
+   */
+  klWeight?: number;
 }
 
 export abstract class LatentVariableClassifier {
@@ -173,6 +178,9 @@ export abstract class LatentVariableClassifier {
   /** log p(x, y, z) per row. */
   protected abstract logJoint(inputs: JointInputs): Tensor;
 
+  /** The latent factor's log-density log p(z | its parents) per row, the part of log p(x, y, z) a KL warm-up weighs. */
+  protected abstract logLatent(inputs: JointInputs): Tensor;
+
   /** Per-image features of x-conditioned factors (computed once per image, then tiled over draws). */
   protected features(_x: Tensor, _training: boolean, _seed: number): Record<string, Tensor> {
     return {};
@@ -197,8 +205,13 @@ export abstract class LatentVariableClassifier {
     const z = add(q.mu, mul(exp(q.logSig), eps));
     const perImage = this.features(x, training, seeds.nextSeed());
     const features = Object.fromEntries(Object.entries(perImage).map(([k, t]) => [k, tileRows(t, r)]));
-    const logP = this.logJoint({ x: reshape(x, [n, 784]), y, z, features });
-    return sub(logP, logGaussian(z, q.mu, q.logSig));
+    const inputs = { x: reshape(x, [n, 784]), y, z, features };
+    const logQ = logGaussian(z, q.mu, q.logSig);
+    const w = sub(this.logJoint(inputs), logQ);
+    const beta = opts.klWeight ?? 1;
+    if (beta === 1) return w;
+    if (!(beta >= 0 && beta <= 1)) throw new Error(`klWeight must lie in [0, 1], got ${beta}`);
+    return sub(w, scale(sub(this.logLatent(inputs), logQ), 1 - beta));
   }
 
   /** The ELBO of each (image, label) pair with one z sample: [N]. */
@@ -267,9 +280,13 @@ export class GFZ extends LatentVariableClassifier {
     this.pYgivenZ = Mlp.declare(s, 'p_y_z', [Z, H, NUM_CLASSES]);
     this.pXgivenYZ = ImageDecoder.declare(s, 'p_x_yz', Z + NUM_CLASSES, C, H);
   }
-  protected logJoint({ x, y, z }: JointInputs): Tensor {
+  protected logLatent({ z }: JointInputs): Tensor {
+    return logStandardNormal(z);
+  }
+  protected logJoint(inputs: JointInputs): Tensor {
+    const { x, y, z } = inputs;
     const p = this.params;
-    const logPz = logStandardNormal(z);
+    const logPz = this.logLatent(inputs);
     const logPyGivenZ = logCategorical(y, this.pYgivenZ.apply(p, z));
     const logPxGivenYZ = logImageLikelihood(x, this.pXgivenYZ.apply(p, concat([z, y], 1)), this.config.likelihood);
     return add(add(logPz, logPyGivenZ), logPxGivenYZ);
@@ -289,9 +306,13 @@ export class DFZ extends LatentVariableClassifier {
   protected override features(x: Tensor, training: boolean, seed: number) {
     return { y: this.convFeatures(this.pYgivenXZ.features, x, training, seed) };
   }
-  protected logJoint({ x, y, z, features }: JointInputs): Tensor {
+  protected logLatent({ z }: JointInputs): Tensor {
+    return logStandardNormal(z);
+  }
+  protected logJoint(inputs: JointInputs): Tensor {
+    const { x, y, z, features } = inputs;
     const p = this.params;
-    const logPz = logStandardNormal(z);
+    const logPz = this.logLatent(inputs);
     const logPxGivenZ = logImageLikelihood(x, this.pXgivenZ.apply(p, z), this.config.likelihood);
     const logPyGivenXZ = logCategorical(y, this.pYgivenXZ.head.apply(p, concat([features.y, z], 1)));
     return add(add(logPz, logPxGivenZ), logPyGivenXZ);
@@ -320,9 +341,13 @@ export class DFX extends LatentVariableClassifier {
       y: this.convFeatures(this.pYgivenXZ.features, x, training, seeds.nextSeed()),
     };
   }
-  protected logJoint({ y, z, features }: JointInputs): Tensor {
+  protected logLatent({ z, features }: JointInputs): Tensor {
     const pz = splitGaussian(features.z);
-    const logPzGivenX = logGaussian(z, pz.mu, pz.logSig);
+    return logGaussian(z, pz.mu, pz.logSig);
+  }
+  protected logJoint(inputs: JointInputs): Tensor {
+    const { y, z, features } = inputs;
+    const logPzGivenX = this.logLatent(inputs);
     const logPyGivenXZ = logCategorical(y, this.pYgivenXZ.head.apply(this.params, concat([features.y, z], 1)));
     return add(logPzGivenX, logPyGivenXZ);
   }
@@ -340,9 +365,12 @@ export class DBX extends LatentVariableClassifier {
   protected override features(x: Tensor, training: boolean, seed: number) {
     return { z: this.pZgivenX.head.apply(this.params, this.convFeatures(this.pZgivenX.features, x, training, seed)) };
   }
-  protected logJoint({ y, z, features }: JointInputs): Tensor {
+  protected logLatent({ z, features }: JointInputs): Tensor {
     const pz = splitGaussian(features.z);
-    return add(logGaussian(z, pz.mu, pz.logSig), logCategorical(y, this.pYgivenZ.apply(this.params, z)));
+    return logGaussian(z, pz.mu, pz.logSig);
+  }
+  protected logJoint(inputs: JointInputs): Tensor {
+    return add(this.logLatent(inputs), logCategorical(inputs.y, this.pYgivenZ.apply(this.params, inputs.z)));
   }
 }
 
@@ -356,9 +384,13 @@ export class GFY extends LatentVariableClassifier {
     this.pZgivenY = Mlp.declare(s, 'p_z_y', [NUM_CLASSES, H, 2 * Z]);
     this.pXgivenYZ = ImageDecoder.declare(s, 'p_x_yz', Z + NUM_CLASSES, C, H);
   }
-  protected logJoint({ x, y, z }: JointInputs): Tensor {
+  protected logLatent({ y, z }: JointInputs): Tensor {
     const pz = splitGaussian(this.pZgivenY.apply(this.params, y));
-    const logPzGivenY = addScalar(logGaussian(z, pz.mu, pz.logSig), LOG_UNIFORM_PRIOR_Y);
+    return logGaussian(z, pz.mu, pz.logSig);
+  }
+  protected logJoint(inputs: JointInputs): Tensor {
+    const { x, y, z } = inputs;
+    const logPzGivenY = addScalar(this.logLatent(inputs), LOG_UNIFORM_PRIOR_Y);
     return add(logPzGivenY, logImageLikelihood(x, this.pXgivenYZ.apply(this.params, concat([z, y], 1)), this.config.likelihood));
   }
 }
@@ -374,9 +406,13 @@ export class GBZ extends LatentVariableClassifier {
     this.pYgivenZ = Mlp.declare(s, 'p_y_z', [Z, H, H, NUM_CLASSES]);
     this.pXgivenZ = ImageDecoder.declare(s, 'p_x_z', Z, C, H);
   }
-  protected logJoint({ x, y, z }: JointInputs): Tensor {
+  protected logLatent({ z }: JointInputs): Tensor {
+    return logStandardNormal(z);
+  }
+  protected logJoint(inputs: JointInputs): Tensor {
+    const { x, y, z } = inputs;
     const p = this.params;
-    const logPz = logStandardNormal(z);
+    const logPz = this.logLatent(inputs);
     return add(add(logPz, logCategorical(y, this.pYgivenZ.apply(p, z))), logImageLikelihood(x, this.pXgivenZ.apply(p, z), this.config.likelihood));
   }
 }
@@ -391,9 +427,13 @@ export class GBY extends LatentVariableClassifier {
     this.pZgivenY = Mlp.declare(s, 'p_z_y', [NUM_CLASSES, H, 2 * Z]);
     this.pXgivenZ = ImageDecoder.declare(s, 'p_x_z', Z, C, H);
   }
-  protected logJoint({ x, y, z }: JointInputs): Tensor {
+  protected logLatent({ y, z }: JointInputs): Tensor {
     const pz = splitGaussian(this.pZgivenY.apply(this.params, y));
-    const logPzGivenY = addScalar(logGaussian(z, pz.mu, pz.logSig), LOG_UNIFORM_PRIOR_Y);
+    return logGaussian(z, pz.mu, pz.logSig);
+  }
+  protected logJoint(inputs: JointInputs): Tensor {
+    const { x, z } = inputs;
+    const logPzGivenY = addScalar(this.logLatent(inputs), LOG_UNIFORM_PRIOR_Y);
     return add(logPzGivenY, logImageLikelihood(x, this.pXgivenZ.apply(this.params, z), this.config.likelihood));
   }
 }

@@ -22,6 +22,11 @@ export interface TrainConfig {
   evalSubset: number;
   evalSamples: number;
   trainLimit: number;
+  /**
+   * Steps over which the weight of the bound's latent term rises linearly from 0 to 1 (KL warm-up; 0: none, the
+   * bound from the first step). Checkpoints written before it existed read as 0.
+   */
+  klWarmup?: number;
 }
 
 export interface CheckpointMeta {

@@ -137,9 +137,11 @@ export async function trainModel(data: { train: Split; test: Split }, opts: Trai
       }
       const rows = order.subarray(s * train.batchSize, (s + 1) * train.batchSize);
       const seed = rng.nextSeed();
+      const warmup = train.klWarmup ?? 0;
+      const klWeight = warmup > 0 ? Math.min(1, (epoch * steps + s + 1) / warmup) : 1;
       const loss = tidy(() => {
         const { x, y } = batchTensors(data.train, rows);
-        const negElbo = scale(mean(model.elbo(x, y, { seed, training: true })), -1);
+        const negElbo = scale(mean(model.elbo(x, y, { seed, training: true, klWeight })), -1);
         adam.step(gradients(negElbo));
         return negElbo;
       });
