@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU session's work, in the order scarce GPU time is spent: confirm Dawn finds the GPU through the native
-# (Vulkan) backend, profile the GFZ and DFZ training steps with GPU timestamps, benchmark training steps and
+# (Vulkan) backend, profile the GFZ and DFZ training steps with GPU timestamps (GFZ also without fusion), benchmark training steps and
 # kernels against PyTorch on the same machine (these four within the first 5 minutes), then train the
 # `paper` GFZ and DFZ (or resume them from checkpoints/) and evaluate them on the full test set (K = 10, seeds 1-3).
 # New work stops at the deadline, so what was measured is always written out.
@@ -44,6 +44,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 for m in gfz dfz; do
   step profile-$m 45 node dist/bench/profile.js --model $m --task train --json "$work/profile-$m-train.json"
 done
+# The same GFZ step with one dispatch per op: what fusion saves on this GPU.
+step profile-gfz-eager 45 env GENCLS_FUSION=0 node dist/bench/profile.js --model gfz --task train --json "$work/profile-gfz-train-eager.json"
 step train-step $(($(left) - 300)) node dist/bench/train-step.js --no-tfjs --torch --budget 5 --json "$work/train-step.json"
 step kernels $(($(left) - 200)) node dist/bench/kernels.js --no-cpu --no-webgpu --torch --reps 10 --budget 1 --json "$work/kernels.json"
 
