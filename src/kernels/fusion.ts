@@ -177,7 +177,8 @@ export interface FusedRead {
   key: string;
   inputs: BindingDecl[];
   uniforms: UniformDecl;
-  prelude: string;
+  /** The WGSL of `fused` and its helpers, built on demand (a pipeline-cache miss). */
+  prelude: () => string;
   bindings: GPUBufferBinding[];
   values: Record<string, number | number[]>;
 }
@@ -234,37 +235,41 @@ function compile(root: Node, leaves: Leaf[], pre = 'f_'): FusedRead {
   }
   uniforms[`${pre}p`] = { array: 'f32', length: params.length };
   values[`${pre}p`] = params;
-  const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
-  const ops = new Map<string, string>();
-  for (const e of order) {
-    const fn = `${pre}${e.kind === 'unary' ? 'u' : 'b'}_${e.op}`;
-    if (ops.has(fn)) continue;
-    ops.set(
-      fn,
-      e.kind === 'unary'
-        ? `fn ${fn}(x: f32, a: f32, b: f32) -> f32 { return ${UNARY_OPS[e.op as UnaryOp]}; }`
-        : `fn ${fn}(x: f32, y: f32, a: f32, b: f32) -> f32 { return ${BINARY_OPS[e.op as BinaryOp]}; }`,
-    );
-  }
-  const lines: string[] = [];
-  if (broadcast.length) {
-    lines.push('  var rem = i;');
-    broadcast.forEach((j) => lines.push(`  var k${j} = 0u;`));
-    for (let k = rank - 1; k >= 0; k--) {
-      lines.push(`  { let c = rem % ${at(`${pre}shape`, k)}; rem = rem / ${at(`${pre}shape`, k)};${broadcast.map((j) => ` k${j} += c * ${at(`${pre}s${j}`, k)};`).join('')} }`);
+  // The WGSL text is wanted only when the pipeline cache misses; the key and values above are needed every dispatch.
+  const prelude = () => {
+    const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
+    const ops = new Map<string, string>();
+    for (const e of order) {
+      const fn = `${pre}${e.kind === 'unary' ? 'u' : 'b'}_${e.op}`;
+      if (ops.has(fn)) continue;
+      ops.set(
+        fn,
+        e.kind === 'unary'
+          ? `fn ${fn}(x: f32, a: f32, b: f32) -> f32 { return ${UNARY_OPS[e.op as UnaryOp]}; }`
+          : `fn ${fn}(x: f32, y: f32, a: f32, b: f32) -> f32 { return ${BINARY_OPS[e.op as BinaryOp]}; }`,
+      );
     }
-  }
-  leaves.forEach((_, j) => lines.push(`  let L${j} = ${pre}x${j}[${identity[j] ? 'i' : `k${j}`}];`));
-  order.forEach((e, t) => {
-    const p = (q: number) => at(`${pre}p`, 2 * t + q);
-    lines.push(`  let v${t} = ${pre}${e.kind === 'unary' ? 'u' : 'b'}_${e.op}(${e.args.map((x) => index.get(x)!).join(', ')}, ${p(0)}, ${p(1)});`);
-  });
-  lines.push(`  return v${order.length - 1};`);
+    const lines: string[] = [];
+    if (broadcast.length) {
+      lines.push('  var rem = i;');
+      broadcast.forEach((j) => lines.push(`  var k${j} = 0u;`));
+      for (let k = rank - 1; k >= 0; k--) {
+        lines.push(`  { let c = rem % ${at(`${pre}shape`, k)}; rem = rem / ${at(`${pre}shape`, k)};${broadcast.map((j) => ` k${j} += c * ${at(`${pre}s${j}`, k)};`).join('')} }`);
+      }
+    }
+    leaves.forEach((_, j) => lines.push(`  let L${j} = ${pre}x${j}[${identity[j] ? 'i' : `k${j}`}];`));
+    order.forEach((e, t) => {
+      const p = (q: number) => at(`${pre}p`, 2 * t + q);
+      lines.push(`  let v${t} = ${pre}${e.kind === 'unary' ? 'u' : 'b'}_${e.op}(${e.args.map((x) => index.get(x)!).join(', ')}, ${p(0)}, ${p(1)});`);
+    });
+    lines.push(`  return v${order.length - 1};`);
+    return `${[...ops.values()].join('\n')}\nfn ${pre}fused(i: u32) -> f32 {\n${lines.join('\n')}\n}`;
+  };
   return {
     key: `${structure.join(';')}:${identity.map((x) => (x ? 'i' : 'b')).join('')}:r${rank}`,
     inputs: leaves.map((_, j) => `${pre}x${j}`),
     uniforms,
-    prelude: `${[...ops.values()].join('\n')}\nfn ${pre}fused(i: u32) -> f32 {\n${lines.join('\n')}\n}`,
+    prelude,
     bindings: leaves.map((l) => ({ buffer: l.storage.buffer, offset: l.offset * 4, size: sizeOf(l.shape) * 4 })),
     values,
   };
@@ -280,7 +285,7 @@ function dispatchFused(root: Node, leaves: Leaf[], out: GPUBuffer): void {
     outputs: ['ys'],
     uniforms: { n: 'u32', ...r.uniforms },
     workgroupSize: WG,
-    prelude: () => `${STABLE_WGSL}\n${r.prelude}`,
+    prelude: () => `${STABLE_WGSL}\n${r.prelude()}`,
     body: () => `${flatIndex(WG, 'u.n')}\n  ys[i] = f_fused(i);`,
   })).run({
     inputs: r.bindings,
@@ -296,14 +301,8 @@ function dispatchFused(root: Node, leaves: Leaf[], out: GPUBuffer): void {
  * dispatch and buffer. Kernels read through `load_<name>(p)`; `key` extends the pipeline key. A kernel with
  * several sources composes their preludes with `sourcePrelude`.
  */
-export interface Source {
-  key: string;
+export interface Source extends FusedRead {
   fused: boolean;
-  inputs: BindingDecl[];
-  uniforms: UniformDecl;
-  prelude: string;
-  bindings: GPUBufferBinding[];
-  values: Record<string, number | number[]>;
 }
 
 /**
@@ -315,9 +314,9 @@ export function readSource(x: Tensor, name = 'xs', others = 1, fuse = true): Sou
   const d = rt.fusion && fuse ? x.deferred : null;
   const fits = d instanceof FusedValue && d.inputs.length + others <= rt.limits.maxStorageBuffersPerShaderStage;
   const r = fits ? fusedRead(x, `${name}_`) : null;
-  if (!r) return { key: '', fused: false, inputs: [name], uniforms: {}, prelude: `fn load_${name}(p: u32) -> f32 { return ${name}[p]; }`, bindings: [x.binding], values: {} };
-  return { ...r, key: `:${name}=${r.key}`, fused: true, prelude: `${r.prelude}\nfn load_${name}(p: u32) -> f32 { return ${name}_fused(p); }` };
+  if (!r) return { key: '', fused: false, inputs: [name], uniforms: {}, prelude: () => `fn load_${name}(p: u32) -> f32 { return ${name}[p]; }`, bindings: [x.binding], values: {} };
+  return { ...r, key: `:${name}=${r.key}`, fused: true, prelude: () => `${r.prelude()}\nfn load_${name}(p: u32) -> f32 { return ${name}_fused(p); }` };
 }
 
 /** The WGSL the sources need: the stable forms once if any is fused, then each source's reader. */
-export const sourcePrelude = (...sources: Source[]) => `${sources.some((s) => s.fused) ? STABLE_WGSL : ''}\n${sources.map((s) => s.prelude).join('\n')}`;
+export const sourcePrelude = (...sources: Source[]) => `${sources.some((s) => s.fused) ? STABLE_WGSL : ''}\n${sources.map((s) => s.prelude()).join('\n')}`;
