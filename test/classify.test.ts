@@ -2,7 +2,7 @@
 // the checkpoint's bytes (the browser page's path, models/restore.ts) on the same images and noise seed.
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { main } from '../src/cli.js';
+import { runCli as cli } from './cli-run.js';
 import { init, shutdown, tensor, noGrad } from '../src/index.js';
 import { restoreModel } from '../src/models/restore.js';
 import { CheckpointError } from '../src/models/safetensors.js';
@@ -11,18 +11,6 @@ import { readIdx } from '../src/data/idx.js';
 // The page's shipped test images: no Fashion-MNIST download needed.
 const IMAGES = 'web/public/data/test-images.idx3-ubyte';
 const LABELS = 'web/public/data/test-labels.idx1-ubyte';
-
-function sink() {
-  const chunks: string[] = [];
-  return { write: (s: string) => (chunks.push(s), true), isTTY: false, text: () => chunks.join('') };
-}
-
-async function cli(...argv: string[]) {
-  const stdout = sink();
-  const stderr = sink();
-  const code = await main(argv, { stdout: stdout as unknown as NodeJS.WritableStream, stderr: stderr as unknown as NodeJS.WritableStream });
-  return { code, out: stdout.text(), err: stderr.text() };
-}
 
 afterAll(() => shutdown());
 

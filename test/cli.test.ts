@@ -1,20 +1,8 @@
 // CLI plumbing and the progress bar: no GPU needed (usage errors are caught before any device is acquired).
 import { describe, it, expect } from 'vitest';
-import { main } from '../src/cli.js';
+import { sink, runCli as cli } from './cli-run.js';
 import { Progress, formatDuration, formatRate } from '../src/progress.js';
 import { intOpt, numberOpt } from '../src/commands/command.js';
-
-function sink(isTTY = false) {
-  const chunks: string[] = [];
-  return { write: (s: string) => (chunks.push(s), true), isTTY, text: () => chunks.join(''), chunks } as const;
-}
-
-async function cli(...argv: string[]) {
-  const stdout = sink();
-  const stderr = sink();
-  const code = await main(argv, { stdout: stdout as unknown as NodeJS.WritableStream, stderr: stderr as unknown as NodeJS.WritableStream });
-  return { code, out: stdout.text(), err: stderr.text() };
-}
 
 describe('cli', () => {
   it('lists commands with --help and exits 0', async () => {

@@ -4,22 +4,10 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { main } from '../src/cli.js';
+import { runCli as cli } from './cli-run.js';
 import { encodeSafetensors } from '../src/models/checkpoint.js';
 import { MODEL_STRUCTURE, createModel, modelConfig } from '../src/models/factorisations.js';
 import { useGpu } from './helpers.js';
-
-function sink() {
-  const chunks: string[] = [];
-  return { write: (s: string) => (chunks.push(s), true), isTTY: false, text: () => chunks.join('') };
-}
-
-async function cli(...argv: string[]) {
-  const stdout = sink();
-  const stderr = sink();
-  const code = await main(argv, { stdout: stdout as unknown as NodeJS.WritableStream, stderr: stderr as unknown as NodeJS.WritableStream });
-  return { code, out: stdout.text(), err: stderr.text() };
-}
 
 /** Tensor names and shapes straight from the file's JSON header. */
 function headerTensors(path: string): { name: string; shape: number[] }[] {

@@ -5,7 +5,8 @@
 import { describe, it, expect } from 'vitest';
 import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, dirname, normalize } from 'node:path';
-import { main, COMMANDS } from '../src/cli.js';
+import { COMMANDS } from '../src/cli.js';
+import { runCli } from './cli-run.js';
 
 const DOCS = ['README.md', ...(existsSync('docs') ? readdirSync('docs').filter((f) => f.endsWith('.md')).map((f) => join('docs', f)) : [])];
 const text = Object.fromEntries(DOCS.map((f) => [f, readFileSync(f, 'utf8')]));
@@ -37,17 +38,7 @@ function npmScripts(source: string): string[] {
   return [...source.matchAll(/npm run ([\w-]+(?::[\w-]+)*)(?=[^\w:<]|$)/g)].map((m) => m[1]);
 }
 
-function sink() {
-  const chunks: string[] = [];
-  return { write: (s: string) => (chunks.push(s), true), isTTY: false, text: () => chunks.join('') };
-}
-
-async function help(command: string) {
-  const stdout = sink();
-  const stderr = sink();
-  const code = await main([command, '--help'], { stdout: stdout as unknown as NodeJS.WritableStream, stderr: stderr as unknown as NodeJS.WritableStream });
-  return { code, out: stdout.text(), err: stderr.text() };
-}
+const help = (command: string) => runCli(command, '--help');
 
 const mentions = DOCS.flatMap((f) => cliMentions(f, text[f]));
 
