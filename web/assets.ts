@@ -17,6 +17,7 @@ import { loadFashionMnist, readIdx, findSplitFile, encodeIdx, resolveDataDir, re
 import { loadModel } from '../src/models/store.js';
 import { fitDetectors } from '../src/attacks/detection.js';
 import { writeFileAtomic } from '../src/fsutil.js';
+import { intOpt } from '../src/commands/command.js';
 import { Progress } from '../src/progress.js';
 import { PAGE_MODELS, type PageDetectorsFile } from './format.js';
 
@@ -35,23 +36,16 @@ Options:
   -h, --help        show this help
 `;
 
-function intArg(v: string | undefined, name: string, dflt: number, max: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`web:assets: --${name} must be an integer in 1..${max}, got '${v}'`);
-  return n;
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: { images: { type: 'string' }, 'train-images': { type: 'string' }, samples: { type: 'string' }, seed: { type: 'string' }, data: { type: 'string' }, backend: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     strict: true,
   });
   if (values.help) return void process.stdout.write(HELP);
-  const images = intArg(values.images, 'images', 300, 10_000);
-  const trainImages = intArg(values['train-images'], 'train-images', 1000, 60_000);
-  const samples = intArg(values.samples, 'samples', 10, 1000);
-  const seed = values.seed === undefined ? 1 : intArg(values.seed, 'seed', 1, 2 ** 31);
+  const images = intOpt(values, 'images', 300, { min: 1, max: 10_000 });
+  const trainImages = intOpt(values, 'train-images', 1000, { min: 1, max: 60_000 });
+  const samples = intOpt(values, 'samples', 10, { min: 1, max: 1000 });
+  const seed = intOpt(values, 'seed', 1, { min: 1, max: 2 ** 31 });
   const root = repoRoot();
   const out = join(root, 'web', 'public', 'data');
   const dataDir = resolveDataDir(values.data);
