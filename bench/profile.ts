@@ -30,6 +30,7 @@ Options:
                   gradient (input gradient of the classifier's cross-entropy, fixed noise) (default train)
   --batch N       images per batch (default 100)
   --samples K     importance samples per class for classify (default 10)
+  --steps N       timed steps, after 3 warm-up steps (default 5)
   --reps N        timed replays of each dispatch (default 5)
   --top N         kernels listed (default 25)
   --backend B     our WebGPU backend: auto|native|opengl (default env GENCLS_BACKEND, else auto)
@@ -38,7 +39,7 @@ Options:
 `;
 
 function options() {
-  const o = parseOptions(P, HELP, ['model', 'preset', 'task', 'batch', 'samples', 'reps', 'top'], []);
+  const o = parseOptions(P, HELP, ['model', 'preset', 'task', 'batch', 'samples', 'steps', 'reps', 'top'], []);
   const model = o.str('model') ?? 'gfz';
   const preset = o.str('preset') ?? 'compact';
   const task = o.str('task') ?? 'train';
@@ -52,6 +53,7 @@ function options() {
     task: task as (typeof TASKS)[number],
     batch: o.int('batch', 1, 100),
     samples: o.int('samples', 1, 10),
+    steps: o.int('steps', 1, 5),
     reps: o.int('reps', 1, 5),
     top: o.int('top', 1, 25),
   };
@@ -82,7 +84,7 @@ async function main(): Promise<void> {
 
   for (let i = 0; i < 3; i++) await step();
   const stepTimes: number[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < opt.steps; i++) {
     const t0 = performance.now();
     await step();
     stepTimes.push(performance.now() - t0);
@@ -136,7 +138,7 @@ async function main(): Promise<void> {
   const what = `${opt.model} ${opt.preset} ${opt.task}, batch ${opt.batch}${opt.task === 'train' ? '' : `, K=${opt.samples}`}`;
   const gpu = prof.gpuMs === null ? 'GPU time: no timestamp-query on this adapter (host times only)' : `GPU busy ${fmtMs(prof.gpuMs)} (timestamps, one pass per dispatch)`;
   process.stdout.write(
-    `\n${what}: step ${fmtMs(stepMs)} batched (median of 5)\n` +
+    `\n${what}: step ${fmtMs(stepMs)} batched (median of ${opt.steps})\n` +
       `in the step: ${prof.dispatches} dispatches, ${prof.submits} submits, ${prof.readbacks} readbacks; host encoding ${fmtMs(prof.encodeMs)}; ${gpu}\n` +
       `replayed one dispatch at a time: ${fmtMs(total)} (empty submit ${fmtMs(empty)} subtracted)\n\n`,
   );
@@ -150,7 +152,7 @@ async function main(): Promise<void> {
     const path = resultsPath(opt.json, 'profile', new Date());
     atomicWriteJson(path, {
       ...reportHeader(engines, new Date(), 'bench/profile.ts'),
-      settings: { model: opt.model, preset: opt.preset, task: opt.task, batch: opt.batch, samples: opt.samples, reps: opt.reps },
+      settings: { model: opt.model, preset: opt.preset, task: opt.task, batch: opt.batch, samples: opt.samples, steps: opt.steps, reps: opt.reps },
       step_ms: round(stepMs),
       dispatches: prof.dispatches,
       submits: prof.submits,

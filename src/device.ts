@@ -43,13 +43,28 @@ function installGlobals(): void {
   globalsInstalled = true;
 }
 
+/**
+ * Dawn toggles to enable and disable, from GENCLS_DAWN_TOGGLES: comma-separated names, `-name` to disable (for
+ * example `disable_robustness,skip_validation`). Dawn applies them to the instance and every device it creates.
+ */
+export function dawnToggleFlags(value = process.env.GENCLS_DAWN_TOGGLES): string[] {
+  const names = (value ?? '').split(',').map((t) => t.trim()).filter(Boolean);
+  const bad = names.find((t) => !/^-?[a-z][a-z0-9_]*$/.test(t));
+  if (bad) throw new Error(`GENCLS_DAWN_TOGGLES: '${bad}' is not a Dawn toggle name (lower-case snake_case, '-' to disable)`);
+  const on = names.filter((t) => !t.startsWith('-'));
+  const off = names.filter((t) => t.startsWith('-')).map((t) => t.slice(1));
+  return [...(on.length ? [`enable-dawn-features=${on.join(',')}`] : []), ...(off.length ? [`disable-dawn-features=${off.join(',')}`] : [])];
+}
+
 // Dawn keeps the GPU instance alive for the process; reuse it so repeated acquisitions don't leak instances.
 const gpus = new Map<string, GPU>();
 function gpuFor(backend: 'native' | 'opengl'): GPU {
-  let gpu = gpus.get(backend);
+  const flags = [...(backend === 'opengl' ? ['backend=opengl'] : []), ...dawnToggleFlags()];
+  const key = flags.join(' ');
+  let gpu = gpus.get(key);
   if (!gpu) {
-    gpu = create(backend === 'opengl' ? ['backend=opengl'] : []);
-    gpus.set(backend, gpu);
+    gpu = create(flags);
+    gpus.set(key, gpu);
   }
   return gpu;
 }

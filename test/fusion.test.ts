@@ -140,6 +140,194 @@ describe('fused elementwise graphs', () => {
   });
 });
 
+// Data movement as index maps: slices, transposes, reshapes, concatenations and (in the gradients) a slice's
+// padding, over values of any shape, read directly and by the kernels that take fused operands.
+type ViewStep =
+  | { kind: 'unary'; op: number; x: number }
+  | { kind: 'binary'; op: number; x: number; y: number }
+  | { kind: 'slice'; x: number; cuts: [number, number][] }
+  | { kind: 'permute'; x: number; order: number[] }
+  | { kind: 'concat'; x: number; axis: number; op: number }
+  | { kind: 'reshape'; x: number; how: number };
+
+const arbViewProgram = fc.record({
+  leaves: fc.array(fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 3 }),
+  steps: fc.array(
+    fc.oneof(
+      fc.record({ kind: fc.constant('unary' as const), op: fc.nat(UNARY.length - 1), x: fc.nat() }),
+      fc.record({ kind: fc.constant('binary' as const), op: fc.nat(BINARY.length - 1), x: fc.nat(), y: fc.nat() }),
+      fc.record({ kind: fc.constant('slice' as const), x: fc.nat(), cuts: fc.array(fc.tuple(fc.nat(), fc.nat()), { minLength: 3, maxLength: 3 }) }),
+      fc.record({ kind: fc.constant('permute' as const), x: fc.nat(), order: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 3, maxLength: 3 }) }),
+      fc.record({ kind: fc.constant('concat' as const), x: fc.nat(), axis: fc.nat(), op: fc.nat(UNARY.length - 1) }),
+      fc.record({ kind: fc.constant('reshape' as const), x: fc.nat(), how: fc.nat(3) }),
+    ),
+    { minLength: 1, maxLength: 12 },
+  ),
+  seed: arbSeed,
+  // Under the gpu kernel profile matmul reads fused operands through their expressions; under software it computes them first.
+  gpu: fc.boolean(),
+});
+
+type ViewProgram = { leaves: number[][]; steps: ViewStep[]; seed: number; gpu: boolean };
+
+/** Runs `f` under a kernel profile, restoring it. */
+function withProfile<R>(gpu: boolean, f: () => R): R {
+  const r = rt();
+  const was = r.kernelProfile;
+  r.kernelProfile = gpu ? 'gpu' : 'software';
+  try {
+    return f();
+  } finally {
+    r.kernelProfile = was;
+  }
+}
+
+/** Rank-2 values also go through both matmul kernels as either operand (direct needs multiples of 4, so both appear). */
+const VIEW_CONSUMERS: Array<(x: T.Tensor) => T.Tensor> = [
+  (x) => T.sum(x, [0]),
+  (x) => (x.rank === 2 ? T.matmul(x, T.transpose(x)) : T.sum(x, -1)),
+  (x) => (x.rank === 2 ? T.matmul(x, x, { transA: true }) : T.transpose(x)),
+  (x) => (x.rank === 2 ? T.matmul(T.relu(x), T.tanh(x), { transB: true }) : T.logsumexp(x, 0)),
+];
+
+/** Reversed axes (a general reshape); the last axis split in two; a size-1 axis added; the last two merged. */
+function reshaped(shape: readonly number[], how: number): number[] {
+  const last = shape[shape.length - 1];
+  const f = [2, 3, 5, 7].find((p) => last % p === 0 && last > p);
+  if (how === 1 && f) return [...shape.slice(0, -1), f, last / f];
+  if (how === 2) return [1, ...shape];
+  if (how === 3 && shape.length > 1) return [...shape.slice(0, -2), shape[shape.length - 2] * last];
+  return [...shape].reverse();
+}
+
+function runViews(p: ViewProgram, inputs: T.Tensor[], consumers = false): T.Tensor[] {
+  const values: T.Tensor[] = [...inputs];
+  for (const s of p.steps) {
+    const x = values[s.x % values.length];
+    if (s.kind === 'unary') values.push(UNARY[s.op](x));
+    else if (s.kind === 'binary') {
+      // The most recent value of x's shape (x itself if none): binary ops need matching shapes here.
+      const same = values.filter((v) => v.rank === x.rank && v.shape.every((d, k) => d === x.shape[k]));
+      values.push(BINARY[s.op](x, same[s.y % same.length]));
+    } else if (s.kind === 'slice') {
+      const begin = x.shape.map((d, k) => s.cuts[k][0] % d);
+      const size = x.shape.map((d, k) => 1 + (s.cuts[k][1] % (d - begin[k])));
+      values.push(T.slice(x, begin, size));
+    } else if (s.kind === 'permute') {
+      const perm = [...x.shape.keys()].sort((a, b) => s.order[a] - s.order[b] || a - b);
+      values.push(T.transpose(x, perm));
+    } else if (s.kind === 'concat') values.push(T.concat([x, UNARY[s.op](x)], s.axis % x.rank));
+    else values.push(T.reshape(x, reshaped(x.shape, s.how)));
+  }
+  const outs = values.slice(inputs.length);
+  const consumed = consumers ? outs.map((v, k) => VIEW_CONSUMERS[k % VIEW_CONSUMERS.length](v)) : [];
+  return [...consumed, ...outs];
+}
+
+const viewInputs = (p: ViewProgram) =>
+  p.leaves.map((shape, k) => {
+    const r = randomRef(shape, p.seed + k, -2, 2);
+    return T.tensor(r.data, r.shape);
+  });
+
+describe('fused data movement', () => {
+  it('slices, transposes, reshapes and concatenations equal the eager copies, read directly, reduced and multiplied', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbViewProgram, async (prog) => {
+        const p = prog as ViewProgram;
+        const inputs = viewInputs(p);
+        const d0 = rt().dispatchCount;
+        const eager = withFusion(false, () => T.tidy(() => runViews(p, inputs, true)));
+        const eagerValues = await T.readAll(eager);
+        const d1 = rt().dispatchCount;
+        const fused = withProfile(p.gpu, () => withFusion(true, () => T.tidy(() => runViews(p, inputs, true))));
+        const fusedValues = await withProfile(p.gpu, () => T.readAll(fused));
+        expect(rt().dispatchCount - d1).toBeLessThanOrEqual(d1 - d0);
+        fused.forEach((t, k) => {
+          expect(t.shape).toEqual(eager[k].shape);
+          expectClose(fusedValues[k], eagerValues[k], { rtol: 1e-5, atol: 1e-5 }, `value ${k}`);
+        });
+        [...eager, ...fused, ...inputs].forEach((t) => t.dispose());
+      }),
+      // Every program compiles its own kernels: few runs, each a different structure.
+      { numRuns: 12 },
+    );
+  });
+
+  it('their gradients (pads of slices, slices of concatenations) equal the eager gradients', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbViewProgram, async (prog) => {
+        const p = prog as ViewProgram;
+        const grads = (on: boolean) =>
+          withFusion(on, () =>
+            T.tidy(() => {
+              const inputs = viewInputs(p).map((t) => t.requireGrad());
+              const out = runViews(p, inputs);
+              // Weighted so every element's gradient differs.
+              const loss = out.map((t, k) => T.sum(T.mul(t, T.tanh(T.scale(t, 0.3 + 0.1 * k))))).reduce((a, b) => T.add(a, b));
+              const g = T.gradients(loss, null, inputs);
+              return inputs.map((x) => g.get(x) ?? T.zeros(x.shape));
+            }),
+          );
+        const [eager, fused] = [grads(false), grads(true)];
+        const [e, f] = [await T.readAll(eager), await T.readAll(fused)];
+        f.forEach((v, k) => expectClose(v, e[k], { rtol: 1e-4, atol: 1e-4 }, `gradient ${k}`));
+        [...eager, ...fused].forEach((t) => t.dispose());
+      }),
+      { numRuns: 8 },
+    );
+  });
+
+  it('index maps compose: a split of a concatenation, a slice of a transposed split, a padded transpose', async () => {
+    const a = T.tensor(randomRef([3, 4], 7).data, [3, 4]);
+    const b = T.tensor(randomRef([3, 2], 8).data, [3, 2]);
+    const chains: Array<() => T.Tensor> = [
+      // The pad's bounds test reads a coordinate combined from two axes (6 = 2 x 3).
+      () => T.reshape(T.concat([T.exp(a), b], 1), [3, 2, 3]),
+      () => T.slice(T.transpose(T.reshape(T.tanh(a), [3, 2, 2]), [2, 0, 1]), [1, 0, 1], [1, 3, 1]),
+      () => T.transpose(T.concat([T.transpose(a), T.square(T.transpose(b))], 0)),
+      () => T.reshape(T.concat([T.reshape(a, [3, 2, 2]), T.reshape(T.concat([b, b], 1), [3, 2, 2])], 2), [6, 4]),
+    ];
+    for (const [k, f] of chains.entries()) {
+      const eager = withFusion(false, f);
+      const fused = withFusion(true, f);
+      expect(fused.shape).toEqual(eager.shape);
+      expectClose(await fused.data(), await eager.data(), { rtol: 1e-6, atol: 1e-6 }, `chain ${k}`);
+      [eager, fused].forEach((t) => t.dispose());
+    }
+    [a, b].forEach((t) => t.dispose());
+  });
+
+  it('a concatenation read by a matmul (gpu profile), and the sum of two slices\' gradients, cost no dispatch of their own', async () => {
+    const a = T.tensor(randomRef([6, 5], 3).data, [6, 5]);
+    const b = T.tensor(randomRef([6, 3], 4).data, [6, 3]);
+    const w = T.tensor(randomRef([7, 8], 5).data, [7, 8]);
+    const layer = () => T.tidy(() => T.linear(T.concat([T.relu(a), T.sigmoid(b)], 1), w, null, 'relu'));
+    const d0 = rt().dispatchCount;
+    const y = withProfile(true, layer);
+    const yv = await y.data();
+    expect(rt().dispatchCount - d0).toBe(1);
+    // Under the software profile the concatenation is one kernel of its own.
+    const d1 = rt().dispatchCount;
+    const ys = withProfile(false, layer);
+    expectClose(await ys.data(), yv, { rtol: 1e-6, atol: 1e-6 }, 'software profile');
+    expect(rt().dispatchCount - d1).toBe(2);
+    ys.dispose();
+    const h = T.tensor(randomRef([6, 8], 6).data, [6, 8]).requireGrad();
+    const g = T.tidy(() => {
+      const loss = T.add(T.sum(T.exp(T.slice(h, [0, 0], [6, 4]))), T.sum(T.square(T.slice(h, [0, 4], [6, 4]))));
+      return T.gradients(loss, null, [h]).get(h)!;
+    });
+    // The gradient is one kernel: both slices' gradients, their pads and their sum.
+    const d2 = rt().dispatchCount;
+    const gh = await g.data();
+    expect(rt().dispatchCount - d2).toBe(1);
+    const hv = await h.data();
+    gh.forEach((v, i) => expect(v).toBeCloseTo(i % 8 < 4 ? Math.exp(hv[i]) : 2 * hv[i], 4));
+    [a, b, w, y, h, g].forEach((t) => t.dispose());
+  });
+});
+
 describe('fused prologues of conv kernels', () => {
   it('a small conv net with fused inputs and gradients computes what the eager path computes', async () => {
     // The conv kernels read fused inputs under the gpu kernel profile (on a software renderer they compute them first).

@@ -128,8 +128,11 @@ export class Storage {
  * first time the tensor's storage is needed, or dropped unseen when it is disposed first.
  */
 export interface Deferred {
-  /** Computes the values into a fresh buffer and lets go of its inputs. */
-  realize(): GPUBuffer;
+  /**
+   * Computes the values into a fresh buffer, or returns storage shared with other deferred views of them, already
+   * retained for the caller; lets go of its inputs.
+   */
+  realize(): GPUBuffer | Storage;
   /** Lets go of its inputs without computing. */
   release(): void;
 }
@@ -179,10 +182,13 @@ export class Tensor {
   get sharedStorage(): Storage {
     if (!this.alive) throw new Error(`tensor ${fmt(this.shape)} (from ${this.op}) used after dispose`);
     if (!this.storage) {
-      const buffer = this.pending!.realize();
+      const made = this.pending!.realize();
       this.pending = null;
-      this.storage = new Storage(buffer);
-      this.storage.retain();
+      if (made instanceof Storage) this.storage = made;
+      else {
+        this.storage = new Storage(made);
+        this.storage.retain();
+      }
     }
     return this.storage;
   }

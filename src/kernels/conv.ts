@@ -19,7 +19,7 @@
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
 import { program, flatIndex } from './program.js';
-import { readSource, sourcePrelude, type Source } from './fusion.js';
+import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 
 import { activationWgsl, type Activation } from './activation.js';
 
@@ -102,13 +102,7 @@ const FILTER_UNIFORMS = {
   padT: 'i32', padL: 'i32', tilesM: 'u32', tiles: 'u32', threads: 'u32', chunk: 'u32',
 } as const;
 
-/**
- * Whether a conv kernel reads a deferred input through its expression. Each input value is read once per tap and
- * channel tile, so the expression is recomputed as often; on a software renderer, where loads bound the
- * kernels, that cost more than the dispatch it saves (GFZ compact training step on llvmpipe, 2026-12-02: 330 ms
- * with conv prologues, against 291 ms without fusion), so there the input is computed first.
- */
-const convPrologue = () => runtime().kernelProfile === 'gpu';
+const convPrologue = heavyPrologue;
 
 /** A gather kernel's storage: input xs (a buffer, or a fused expression read as the prologue), weight ws, optional bias bs; output ys. */
 const gatherIo = (hasBias: boolean, src: Source) => ({ inputs: [...src.inputs, 'ws', ...(hasBias ? ['bs'] : [])], outputs: ['ys'] });

@@ -36,7 +36,22 @@ interface Node {
   b: number;
   shape: Shape;
 }
-type Expr = Leaf | Node;
+/**
+ * Index maps, computing nothing: `slice` reads its argument at c + begin; `pad` at c - begin, zero where that
+ * falls outside the argument (a slice's gradient, a concat's parts); `permute` reads it with its axes permuted
+ * (out axis k is the argument's axis perm[k]); `split` is a reshape that splits axes into runs of axes and adds
+ * or drops size-1 axes, so that each of the argument's coordinates is a linear combination of the out ones.
+ */
+interface View {
+  kind: 'slice' | 'pad' | 'permute' | 'split';
+  args: [Expr];
+  begin: readonly number[];
+  perm: readonly number[];
+  /** split: for each axis of the argument, the out axes it is split into (none for a size-1 axis). */
+  groups: readonly (readonly number[])[];
+  shape: Shape;
+}
+type Expr = Leaf | Node | View;
 
 function nodeCount(e: Expr, seen = new Set<Expr>()): number {
   if (seen.has(e)) return 0;
@@ -62,6 +77,15 @@ function leafId(l: Leaf): string {
   return `${id}@${l.offset}:${l.shape.join('x')}`;
 }
 
+/**
+ * The buffer a group of deferred values share once one of them is computed: a value and its reshapes (the same
+ * elements under another shape) are computed once, whichever is needed first.
+ */
+class Shared {
+  storage: Storage | null = null;
+  holders = 0;
+}
+
 /** The deferred values of one fused tensor: its expression, holding a reference to every buffer it reads. */
 class FusedValue implements Deferred {
   readonly inputs: Leaf[];
@@ -69,7 +93,11 @@ class FusedValue implements Deferred {
   private owner: Tensor | null = null;
   private readonly force = () => void this.owner?.sharedStorage;
 
-  constructor(readonly expr: Node) {
+  constructor(
+    readonly expr: Exclude<Expr, Leaf>,
+    readonly shared = new Shared(),
+  ) {
+    shared.holders++;
     this.inputs = [...leavesOf(expr).values()];
     const rt = runtime();
     for (const l of new Set(this.inputs.map((x) => x.storage))) {
@@ -83,12 +111,19 @@ class FusedValue implements Deferred {
     return t;
   }
 
-  realize(): GPUBuffer {
-    const rt = runtime();
-    const out = rt.alloc(sizeOf(this.expr.shape) * 4);
-    dispatchFused(this.expr, this.inputs, out);
+  realize(): Storage {
+    const shared = this.shared;
+    if (!shared.storage) {
+      const out = runtime().alloc(sizeOf(this.expr.shape) * 4);
+      dispatchFused(this.expr, this.inputs, out);
+      shared.storage = new Storage(out);
+      shared.storage.retain();
+    }
+    // Retained for the tensor taking it, before the group may let go of its own reference.
+    const storage = shared.storage;
+    storage.retain();
     this.release();
-    return out;
+    return storage;
   }
 
   release(): void {
@@ -100,6 +135,8 @@ class FusedValue implements Deferred {
       s.drop();
     }
     this.owner = null;
+    // The group's own reference; each tensor that took the storage holds its own.
+    if (--this.shared.holders === 0) this.shared.storage?.drop();
   }
 }
 
@@ -113,59 +150,258 @@ function operand(t: Tensor, inline: boolean): Expr {
 /** Inputs a fused kernel may bind: the adapter's storage-buffer limit less the output. */
 const maxLeaves = () => Math.max(1, Math.min(8, runtime().limits.maxStorageBuffersPerShaderStage - 1));
 
-function build(kind: 'unary' | 'binary', op: UnaryOp | BinaryOp, xs: Tensor[], shape: Shape, a: number, b: number): Tensor {
+/** A deferred tensor of `shape` whose expression `make` builds over the operands' expressions. */
+function build(xs: Tensor[], shape: Shape, make: (args: Expr[]) => Exclude<Expr, Leaf>): Tensor {
   // Inline every operand whose expression keeps the whole within bounds; compute the others first, the largest
   // first (it shrinks the expression most). An operand computed meanwhile (the same tensor twice) is a leaf.
   const inline = xs.map(() => true);
   const args = () => xs.map((t, i) => operand(t, inline[i]));
-  const root = (es: Expr[]): Node => ({ kind, op, args: es, a, b, shape });
   let es = args();
-  while (nodeCount(root(es)) > MAX_NODES || leavesOf(root(es)).size > maxLeaves()) {
+  while (nodeCount(make(es)) > MAX_NODES || leavesOf(make(es)).size > maxLeaves()) {
     const sizes = es.map((e, i) => (inline[i] && e.kind !== 'leaf' ? nodeCount(e) : -1));
     const j = sizes.indexOf(Math.max(...sizes));
     if (sizes[j] < 0) break;
     inline[j] = false;
     es = args();
   }
-  const value = new FusedValue(root(es));
+  const value = new FusedValue(make(es));
   return value.adopt(new Tensor(value, shape));
 }
 
-export const fuseUnary = (op: UnaryOp, x: Tensor, a: number, b: number): Tensor => build('unary', op, [x], x.shape, a, b);
-export const fuseBinary = (op: BinaryOp, x: Tensor, y: Tensor, shape: Shape, a: number, b: number): Tensor => build('binary', op, [x, y], shape, a, b);
+const map = (kind: 'unary' | 'binary', op: UnaryOp | BinaryOp, shape: Shape, a: number, b: number) => (args: Expr[]): Node => ({ kind, op, args, a, b, shape });
+const view = (kind: View['kind'], shape: Shape, begin: readonly number[], perm: readonly number[] = [], groups: number[][] = []) => ([x]: Expr[]): View => ({ kind, args: [x], begin, perm, groups, shape });
+
+export const fuseUnary = (op: UnaryOp, x: Tensor, a: number, b: number): Tensor => build([x], x.shape, map('unary', op, x.shape, a, b));
+export const fuseBinary = (op: BinaryOp, x: Tensor, y: Tensor, shape: Shape, a: number, b: number): Tensor => build([x, y], shape, map('binary', op, shape, a, b));
 /** x broadcast to `shape` without a copy: each reader indexes x with stride 0 along the broadcast axes. */
-export const fuseBroadcast = (x: Tensor, shape: Shape): Tensor => build('unary', 'identity', [x], shape, 0, 0);
+export const fuseBroadcast = (x: Tensor, shape: Shape): Tensor => build([x], shape, map('unary', 'identity', shape, 0, 0));
+/** x[begin : begin + size] as an index map: readers index x directly. */
+export const fuseSlice = (x: Tensor, begin: readonly number[], size: Shape): Tensor => build([x], size, view('slice', size, begin));
+/** x placed at `begin` in zeros of `shape` (x's shape fits there), as an index map with a bounds test. */
+export const fusePad = (x: Tensor, shape: Shape, begin: readonly number[]): Tensor => build([x], shape, view('pad', shape, begin));
+/** x with its axes permuted (out axis k is x's axis perm[k]), as an index map. */
+export const fusePermute = (x: Tensor, perm: readonly number[]): Tensor =>
+  build([x], perm.map((p) => x.shape[p]), view('permute', perm.map((p) => x.shape[p]), [], perm));
+/** The xs joined along `axis`: a sum of pads, one kernel however many parts. */
+export function fuseConcat(xs: Tensor[], axis: number, shape: Shape): Tensor {
+  const begins: number[][] = [];
+  let at = 0;
+  for (const t of xs) {
+    begins.push(shape.map((_, k) => (k === axis ? at : 0)));
+    at += t.shape[axis];
+  }
+  return build(xs, shape, (es) => {
+    const parts: Expr[] = es.map((e, i) => view('pad', shape, begins[i])([e]));
+    return parts.slice(1).reduce((acc, p) => map('binary', 'add', shape, 0, 0)([acc, p]), parts[0]) as Exclude<Expr, Leaf>;
+  });
+}
+
+/**
+ * x's deferred values under a new shape of the same size, still deferred, when its expression is elementwise over
+ * full-size or single-element inputs (a reshape then commutes with every op in it); otherwise null, and the
+ * caller views the computed buffer.
+ */
+export function fuseReshape(x: Tensor, shape: Shape): Tensor | null {
+  const d = x.deferred;
+  if (!(d instanceof FusedValue)) return null;
+  // Splitting axes (and adding or dropping size-1 ones) keeps every index map affine: any expression takes it.
+  const groups = splitGroups(x.shape, shape);
+  if (groups) {
+    const value = new FusedValue(view('split', shape, [], [], groups)([d.expr]), d.shared);
+    return value.adopt(new Tensor(value, shape));
+  }
+  const n = sizeOf(shape);
+  const memo = new Map<Expr, Expr | null>();
+  const reshaped = (e: Expr): Expr | null => {
+    if (memo.has(e)) return memo.get(e)!;
+    let r: Expr | null = null;
+    if (e.kind === 'leaf') {
+      const size = sizeOf(e.shape);
+      r = size === n ? { ...e, shape } : size === 1 ? { ...e, shape: [] } : null;
+    } else if ((e.kind === 'unary' || e.kind === 'binary') && sizeOf(e.shape) === n) {
+      const args = e.args.map(reshaped);
+      r = args.every((a) => a !== null) ? { ...e, args: args as Expr[], shape } : null;
+    }
+    memo.set(e, r);
+    return r;
+  };
+  const expr = reshaped(d.expr);
+  if (!expr || expr.kind === 'leaf') return null;
+  const value = new FusedValue(expr, d.shared);
+  return value.adopt(new Tensor(value, shape));
+}
+
+/** For each axis of `from`, the run of axes of `to` it splits into, when `to` refines `from` that way; else null. */
+function splitGroups(from: Shape, to: Shape): number[][] | null {
+  const groups: number[][] = [];
+  let j = 0;
+  const skipOnes = () => {
+    while (j < to.length && to[j] === 1) j++;
+  };
+  for (const d of from) {
+    if (d === 1) {
+      groups.push([]);
+      continue;
+    }
+    skipOnes();
+    const run: number[] = [];
+    let product = 1;
+    while (j < to.length && product < d) {
+      if (to[j] !== 1) {
+        product *= to[j];
+        run.push(j);
+      }
+      j++;
+    }
+    if (product !== d) return null;
+    groups.push(run);
+  }
+  skipOnes();
+  return j === to.length ? groups : null;
+}
 
 // ---------------------------------------------------------------- code generation
 
-/** Each input's strides over the output's axes (right-aligned broadcasting: a size-1 axis has stride 0). */
-function broadcastStrides(leaf: Shape, out: Shape): number[] {
-  const strides = new Array<number>(out.length).fill(0);
-  let stride = 1;
-  for (let k = leaf.length - 1; k >= 0; k--) {
-    const o = out.length - leaf.length + k;
-    if (leaf[k] !== 1) strides[o] = stride;
-    stride *= leaf[k];
+/** A node's coordinate along one of its axes as a function of the output's: sum of coef * c[axis], plus shift. */
+interface Coord {
+  terms: readonly { axis: number; coef: number }[];
+  shift: number;
+}
+type AxisMap = readonly Coord[];
+const ZERO: Coord = { terms: [], shift: 0 };
+const coordKey = (c: Coord) => `${c.terms.map((t) => `${t.coef}c${t.axis}`).join('+')}+${c.shift}`;
+
+/** How the expression's argument of shape `argShape` is indexed, given the node's own axis map. */
+function argMap(e: Exclude<Expr, Leaf>, m: AxisMap, argShape: Shape): AxisMap {
+  if (e.kind === 'slice') return m.map((a, k) => ({ terms: a.terms, shift: a.shift + e.begin[k] }));
+  if (e.kind === 'pad') return m.map((a, k) => ({ terms: a.terms, shift: a.shift - e.begin[k] }));
+  if (e.kind === 'split') {
+    return e.groups.map((run) => {
+      const terms: { axis: number; coef: number }[] = [];
+      let shift = 0;
+      let weight = 1;
+      for (let j = run.length - 1; j >= 0; j--) {
+        const c = m[run[j]];
+        for (const t of c.terms) terms.push({ axis: t.axis, coef: t.coef * weight });
+        shift += c.shift * weight;
+        weight *= e.shape[run[j]];
+      }
+      return { terms, shift };
+    });
   }
-  return strides;
+  if (e.kind === 'permute') {
+    const out: Coord[] = new Array(m.length);
+    e.perm.forEach((p, k) => (out[p] = m[k]));
+    return out;
+  }
+  // Right-aligned broadcasting: an argument's size-1 axis always reads its index 0.
+  const lead = e.shape.length - argShape.length;
+  return argShape.map((d, k) => (d === 1 ? ZERO : m[lead + k]));
 }
 
-/** Merges adjacent output axes wherever every input steps through them as one (and drops size-1 axes). */
-function mergeAxes(out: Shape, strides: number[][]): { shape: number[]; strides: number[][] } {
-  const shape: number[] = [];
-  const merged: number[][] = strides.map(() => []);
-  out.forEach((d, k) => {
+/** One read of an input: element base + sum_k c_k stride_k of binding `input`, over the output's (unmerged) axes. */
+interface Read {
+  input: number;
+  base: number;
+  strides: number[];
+  /** Under a pad: the index may fall outside the input (its value is then discarded), so it is clamped. */
+  clamp: boolean;
+}
+/** A pad's bounds test: for each of the padded axes, 0 <= its coordinate < bound. */
+type Guard = { coord: Coord; bound: number }[];
+
+type Step =
+  | { kind: 'read'; read: number }
+  | { kind: 'map'; node: Node; args: number[] }
+  | { kind: 'pad'; arg: number; guard: number }
+  | { kind: 'zero' };
+
+/** The expression as straight-line steps over the output's coordinates, shared subexpressions once per index map. */
+function linearise(root: Exclude<Expr, Leaf>, leaves: Leaf[]) {
+  const ids = new Map(leaves.map((l, j) => [leafId(l), j]));
+  const steps: Step[] = [];
+  const reads: Read[] = [];
+  const guards: Guard[] = [];
+  const memo = new Map<string, number>();
+  const readIndex = new Map<string, number>();
+  const exprIds = new Map<Expr, number>();
+  const exprId = (e: Expr) => {
+    let id = exprIds.get(e);
+    if (id === undefined) exprIds.set(e, (id = exprIds.size));
+    return id;
+  };
+  const push = (key: string, s: Step) => {
+    const known = memo.get(key);
+    if (known !== undefined) return known;
+    steps.push(s);
+    memo.set(key, steps.length - 1);
+    return steps.length - 1;
+  };
+  const rank = root.shape.length;
+  const visit = (e: Expr, m: AxisMap, guarded: boolean): number => {
+    const at = `${exprId(e)}|${m.map(coordKey).join(',')}|${guarded}`;
+    const known = memo.get(at);
+    if (known !== undefined) return known;
+    if (e.kind === 'leaf') {
+      const st = stridesOf(e.shape);
+      const strides = new Array<number>(rank).fill(0);
+      let base = 0;
+      m.forEach((a, k) => {
+        base += a.shift * st[k];
+        for (const t of a.terms) strides[t.axis] += t.coef * st[k];
+      });
+      const input = ids.get(leafId(e))!;
+      const rkey = `read ${input}:${base}:${strides.join(',')}:${guarded}`;
+      let r = readIndex.get(rkey);
+      if (r === undefined) readIndex.set(rkey, (r = reads.push({ input, base, strides, clamp: guarded }) - 1));
+      const step = push(rkey, { kind: 'read', read: r });
+      memo.set(at, step);
+      return step;
+    }
+    if (e.kind === 'pad') {
+      const inner = argMap(e, m, e.args[0].shape);
+      const guard: Guard = [];
+      let never = false;
+      inner.forEach((a, k) => {
+        const bound = e.args[0].shape[k];
+        if (!a.terms.length) never ||= a.shift < 0 || a.shift >= bound;
+        else if (!(e.begin[k] === 0 && bound === e.shape[k])) guard.push({ coord: a, bound });
+      });
+      if (never) return push(at, { kind: 'zero' });
+      if (!guard.length) return memo.set(at, visit(e.args[0], inner, guarded)).get(at)!;
+      const arg = visit(e.args[0], inner, true);
+      const g = guards.push(guard) - 1;
+      return push(at, { kind: 'pad', arg, guard: g });
+    }
+    if (e.kind === 'slice' || e.kind === 'permute' || e.kind === 'split') return memo.set(at, visit(e.args[0], argMap(e, m, e.args[0].shape), guarded)).get(at)!;
+    const args = e.args.map((x) => visit(x, argMap(e, m, x.shape), guarded));
+    return push(at, { kind: 'map', node: e as Node, args });
+  };
+  visit(root, root.shape.map((d, k) => (d === 1 ? ZERO : { terms: [{ axis: k, coef: 1 }], shift: 0 })), false);
+  return { steps, reads, guards };
+}
+
+/**
+ * The output's axes after merging neighbours that every read steps through as one and no bounds test looks at,
+ * with size-1 axes dropped: `keep[j]` lists the original axes of merged axis j.
+ */
+function mergeAxes(shape: Shape, reads: Read[], guards: Guard[]): { shape: number[]; groups: number[][] } {
+  const tested = new Set(guards.flatMap((g) => g.flatMap((t) => t.coord.terms.map((x) => x.axis))));
+  const merged: number[] = [];
+  const groups: number[][] = [];
+  shape.forEach((d, k) => {
     if (d === 1) return;
-    const last = shape.length - 1;
-    if (last >= 0 && strides.every((s, j) => merged[j][last] === s[k] * d)) {
-      shape[last] *= d;
-      strides.forEach((s, j) => (merged[j][last] = s[k]));
+    const last = groups.length - 1;
+    const prev = last >= 0 ? groups[last][groups[last].length - 1] : -1;
+    if (prev >= 0 && !tested.has(k) && !tested.has(prev) && reads.every((r) => r.strides[prev] === r.strides[k] * d)) {
+      merged[last] *= d;
+      groups[last].push(k);
     } else {
-      shape.push(d);
-      strides.forEach((s, j) => merged[j].push(s[k]));
+      merged.push(d);
+      groups.push([k]);
     }
   });
-  return { shape, strides: merged };
+  return { shape: merged, groups };
 }
 
 /**
@@ -189,57 +425,68 @@ export function fusedRead(t: Tensor, pre = 'f_'): FusedRead | null {
   return d instanceof FusedValue ? compile(d.expr, d.inputs, pre) : null;
 }
 
-function compile(root: Node, leaves: Leaf[], pre = 'f_'): FusedRead {
-  const n = sizeOf(root.shape);
-  const ids = new Map(leaves.map((l, j) => [leafId(l), j]));
-  const plan = mergeAxes(root.shape, leaves.map((l) => broadcastStrides(l.shape, root.shape)));
-  if (plan.shape.length > MAX_RANK) throw new Error(`fused elementwise: ${plan.shape.length} axes after merging exceed ${MAX_RANK}`);
-  const contiguous = stridesOf(plan.shape);
+function compile(root: Exclude<Expr, Leaf>, leaves: Leaf[], pre = 'f_'): FusedRead {
+  const { steps, reads, guards } = linearise(root, leaves);
+  const plan = mergeAxes(root.shape, reads, guards);
   const rank = plan.shape.length;
-  const identity = leaves.map((l, j) => rank === 0 || (sizeOf(l.shape) === n && plan.strides[j].every((s, k) => s === contiguous[k])));
-  const broadcast = leaves.map((_, j) => j).filter((j) => !identity[j]);
+  if (rank > MAX_RANK) throw new Error(`fused elementwise: ${rank} axes after merging exceed ${MAX_RANK}`);
+  const axisOf = new Map<number, number>();
+  plan.groups.forEach((g, j) => g.forEach((k) => axisOf.set(k, j)));
+  // Each read's stride along a merged axis is its stride along the group's innermost axis.
+  const strides = reads.map((r) => plan.groups.map((g) => r.strides[g[g.length - 1]]));
+  const contiguous = stridesOf(plan.shape);
+  const identity = reads.map((r, j) => r.base === 0 && !r.clamp && strides[j].every((s, k) => s === contiguous[k]) && sizeOf(leaves[r.input].shape) === sizeOf(root.shape));
+  const strided = reads.map((_, j) => j).filter((j) => !identity[j]);
+  const coords = strided.length > 0 || guards.length > 0;
 
-  // The expression in topological order, shared nodes once; the structure (ops, wiring, which inputs broadcast,
-  // the rank) is the pipeline's key, the scalars are uniforms.
-  const order: Node[] = [];
-  const index = new Map<Expr, string>();
+  // The structure (ops, wiring, which reads are strided or clamped, which axes each bounds test looks at, the
+  // rank) is the pipeline's key; sizes, offsets, strides and the ops' scalars are uniforms.
   const structure: string[] = [];
   const params: number[] = [];
-  const visit = (e: Expr): string => {
-    const known = index.get(e);
-    if (known) return known;
-    let name: string;
-    if (e.kind === 'leaf') name = `L${ids.get(leafId(e))}`;
+  const guardValues: number[] = [];
+  // Per padded axis: its shift, its bound, then the coefficient of each output axis its coordinate combines.
+  const guardAxes = guards.map((g) => g.map((t) => t.coord.terms.map((x) => axisOf.get(x.axis)!)));
+  for (const g of guards) for (const t of g) guardValues.push(t.coord.shift >>> 0, t.bound, ...t.coord.terms.map((x) => x.coef));
+  steps.forEach((s) => {
+    if (s.kind === 'read') structure.push(`L${s.read}`);
+    else if (s.kind === 'zero') structure.push('0');
+    else if (s.kind === 'pad') structure.push(`pad(v${s.arg},g${s.guard})`);
     else {
-      const args = e.args.map(visit);
-      name = `v${order.length}`;
-      order.push(e);
-      structure.push(`${e.op}(${args.join(',')})`);
-      params.push(e.a, e.b);
+      structure.push(`${s.node.op}(${s.args.map((a) => `v${a}`).join(',')})`);
+      params.push(s.node.a, s.node.b);
     }
-    index.set(e, name);
-    return name;
-  };
-  visit(root);
+  });
+  const readKey = reads.map((r, j) => `x${r.input}${identity[j] ? 'i' : r.clamp ? 'c' : 's'}`).join(',');
+  const guardKey = guardAxes.map((g) => g.map((t) => t.join('+')).join('.')).join(',');
 
   const axes = { array: 'u32', length: MAX_RANK } as const;
   const uniforms: UniformDecl = {};
   const values: Record<string, number | number[]> = {};
-  if (broadcast.length) {
+  if (coords) {
     uniforms[`${pre}shape`] = axes;
     values[`${pre}shape`] = plan.shape;
   }
-  for (const j of broadcast) {
+  for (const j of strided) {
     uniforms[`${pre}s${j}`] = axes;
-    values[`${pre}s${j}`] = plan.strides[j];
+    values[`${pre}s${j}`] = strides[j];
   }
-  uniforms[`${pre}p`] = { array: 'f32', length: params.length };
-  values[`${pre}p`] = params;
+  if (strided.length) {
+    uniforms[`${pre}o`] = { array: 'u32', length: strided.length };
+    values[`${pre}o`] = strided.map((j) => reads[j].base >>> 0);
+  }
+  if (guardValues.length) {
+    uniforms[`${pre}g`] = { array: 'u32', length: guardValues.length };
+    values[`${pre}g`] = guardValues;
+  }
+  uniforms[`${pre}p`] = { array: 'f32', length: Math.max(1, params.length) };
+  values[`${pre}p`] = params.length ? params : [0];
   // The WGSL text is wanted only when the pipeline cache misses; the key and values above are needed every dispatch.
   const prelude = () => {
     const at = (a: string, k: number) => `u.${a}[${k >> 2}][${k & 3}]`;
     const ops = new Map<string, string>();
-    for (const e of order) {
+    for (const s of steps) {
+      if (s.kind !== 'map') continue;
+      const e = s.node;
       const fn = `${pre}${e.kind === 'unary' ? 'u' : 'b'}_${e.op}`;
       if (ops.has(fn)) continue;
       ops.set(
@@ -250,23 +497,44 @@ function compile(root: Node, leaves: Leaf[], pre = 'f_'): FusedRead {
       );
     }
     const lines: string[] = [];
-    if (broadcast.length) {
+    if (coords) {
       lines.push('  var rem = i;');
-      broadcast.forEach((j) => lines.push(`  var k${j} = 0u;`));
-      for (let k = rank - 1; k >= 0; k--) {
-        lines.push(`  { let c = rem % ${at(`${pre}shape`, k)}; rem = rem / ${at(`${pre}shape`, k)};${broadcast.map((j) => ` k${j} += c * ${at(`${pre}s${j}`, k)};`).join('')} }`);
-      }
+      for (let k = rank - 1; k >= 0; k--) lines.push(`  let c${k} = rem % ${at(`${pre}shape`, k)}; rem = rem / ${at(`${pre}shape`, k)};`);
     }
-    leaves.forEach((_, j) => lines.push(`  let L${j} = ${pre}x${j}[${identity[j] ? 'i' : `k${j}`}];`));
-    order.forEach((e, t) => {
-      const p = (q: number) => at(`${pre}p`, 2 * t + q);
-      lines.push(`  let v${t} = ${pre}${e.kind === 'unary' ? 'u' : 'b'}_${e.op}(${e.args.map((x) => index.get(x)!).join(', ')}, ${p(0)}, ${p(1)});`);
+    // u32 arithmetic wraps: a negative base or shift (under a pad) is stored as its two's complement.
+    let g0 = 0;
+    guardAxes.forEach((g, p) => {
+      const tests = g.map((axes) => {
+        const [shift, bound] = [at(`${pre}g`, g0), at(`${pre}g`, g0 + 1)];
+        const sum = axes.map((k, t) => `c${k} * ${at(`${pre}g`, g0 + 2 + t)}`).join(' + ');
+        g0 += 2 + axes.length;
+        return `${sum} + ${shift} < ${bound}`;
+      });
+      lines.push(`  let g${p} = ${tests.join(' && ')};`);
     });
-    lines.push(`  return v${order.length - 1};`);
+    const offsets = new Map(strided.map((j, o) => [j, o]));
+    const readExpr = (j: number) => {
+      const r = reads[j];
+      if (identity[j]) return `${pre}x${r.input}[i]`;
+      const idx = [at(`${pre}o`, offsets.get(j)!), ...plan.shape.map((_, k) => `c${k} * ${at(`${pre}s${j}`, k)}`)].join(' + ');
+      return `${pre}x${r.input}[${r.clamp ? `min(${idx}, arrayLength(&${pre}x${r.input}) - 1u)` : idx}]`;
+    };
+    let p = 0;
+    steps.forEach((s, t) => {
+      if (s.kind === 'read') lines.push(`  let v${t} = ${readExpr(s.read)};`);
+      else if (s.kind === 'zero') lines.push(`  let v${t} = 0.0;`);
+      else if (s.kind === 'pad') lines.push(`  let v${t} = select(0.0, v${s.arg}, g${s.guard});`);
+      else {
+        const fn = `${pre}${s.node.kind === 'unary' ? 'u' : 'b'}_${s.node.op}`;
+        lines.push(`  let v${t} = ${fn}(${s.args.map((a) => `v${a}`).join(', ')}, ${at(`${pre}p`, p)}, ${at(`${pre}p`, p + 1)});`);
+        p += 2;
+      }
+    });
+    lines.push(`  return v${steps.length - 1};`);
     return `${[...ops.values()].join('\n')}\nfn ${pre}fused(i: u32) -> f32 {\n${lines.join('\n')}\n}`;
   };
   return {
-    key: `${structure.join(';')}:${identity.map((x) => (x ? 'i' : 'b')).join('')}:r${rank}`,
+    key: `${structure.join(';')}:${readKey}:${guardKey}:r${rank}`,
     inputs: leaves.map((_, j) => `${pre}x${j}`),
     uniforms,
     prelude,
@@ -276,7 +544,7 @@ function compile(root: Node, leaves: Leaf[], pre = 'f_'): FusedRead {
 }
 
 /** The elementwise kernel of an expression: out[i] = fused(i). */
-function dispatchFused(root: Node, leaves: Leaf[], out: GPUBuffer): void {
+function dispatchFused(root: Exclude<Expr, Leaf>, leaves: Leaf[], out: GPUBuffer): void {
   const r = compile(root, leaves);
   const n = sizeOf(root.shape);
   program(`fused:${r.key}`, () => ({
@@ -304,6 +572,16 @@ function dispatchFused(root: Node, leaves: Leaf[], out: GPUBuffer): void {
 export interface Source extends FusedRead {
   fused: boolean;
 }
+
+/**
+ * Whether matmul and conv read a deferred operand through its expression. They read each operand value many
+ * times (once per output tile or tap), recomputing the expression as often. On a GPU that is cheaper than the
+ * dispatch and the round trip through memory it saves. On a software renderer, where loads bound these kernels,
+ * it is not: there the operand is computed first (GFZ compact training step on llvmpipe, 2026-12-02: 330 ms with
+ * conv prologues against 291 ms without fusion on an AMD EPYC; 103 ms with matmul prologues against 94 ms without
+ * on an Intel Xeon, `npm run bench:profile -- --model gfz --task train`).
+ */
+export const heavyPrologue = () => runtime().kernelProfile === 'gpu';
 
 /**
  * `others`: the storage buffers the kernel binds besides this source; a fused source that would exceed the limit

@@ -16,6 +16,8 @@
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt } from '../autograd/tensor.js';
 import { program, type BindingDecl } from './program.js';
+import { readSource, heavyPrologue, type Source } from './fusion.js';
+import { STABLE_WGSL } from './activation.js';
 
 import { ACTIVATIONS, activationWgsl, type Activation } from './activation.js';
 
@@ -61,16 +63,34 @@ interface Variant {
   bias: boolean;
   activation: Activation;
   reduceBatch: boolean;
+  /** The operands: buffers, or deferred values read through their expressions (the prologue). */
+  a: Source;
+  b: Source;
 }
 
 const range = (n: number) => [...Array(n).keys()];
 const lines = (n: number, f: (i: number) => string) => range(n).map(f).join('\n');
 const COMP = ['x', 'y', 'z', 'w'];
 
-/** a, b (and bias) read; out written; all of element type `elem`. */
-function operands(v: Variant, elem: string): { inputs: BindingDecl[]; outputs: BindingDecl[] } {
-  const b = (name: string) => ({ name, type: elem });
-  return { inputs: v.bias ? [b('a'), b('b'), b('bias')] : [b('a'), b('b')], outputs: [b('out')] };
+/**
+ * a, b (or their expressions' inputs) and bias read, out written. The kernels read the operands through
+ * `load_a`/`load_b` (scalars, staged) or `load4_a`/`load4_b` (vec4 at a vec4 index, direct); `elem` is the
+ * element type of plain buffers.
+ */
+function operands(v: Variant, elem: string): { inputs: BindingDecl[]; outputs: BindingDecl[]; prelude: string } {
+  const typed = (name: string) => ({ name, type: elem });
+  const reader = (src: Source, name: 'a' | 'b') => {
+    if (elem === 'f32') return { inputs: src.fused ? src.inputs : [typed(name)], wgsl: src.prelude() };
+    if (!src.fused) return { inputs: [typed(name)], wgsl: `fn load4_${name}(p: u32) -> vec4<f32> { return ${name}[p]; }` };
+    const at = (k: number) => `load_${name}(i + ${k}u)`;
+    return { inputs: src.inputs, wgsl: `${src.prelude()}\nfn load4_${name}(p: u32) -> vec4<f32> { let i = 4u * p; return vec4<f32>(${[0, 1, 2, 3].map(at).join(', ')}); }` };
+  };
+  const [a, b] = [reader(v.a, 'a'), reader(v.b, 'b')];
+  return {
+    inputs: [...a.inputs, ...b.inputs, ...(v.bias ? [typed('bias')] : [])],
+    outputs: [typed('out')],
+    prelude: `${v.a.fused || v.b.fused ? STABLE_WGSL : ''}\n${a.wgsl}\n${b.wgsl}`,
+  };
 }
 
 /** Batch loop header: the z workgroup's own batch, or every batch summed into one output. */
@@ -93,20 +113,20 @@ function directDecl(v: Variant, t: MatmulTiling) {
   let bAt: (kk: number, c: number) => string;
   if (v.transA) {
     // A stored [K, M]: a vec4 holds 4 adjacent rows at one k.
-    for (let kk = 0; kk < 4; kk++) for (let g = 0; g < R4; g++) loads += `      let a${kk}_${g} = a[aK + ${kk}u * M4 + rowQ${g}];\n`;
+    for (let kk = 0; kk < 4; kk++) for (let g = 0; g < R4; g++) loads += `      let a${kk}_${g} = load4_a(aK + ${kk}u * M4 + rowQ${g});\n`;
     aAt = (r, kk) => `a${kk}_${Math.floor(r / 4)}.${COMP[r % 4]}`;
   } else {
     // A stored [M, K]: a vec4 holds 4 consecutive k of one row.
-    for (let r = 0; r < R; r++) loads += `      let a${r} = a[aRow${r} + k4];\n`;
+    for (let r = 0; r < R; r++) loads += `      let a${r} = load4_a(aRow${r} + k4);\n`;
     aAt = (r, kk) => `a${r}.${COMP[kk]}`;
   }
   if (v.transB) {
     // B stored [N, K]: a vec4 holds 4 consecutive k of one column.
-    for (let j = 0; j < C; j++) loads += `      let b${j} = b[bCol${j} + k4];\n`;
+    for (let j = 0; j < C; j++) loads += `      let b${j} = load4_b(bCol${j} + k4);\n`;
     bAt = (kk, c) => `vec4<f32>(${range(4).map((i) => `b${4 * c + i}.${COMP[kk]}`).join(', ')})`;
   } else {
     // B stored [K, N]: a vec4 holds 4 adjacent columns at one k.
-    for (let kk = 0; kk < 4; kk++) for (let c = 0; c < C4; c++) loads += `      let b${kk}_${c} = b[bK + ${kk}u * N4 + colQ${c}];\n`;
+    for (let kk = 0; kk < 4; kk++) for (let c = 0; c < C4; c++) loads += `      let b${kk}_${c} = load4_b(bK + ${kk}u * N4 + colQ${c});\n`;
     bAt = (kk, c) => `b${kk}_${c}`;
   }
   // Each accumulator takes its four k steps back to back: with far more accumulators than registers, a
@@ -119,7 +139,9 @@ function directDecl(v: Variant, t: MatmulTiling) {
   }
   // Rows and columns past the edge are clamped onto valid ones (their results are never stored), so the
   // loop needs no bounds checks. Grouped (vec4) indices clamp whole groups: M, N are multiples of 4 there.
+  const io = operands(v, 'vec4<f32>');
   const prelude = wgsl`
+${io.prelude}
 ${activationWgsl(v.activation, 'vec4<f32>')}
 `;
   const main = wgsl`  let M4 = u.M / 4u;
@@ -156,7 +178,7 @@ ${lines(C4, (c) => `  let bias${c} = ${v.bias ? `bias[colQ${c}]` : 'vec4<f32>(0.
 ${lines(R, (r) =>
   lines(C4, (c) => `  if (rowBase + ${r}u < u.M && colBase + ${4 * c}u < u.N) { out[outOff + (rowBase + ${r}u) * N4 + colQ${c}] = activate(acc${r}_${c} + bias${c}); }`),
 )}`;
-  return { name: 'matmul.direct', ...operands(v, 'vec4<f32>'), uniforms: UNIFORMS, workgroupSize: [t.wgX, t.wgY] as const, prelude: () => prelude, body: () => main };
+  return { name: 'matmul.direct', inputs: io.inputs, outputs: io.outputs, uniforms: { ...UNIFORMS, ...v.a.uniforms, ...v.b.uniforms }, workgroupSize: [t.wgX, t.wgY] as const, prelude: () => prelude, body: () => main };
 }
 
 const stagedProgram = (v: Variant, t: MatmulTiling) => program(`matmul:staged:${variantKey(v)}:${tilingKey(t)}`, () => stagedDecl(v, t));
@@ -189,12 +211,14 @@ function stagedDecl(v: Variant, t: MatmulTiling) {
   // keep padding out of the sums; rows and columns past M and N only reach outputs that are never stored.
   const aIndex = v.transA ? 'min(k, u.K - 1u) * u.M + min(m, u.M - 1u)' : 'min(m, u.M - 1u) * u.K + min(k, u.K - 1u)';
   const bIndex = v.transB ? 'min(n, u.N - 1u) * u.K + min(k, u.K - 1u)' : 'min(k, u.K - 1u) * u.N + min(n, u.N - 1u)';
+  const io = operands(v, 'f32');
   const prelude = wgsl`
+${io.prelude}
 ${activationWgsl(v.activation, 'vec4<f32>')}
 var<workgroup> shA: array<vec4<f32>, ${slotsA}>;
 var<workgroup> shB: array<vec4<f32>, ${slotsB}>;
-fn loadA(off: u32, m: u32, k: u32) -> f32 { return a[off + ${aIndex}]; }
-fn loadB(off: u32, n: u32, k: u32) -> f32 { return select(0.0, b[off + ${bIndex}], k < u.K); }
+fn loadA(off: u32, m: u32, k: u32) -> f32 { return load_a(off + ${aIndex}); }
+fn loadB(off: u32, n: u32, k: u32) -> f32 { return select(0.0, load_b(off + ${bIndex}), k < u.K); }
 `;
   const main = wgsl`  let lx = lid3.x;
   let ly = lid3.y;
@@ -231,11 +255,11 @@ ${lines(R, (r) =>
     ].join('\n'),
   ),
 )}`;
-  return { name: 'matmul.staged', ...operands(v, 'f32'), uniforms: UNIFORMS, workgroupSize: [t.wgX, t.wgY] as const, prelude: () => prelude, body: () => main };
+  return { name: 'matmul.staged', inputs: io.inputs, outputs: io.outputs, uniforms: { ...UNIFORMS, ...v.a.uniforms, ...v.b.uniforms }, workgroupSize: [t.wgX, t.wgY] as const, prelude: () => prelude, body: () => main };
 }
 
 const variantKey = (v: Variant) =>
-  `${v.transA ? 'T' : 'N'}${v.transB ? 'T' : 'N'}:${v.bias ? 'bias' : 'nobias'}:${v.activation}:${v.reduceBatch ? 'sum' : 'batch'}`;
+  `${v.transA ? 'T' : 'N'}${v.transB ? 'T' : 'N'}:${v.bias ? 'bias' : 'nobias'}:${v.activation}:${v.reduceBatch ? 'sum' : 'batch'}${v.a.key}${v.b.key}`;
 const tilingKey = (t: MatmulTiling) => `${t.wgX}x${t.wgY}:${t.rows}x${t.cols}:${t.depth}`;
 
 /** Rows, columns and batch of one operand as stored. */
@@ -303,14 +327,18 @@ export function matmulKernel(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Te
   if (![wgX, wgY, rows / 4, cols / 4].every(positive) || (kernel === 'staged' && !positive(depth))) {
     throw new Error(`${op}: invalid tiling ${tilingKey(tiling)}: rows and cols must be positive multiples of 4`);
   }
-  const variant: Variant = { transA, transB, bias: bias !== null, activation, reduceBatch };
+  // Deferred operands are read through their expressions, saving their own dispatch; the output, the bias and the
+  // other operand's bindings count against the storage-buffer limit.
+  const as = readSource(a, 'a', bias ? 3 : 2, heavyPrologue());
+  const bs = readSource(b, 'b', 1 + as.inputs.length + (bias ? 1 : 0), heavyPrologue());
+  const variant: Variant = { transA, transB, bias: bias !== null, activation, reduceBatch, a: as, b: bs };
   const prog = kernel === 'direct' ? directProgram(variant, tiling) : stagedProgram(variant, tiling);
 
   const out = Tensor.empty(reduceBatch ? [M, N] : shape);
   prog.run({
-    inputs: bias ? [a.binding, b.binding, bias.binding] : [a.binding, b.binding],
+    inputs: [...as.bindings, ...bs.bindings, ...(bias ? [bias.binding] : [])],
     outputs: [out.binding],
-    uniforms: { M, N, K, batch, aStride: batchA === 1 ? 0 : M * K, bStride: batchB === 1 ? 0 : K * N, outStride: reduceBatch ? 0 : M * N },
+    uniforms: { M, N, K, batch, aStride: batchA === 1 ? 0 : M * K, bStride: batchB === 1 ? 0 : K * N, outStride: reduceBatch ? 0 : M * N, ...as.values, ...bs.values } as never,
     workgroups: [Math.ceil(N / (tiling.wgX * tiling.cols)), Math.ceil(M / (tiling.wgY * tiling.rows)), reduceBatch ? 1 : batch],
   });
   return out;

@@ -5,7 +5,8 @@ import { stridesOf } from '../core/shape.js';
 
 export { stridesOf, broadcastShapes, normAxes } from '../core/shape.js';
 import { program, flatIndex } from './program.js';
-import { readSource, sourcePrelude, fuseBroadcast, type Source } from './fusion.js';
+import { fillKernel } from './elementwise.js';
+import { readSource, sourcePrelude, fuseBroadcast, fuseSlice, fusePad, fusePermute, fuseConcat, fuseReshape, type Source } from './fusion.js';
 
 const WG = 256;
 export const COPY_MAX_RANK = 8;
@@ -99,8 +100,17 @@ export function stridedCopy(
   });
 }
 
+/** With fusion on, f32 data movement is an index map its readers apply (src/kernels/fusion.ts), not a copy. */
+const fusable = (x: Tensor) => runtime().fusion && x.dtype === 'f32';
+
+/** x's elements under a new shape of the same size: a view of its buffer, or still deferred where fusion allows. */
+export function reshapeKernel(x: Tensor, shape: Shape): Tensor {
+  return (fusable(x) ? fuseReshape(x, shape) : null) ?? new Tensor(x.sharedStorage, shape, x.dtype, x.byteOffset);
+}
+
 /** Permutes axes: out.shape[k] = x.shape[perm[k]]. */
 export function permuteKernel(x: Tensor, perm: readonly number[]): Tensor {
+  if (fusable(x)) return fusePermute(x, perm);
   const st = stridesOf(x.shape);
   const shape = perm.map((p) => x.shape[p]);
   const out = Tensor.empty(shape, x.dtype);
@@ -110,7 +120,7 @@ export function permuteKernel(x: Tensor, perm: readonly number[]): Tensor {
 
 /** Materialises x broadcast to `shape` (x's shape must broadcast to it). */
 export function broadcastToKernel(x: Tensor, shape: Shape): Tensor {
-  if (runtime().fusion && x.dtype === 'f32') return fuseBroadcast(x, shape);
+  if (fusable(x)) return fuseBroadcast(x, shape);
   const R = shape.length;
   const xs = [...Array(R - x.rank).fill(1), ...x.shape];
   const st = stridesOf(xs);
@@ -121,6 +131,7 @@ export function broadcastToKernel(x: Tensor, shape: Shape): Tensor {
 
 /** x[begin[k] : begin[k] + size[k]] along every axis. */
 export function sliceKernel(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor {
+  if (fusable(x)) return fuseSlice(x, begin, size);
   const st = stridesOf(x.shape);
   const out = Tensor.empty(size, x.dtype);
   const offset = begin.reduce((acc, b, k) => acc + b * st[k], 0);
@@ -133,6 +144,26 @@ export function writeRegion(x: Tensor, dst: Tensor, begin: readonly number[]): v
   const dstSt = stridesOf(dst.shape);
   const offset = begin.reduce((acc, b, k) => acc + b * dstSt[k], 0);
   stridedCopy(x, dst, x.shape, stridesOf(x.shape), dstSt, 0, offset);
+}
+
+/** x placed at `begin` in zeros of `shape` (slice's gradient). */
+export function padKernel(x: Tensor, shape: Shape, begin: readonly number[]): Tensor {
+  if (fusable(x)) return fusePad(x, shape, begin);
+  const out = fillKernel(shape, 0);
+  writeRegion(x, out, begin);
+  return out;
+}
+
+/** The xs (same dtype, shapes equal off `axis`) joined along `axis` into `shape`. */
+export function concatKernel(xs: Tensor[], axis: number, shape: Shape): Tensor {
+  if (xs.every(fusable)) return fuseConcat(xs, axis, shape);
+  const out = Tensor.empty(shape, xs[0].dtype);
+  let start = 0;
+  for (const t of xs) {
+    writeRegion(t, out, shape.map((_, k) => (k === axis ? start : 0)));
+    start += t.shape[axis];
+  }
+  return out;
 }
 
 const gatherProgram = program('gatherRows', () => ({

@@ -3,9 +3,9 @@
 // imports another in a circle.
 import { Tensor, record, sizeOf, assertShape, fmt, type Shape } from '../tensor.js';
 import { rowReduceKernel, axisReduceKernel, type RowReduceOp } from '../../kernels/reduce.js';
-import { broadcastToKernel, normAxes } from '../../kernels/shape.js';
+import { broadcastToKernel, reshapeKernel, normAxes } from '../../kernels/shape.js';
 
-/** Same data, new shape; one dimension may be -1. Shares storage with x (no copy). */
+/** Same data, new shape; one dimension may be -1. Shares storage with x, or stays deferred (no copy). */
 export function reshape(x: Tensor, shape: Shape): Tensor {
   const known = shape.filter((d) => d !== -1);
   const infer = shape.length - known.length;
@@ -13,8 +13,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
   const resolved = shape.map((d) => (d === -1 ? x.size / sizeOf(known) : d));
   assertShape('reshape', resolved);
   if (sizeOf(resolved) !== x.size) throw new Error(`reshape: cannot reshape ${fmt(x.shape)} (${x.size} elements) to ${fmt(shape)}`);
-  const y = new Tensor(x.sharedStorage, resolved, x.dtype, x.byteOffset);
-  return record(y, 'reshape', [x], (g) => [reshape(g, x.shape)]);
+  return record(reshapeKernel(x, resolved), 'reshape', [x], (g) => [reshape(g, x.shape)]);
 }
 
 export function broadcastTo(x: Tensor, shape: Shape): Tensor {
@@ -69,8 +68,9 @@ export function reduceAxes(op: RowReduceOp, x: Tensor, axes: number[], keepDims:
   }
   // Reducing only axes of size 1 (say the batch axis of a broadcast's gradient) changes nothing but the shape.
   if (y === x && scale !== 1) throw new Error(`internal: a mean over size-1 axes has scale ${scale}`);
-  const shaped = new Tensor(y.sharedStorage, reduceShape(x, axes, keepDims), x.dtype, y === x ? x.byteOffset : 0);
-  if (y !== x) y.dispose();
+  if (y === x) return reshapeKernel(x, reduceShape(x, axes, keepDims));
+  const shaped = new Tensor(y.sharedStorage, reduceShape(x, axes, keepDims), x.dtype);
+  y.dispose();
   return shaped;
 }
 

@@ -4,7 +4,8 @@ import { fillKernel } from '../../kernels/elementwise.js';
 import {
   permuteKernel,
   sliceKernel,
-  writeRegion,
+  padKernel,
+  concatKernel,
   gatherRowsKernel,
   scatterAddRowsKernel,
   oneHotKernel,
@@ -57,11 +58,7 @@ export function slice(x: Tensor, begin: readonly number[], size?: readonly numbe
       throw new Error(`slice: begin [${begin.join(', ')}] size [${sz.join(', ')}] is out of bounds for ${fmt(x.shape)}`);
     }
   });
-  return record(sliceKernel(x, begin, sz), 'slice', [x], (g) => {
-    const dx = full(x.shape, 0);
-    writeRegion(g, dx, begin);
-    return [dx];
-  });
+  return record(sliceKernel(x, begin, sz), 'slice', [x], (g) => [padKernel(g, x.shape, begin)]);
 }
 
 export function concat(xs: Tensor[], axis = 0): Tensor {
@@ -75,15 +72,13 @@ export function concat(xs: Tensor[], axis = 0): Tensor {
   }
   const shape = [...xs[0].shape];
   shape[ax] = xs.reduce((a, t) => a + t.shape[ax], 0);
-  const out = Tensor.empty(shape, xs[0].dtype);
   const starts: number[] = [];
   let start = 0;
   for (const t of xs) {
     starts.push(start);
-    writeRegion(t, out, shape.map((_, k) => (k === ax ? start : 0)));
     start += t.shape[ax];
   }
-  return record(out, 'concat', xs, (g) =>
+  return record(concatKernel(xs, ax, shape), 'concat', xs, (g) =>
     xs.map((t, i) => slice(g, shape.map((_, k) => (k === ax ? starts[i] : 0)), t.shape)),
   );
 }
