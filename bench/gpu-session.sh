@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session's work, in the order scarce GPU time is spent: confirm Dawn finds the GPU through the native
 # (Vulkan) backend, profile the GFZ and DFZ training steps with GPU timestamps (GFZ also without fusion), benchmark training steps and
-# kernels against PyTorch on the same machine (these four within the first 5 minutes), then train the
+# kernels against PyTorch on the same machine (these four within the first 5 minutes), time Dawn's toggles, then train the
 # `paper` GFZ and DFZ (or resume them from checkpoints/) and evaluate them on the full test set (K = 10, seeds 1-3).
 # New work stops at the deadline, so what was measured is always written out.
 #
@@ -48,6 +48,8 @@ done
 step profile-gfz-eager 45 env GENCLS_FUSION=0 node dist/bench/profile.js --model gfz --task train --json "$work/profile-gfz-train-eager.json"
 step train-step $(($(left) - 300)) node dist/bench/train-step.js --no-tfjs --torch --budget 5 --json "$work/train-step.json"
 step kernels $(($(left) - 200)) node dist/bench/kernels.js --no-cpu --no-webgpu --torch --reps 10 --budget 1 --json "$work/kernels.json"
+# Dawn's toggles on this GPU (each set in its own process, two rounds).
+step toggles $(($(left) - 150 < 120 ? $(left) - 150 : 120)) node dist/bench/toggles.js --rounds 2 --steps 20 --json "$work/toggles.json"
 
 # Then the paper models, side by side on the GPU. Each is trained from scratch, or resumed from its checkpoint in
 # checkpoints/ when Adam's state is there too, to its last epoch (a checkpoint every epoch; SIGINT at the deadline

@@ -47,8 +47,10 @@ async function main(): Promise<void> {
   const steps = o.int('steps', 1, 20);
   const sets = (o.str('sets')?.split(';') ?? DEFAULT_SETS).map((s) => s.trim());
   if (!sets.includes('')) sets.unshift('');
-  const profile = fileURLToPath(new URL('./profile.ts', import.meta.url));
-  const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
+  // Built (dist/bench/toggles.js, as bench/gpu-session.sh runs it): node runs profile.js; from source, tsx runs profile.ts.
+  const built = import.meta.url.endsWith('.js');
+  const profile = fileURLToPath(new URL(built ? './profile.js' : './profile.ts', import.meta.url));
+  const runner = built ? process.execPath : fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
   const dir = mkdtempSync(join(tmpdir(), 'gencls-toggles-'));
   const times = new Map<string, number[]>(sets.map((s) => [s, []]));
   const header: Record<string, unknown>[] = [];
@@ -60,7 +62,7 @@ async function main(): Promise<void> {
         process.stderr.write(`round ${r + 1}/${rounds}, toggles [${set || 'default'}] ...\n`);
         const args = [profile, '--model', model, '--task', task, '--steps', String(steps), '--reps', '1', '--top', '1', '--json', out];
         if (o.common.backend) args.push('--backend', o.common.backend);
-        const res = spawnSync(tsx, args, { env: { ...process.env, GENCLS_DAWN_TOGGLES: set }, encoding: 'utf8' });
+        const res = spawnSync(runner, args, { env: { ...process.env, GENCLS_DAWN_TOGGLES: set }, encoding: 'utf8' });
         if (res.status !== 0) fail(P, `bench:profile with toggles [${set}] failed (exit ${res.status}):\n${res.stderr.slice(-2000)}`);
         const j = JSON.parse(readFileSync(out, 'utf8')) as { step_ms: number; adapter: string; kernel_profile: string; fusion: boolean };
         times.get(set)!.push(j.step_ms);

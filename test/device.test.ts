@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import * as T from './lib.js';
-import { NoAdapterError, parseBackend } from '../src/device.js';
+import { NoAdapterError, parseBackend, dawnToggleFlags } from '../src/device.js';
 import { kernelProfileFor } from '../src/kernels/runtime.js';
 
 describe('device acquisition', () => {
@@ -16,6 +16,16 @@ describe('device acquisition', () => {
     expect(kernelProfileFor('nvidia / nvidia-h200 / NVIDIA: 580.159.04 580.159.4.0 [dawn native, core]', undefined)).toBe('gpu');
     expect(kernelProfileFor('llvmpipe', 'gpu')).toBe('gpu');
     expect(() => kernelProfileFor('llvmpipe', 'fast')).toThrow(/GENCLS_KERNEL_PROFILE must be one of software, gpu, got 'fast'/);
+  });
+
+  it('turns GENCLS_DAWN_TOGGLES into Dawn\'s enable and disable flags, and refuses what is not a toggle name', () => {
+    expect(dawnToggleFlags(undefined)).toEqual([]);
+    expect(dawnToggleFlags('')).toEqual([]);
+    expect(dawnToggleFlags('disable_robustness, skip_validation,-lazy_clear_resource_on_first_use')).toEqual([
+      'enable-dawn-features=disable_robustness,skip_validation',
+      'disable-dawn-features=lazy_clear_resource_on_first_use',
+    ]);
+    expect(() => dawnToggleFlags('skip_validation;rm')).toThrow(/GENCLS_DAWN_TOGGLES: 'skip_validation;rm' is not a Dawn toggle name/);
   });
 
   it('the no-adapter error names what was tried and what to install', () => {

@@ -250,7 +250,7 @@ describe('fused data movement', () => {
         [...eager, ...fused, ...inputs].forEach((t) => t.dispose());
       }),
       // Every program compiles its own kernels: few runs, each a different structure.
-      { numRuns: 12 },
+      { numRuns: 10 },
     );
   });
 
