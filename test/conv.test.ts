@@ -213,6 +213,14 @@ for (const profile of ['software', 'gpu'] as const) {
         const want = refConv2dGrads(x, w, g, c.stride, padding);
         expectClose(await download(K.conv2dBackwardInput(toGpu(g), toGpu(w), x.shape, p)), want.dx, TOL, `conv2dBackwardInput ${JSON.stringify(c)}`);
         expectClose(await download(K.conv2dBackwardFilter(toGpu(x), toGpu(g), w.shape, p)), want.dw, TOL, `conv2dBackwardFilter ${JSON.stringify(c)}`);
+        // The weight's and bias's gradients in one pass: the bias's is g summed over N, Ho, Wo.
+        const both = K.conv2dBackwardFilterBias(toGpu(x), toGpu(g), w.shape, p);
+        const [n, m, ho, wo] = g.shape;
+        const db = new Float64Array(m);
+        for (let i = 0; i < g.data.length; i++) db[Math.floor(i / (ho * wo)) % m] += g.data[i];
+        expect(n * m * ho * wo).toBe(g.data.length);
+        expectClose(await download(both.dw), want.dw, TOL, `conv2dBackwardFilterBias dW ${JSON.stringify(c)}`);
+        expectClose(await download(both.db), db, TOL, `conv2dBackwardFilterBias db ${JSON.stringify(c)}`);
       };
 
       it('forward with fused bias and activation', async () => {

@@ -343,12 +343,13 @@ function pickFilterTile(m: number, kSize: number): { tm: number; tn: number } {
   return { tm, tn: tm >= 16 ? tn : 32 };
 }
 
-const convFilterGradProgram = (tm: number, tn: number, wg: number, xs: Source, gs: Source) =>
-  program(`convFilterGrad:${tm}x${tn}:${wg}${xs.key}${gs.key}`, () => convFilterGradDecl(tm, tn, wg, xs, gs));
+const convFilterGradProgram = (tm: number, tn: number, wg: number, bias: boolean, xs: Source, gs: Source) =>
+  program(`convFilterGrad:${tm}x${tn}:${wg}:${bias}${xs.key}${gs.key}`, () => convFilterGradDecl(tm, tn, wg, bias, xs, gs));
 
 // partials[split, m, (c, ky, kx)] = sum over this split's slice of (n, oy, ox) of
 //   g[n, m, oy, ox] * x[n, c, oy*sh - padT + ky, ox*sw - padL + kx].
-function convFilterGradDecl(tm: number, tn: number, wg: number, xs: Source, gs: Source) {
+// With `bias`, one more column reads 1 instead of x: partials[split, m, kSize] sums g itself, the bias gradient.
+function convFilterGradDecl(tm: number, tn: number, wg: number, bias: boolean, xs: Source, gs: Source) {
   return {
     name: 'convFilterGrad',
     inputs: [...xs.inputs, ...gs.inputs],
@@ -362,6 +363,7 @@ function convFilterGradDecl(tm: number, tn: number, wg: number, xs: Source, gs: 
   let howo = u.ho * u.wo;
   let khkw = u.kh * u.kw;
   let kSize = u.c * khkw;
+  let kTotal = kSize + ${bias ? 1 : 0}u;
   let tile = t % u.tiles;
   let split = t / u.tiles;
   let m0 = (tile % u.tilesM) * ${tm}u;
@@ -390,7 +392,7 @@ ${grid(tm, tn, (i, j) => `  var acc${i}_${j} = 0.0;`)}
     let rowBase = xBase + iyS * i32(u.w) + ixS;
     let q = gBase + oy * u.wo + ox;
 ${each(tn, (j) => `    let ok${j} = u32(iyS + ky${j}) < u.h && u32(ixS + kx${j}) < u.w;
-    let b${j} = select(0.0, load_xs(u32(select(0, rowBase + colOff${j}, ok${j}))), ok${j});`)}
+    let b${j} = ${bias ? `select(` : ''}select(0.0, load_xs(u32(select(0, rowBase + colOff${j}, ok${j}))), ok${j})${bias ? `, 1.0, k0 + ${j}u == kSize)` : ''};`)}
 ${each(tm, (i) => `    let a${i} = load_gs(gRow${i} + q);`)}
 ${grid(tm, tn, (i, j) => `    acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`)}
     ox += 1u;
@@ -404,8 +406,8 @@ ${grid(tm, tn, (i, j) => `    acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`)}
       }
     }
   }
-  let out = split * u.m * kSize;
-${grid(tm, tn, (i, j) => `  if (m0 + ${i}u < u.m && k0 + ${j}u < kSize) { partials[out + (m0 + ${i}u) * kSize + k0 + ${j}u] = acc${i}_${j}; }`)}`,
+  let out = split * u.m * kTotal;
+${grid(tm, tn, (i, j) => `  if (m0 + ${i}u < u.m && k0 + ${j}u < kTotal) { partials[out + (m0 + ${i}u) * kTotal + k0 + ${j}u] = acc${i}_${j}; }`)}`,
   };
 }
 
@@ -420,6 +422,21 @@ const sumPartialsProgram = program('convSumPartials', () => ({
   var acc = 0.0;
   for (var s = 0u; s < u.splits; s++) { acc += partials[s * u.size + e]; }
   ys[e] = acc;`,
+}));
+
+// The same sum over [splits, m, kSize + 1] partials, split into the weight gradient [m, kSize] and the bias's [m].
+const sumPartialsBiasProgram = program('convSumPartialsBias', () => ({
+  name: 'convSumPartialsBias',
+  inputs: ['partials'],
+  outputs: ['dw', 'db'],
+  uniforms: { size: 'u32', splits: 'u32', kSize: 'u32' },
+  workgroupSize: SUM_WG,
+  body: () => `${flatIndex(SUM_WG, 'u.size', 'e')}
+  var acc = 0.0;
+  for (var s = 0u; s < u.splits; s++) { acc += partials[s * u.size + e]; }
+  let row = e / (u.kSize + 1u);
+  let col = e % (u.kSize + 1u);
+  if (col == u.kSize) { db[row] = acc; } else { dw[row * u.kSize + col] = acc; }`,
 }));
 
 /** Reduction steps per invocation, trading the partials pass against enough invocations for every core. */
@@ -438,14 +455,16 @@ function convFilterGrad(
   kernel: readonly [number, number],
   stride: readonly [number, number],
   padding: readonly [number, number],
-): Tensor {
+  withBias = false,
+): { dw: Tensor; db: Tensor | null } {
   const [n, c, h, w] = x.shape;
   const [, m, ho, wo] = g.shape;
   const [kh, kw] = kernel;
   const kSize = c * kh * kw;
-  const { tm, tn } = pickFilterTile(m, kSize);
+  const kTotal = kSize + (withBias ? 1 : 0);
+  const { tm, tn } = pickFilterTile(m, kTotal);
   const tilesM = Math.ceil(m / tm);
-  const tiles = tilesM * Math.ceil(kSize / tn);
+  const tiles = tilesM * Math.ceil(kTotal / tn);
   const total = n * ho * wo;
   const wantSplits = Math.max(1, Math.ceil(TARGET_THREADS[runtime().kernelProfile] / tiles));
   const chunk = Math.max(MIN_CHUNK, Math.ceil(total / wantSplits));
@@ -453,22 +472,27 @@ function convFilterGrad(
   const threads = tiles * splits;
   const rt = runtime();
   const dw = Tensor.empty([m, c, kh, kw]);
-  const partials = splits === 1 ? dw : Tensor.empty([splits, m, kSize]);
+  const db = withBias ? Tensor.empty([m]) : null;
+  const partials = splits === 1 && !withBias ? dw : Tensor.empty([splits, m, kTotal]);
   const wg = pickWorkgroup(threads);
   // The output and the other source's bindings count against the storage-buffer limit.
   const gs = readSource(g, 'gs', 2, convPrologue());
   const xs = readSource(x, 'xs', 1 + gs.inputs.length, convPrologue());
-  convFilterGradProgram(tm, tn, wg, xs, gs).run({
+  convFilterGradProgram(tm, tn, wg, withBias, xs, gs).run({
     inputs: [...xs.bindings, ...gs.bindings],
     outputs: [partials.binding],
     uniforms: { n, c, h, w, m, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tiles, threads, chunk, ...xs.values, ...gs.values },
     workgroups: rt.groups1d(Math.ceil(threads / wg)),
   });
-  if (partials !== dw) {
-    sumPartialsProgram.run({ inputs: [partials.binding], outputs: [dw.binding], uniforms: { size: dw.size, splits }, workgroups: rt.groups1d(Math.ceil(dw.size / SUM_WG)) });
+  const size = m * kTotal;
+  if (db) {
+    sumPartialsBiasProgram.run({ inputs: [partials.binding], outputs: [dw.binding, db.binding], uniforms: { size, splits, kSize }, workgroups: rt.groups1d(Math.ceil(size / SUM_WG)) });
+    partials.dispose();
+  } else if (partials !== dw) {
+    sumPartialsProgram.run({ inputs: [partials.binding], outputs: [dw.binding], uniforms: { size, splits }, workgroups: rt.groups1d(Math.ceil(size / SUM_WG)) });
     partials.dispose();
   }
-  return dw;
+  return { dw, db };
 }
 
 // ---------------------------------------------------------------- entry points
@@ -502,7 +526,17 @@ export function conv2dBackwardInput(g: Tensor, weight: Tensor, xShape: Shape, p:
 /** dL/dweight of conv2d: x [N, Cin, H, W], g [N, Cout, Ho, Wo] -> wShape [Cout, Cin, kh, kw]. */
 export function conv2dBackwardFilter(x: Tensor, g: Tensor, wShape: Shape, p: Conv2dParams): Tensor {
   expectShape('conv2dBackwardFilter', 'g', g, [x.shape[0], wShape[0], ...p.outputSize]);
-  return convFilterGrad(x, g, [wShape[2], wShape[3]], p.stride, p.padding);
+  return convFilterGrad(x, g, [wShape[2], wShape[3]], p.stride, p.padding).dw;
+}
+
+/**
+ * dL/dweight and dL/dbias of conv2d in one pass: the bias gradient (g summed over N, Ho, Wo) is one more column
+ * of the filter gradient's reduction, which walks exactly those positions.
+ */
+export function conv2dBackwardFilterBias(x: Tensor, g: Tensor, wShape: Shape, p: Conv2dParams): { dw: Tensor; db: Tensor } {
+  expectShape('conv2dBackwardFilterBias', 'g', g, [x.shape[0], wShape[0], ...p.outputSize]);
+  const { dw, db } = convFilterGrad(x, g, [wShape[2], wShape[3]], p.stride, p.padding, true);
+  return { dw, db: db! };
 }
 
 /** x [N, Cin, H, W], weight [Cin, Cout, kh, kw] (ConvTranspose2d layout), bias [Cout] | null -> [N, Cout, Ho, Wo]. */
@@ -527,5 +561,5 @@ export function convTranspose2dBackwardInput(g: Tensor, weight: Tensor, xShape: 
 export function convTranspose2dBackwardFilter(x: Tensor, g: Tensor, wShape: Shape, p: ConvTranspose2dParams): Tensor {
   expectShape('convTranspose2dBackwardFilter', 'g', g, [x.shape[0], wShape[1], ...convTranspose2dOutputSize([x.shape[2], x.shape[3]], [wShape[2], wShape[3]], p)]);
   // The same sum as conv2d's filter gradient with the roles of x and g swapped: g is the (larger) "input".
-  return convFilterGrad(g, x, [wShape[2], wShape[3]], p.stride, p.padding);
+  return convFilterGrad(g, x, [wShape[2], wShape[3]], p.stride, p.padding).dw;
 }

@@ -5,6 +5,7 @@ import {
   conv2dForward,
   conv2dBackwardInput,
   conv2dBackwardFilter,
+  conv2dBackwardFilterBias,
   convTranspose2dForward,
   convTranspose2dBackwardInput,
   convTranspose2dBackwardFilter,
@@ -98,10 +99,12 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   const y = conv2dForward(x, weight, bias, { ...params, activation: act });
   return record(y, op, bias ? [x, weight, bias] : [x, weight], (g, need) => {
     const gz = throughActivation(act, g, y);
+    // The weight's and the bias's gradients in one pass where both are wanted.
+    const both = bias && need[1] && need[2] ? conv2dBackwardFilterBias(x, gz, weight.shape, params) : null;
     const grads = [
       need[0] ? conv2dBackwardInput(gz, weight, x.shape, params) : null,
-      need[1] ? conv2dBackwardFilter(x, gz, weight.shape, params) : null,
-      ...(bias ? [need[2] ? sum(gz, [0, 2, 3]) : null] : []),
+      both ? both.dw : need[1] ? conv2dBackwardFilter(x, gz, weight.shape, params) : null,
+      ...(bias ? [both ? both.db : need[2] ? sum(gz, [0, 2, 3]) : null] : []),
     ];
     if (gz !== g) gz.dispose();
     return grads;
