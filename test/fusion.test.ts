@@ -11,16 +11,58 @@ import { MAX_NODES } from '../src/kernels/fusion.js';
 
 const { rt } = useGpu();
 
-/** Runs `f` with fusion on or off, restoring the setting. */
-function withFusion<R>(on: boolean, f: () => R): R {
+/** Runs `f` with the runtime's fusion and kernel profile (gpu or software) set as given, restoring both. */
+function withRuntime<R>(set: { fusion?: boolean; gpu?: boolean }, f: () => R): R {
   const r = rt();
-  const was = r.fusion;
-  r.fusion = on;
+  const was = { fusion: r.fusion, kernelProfile: r.kernelProfile };
+  if (set.fusion !== undefined) r.fusion = set.fusion;
+  if (set.gpu !== undefined) r.kernelProfile = set.gpu ? 'gpu' : 'software';
   try {
     return f();
   } finally {
-    r.fusion = was;
+    r.fusion = was.fusion;
+    r.kernelProfile = was.kernelProfile;
   }
+}
+const withFusion = <R>(on: boolean, f: () => R): R => withRuntime({ fusion: on }, f);
+const withProfile = <R>(gpu: boolean, f: () => R): R => withRuntime({ gpu }, f);
+
+type Tolerance = { rtol: number; atol: number };
+
+/**
+ * Builds the outputs eagerly, then fused (under the gpu kernel profile when `gpu`, else the adapter's): the fused
+ * path takes no more dispatches and gives the same shapes, dtypes and values.
+ */
+async function expectFusedLikeEager(build: () => T.Tensor[], tol: Tolerance, gpu?: boolean): Promise<void> {
+  const d0 = rt().dispatchCount;
+  const eager = withFusion(false, () => T.tidy(build));
+  const eagerValues = await T.readAll(eager);
+  const d1 = rt().dispatchCount;
+  const fused = withRuntime({ fusion: true, gpu }, () => T.tidy(build));
+  const fusedValues = await withRuntime({ gpu }, () => T.readAll(fused));
+  expect(rt().dispatchCount - d1).toBeLessThanOrEqual(d1 - d0);
+  fused.forEach((t, k) => {
+    expect(t.shape).toEqual(eager[k].shape);
+    expect(t.dtype).toBe(eager[k].dtype);
+    expectClose(fusedValues[k], eagerValues[k], tol, `value ${k}`);
+  });
+  [...eager, ...fused].forEach((t) => t.dispose());
+}
+
+/** The gradients of `loss` with respect to fresh inputs, eager and fused, agree. */
+async function expectFusedGradients(makeInputs: () => T.Tensor[], loss: (inputs: T.Tensor[]) => T.Tensor, tol: Tolerance): Promise<void> {
+  const grads = (on: boolean) =>
+    withFusion(on, () =>
+      T.tidy(() => {
+        const inputs = makeInputs().map((t) => t.requireGrad());
+        const g = T.gradients(loss(inputs), null, inputs);
+        return inputs.map((x) => g.get(x) ?? T.zeros(x.shape));
+      }),
+    );
+  const [eager, fused] = [grads(false), grads(true)];
+  const [e, f] = [await T.readAll(eager), await T.readAll(fused)];
+  f.forEach((v, k) => expectClose(v, e[k], tol, `gradient ${k}`));
+  [...eager, ...fused].forEach((t) => t.dispose());
 }
 
 type Step = { kind: 'unary'; op: number; x: number } | { kind: 'binary'; op: number; x: number; y: number } | { kind: 'scalar'; x: number; a: number; b: number };
@@ -96,21 +138,9 @@ describe('fused elementwise graphs', () => {
       fc.asyncProperty(arbProgram, async (prog) => {
         const p = prog as Program;
         const inputs = inputsOf(p);
-        const d0 = rt().dispatchCount;
-        const eager = withFusion(false, () => T.tidy(() => run(p, inputs, true)));
-        const eagerValues = await T.readAll(eager);
-        const d1 = rt().dispatchCount;
-        const fused = withFusion(true, () => T.tidy(() => run(p, inputs, true)));
-        const fusedValues = await T.readAll(fused);
-        const d2 = rt().dispatchCount;
-        expect(d2 - d1).toBeLessThanOrEqual(d1 - d0);
-        fused.forEach((t, k) => {
-          expect(t.shape).toEqual(eager[k].shape);
-          expect(t.dtype).toBe(eager[k].dtype);
-          // The same f32 operations per element; a compiler may contract a*b+c into one fma in either kernel.
-          expectClose(fusedValues[k], eagerValues[k], { rtol: 1e-5, atol: 1e-6 }, `value ${k}`);
-        });
-        [...eager, ...fused, ...inputs].forEach((t) => t.dispose());
+        // The same f32 operations per element; a compiler may contract a*b+c into one fma in either kernel.
+        await expectFusedLikeEager(() => run(p, inputs, true), { rtol: 1e-5, atol: 1e-6 });
+        inputs.forEach((t) => t.dispose());
       }),
       { numRuns: 30 },
     );
@@ -120,20 +150,8 @@ describe('fused elementwise graphs', () => {
     await fc.assert(
       fc.asyncProperty(arbProgram, async (prog) => {
         const p = prog as Program;
-        const grads = (on: boolean) =>
-          withFusion(on, () =>
-            T.tidy(() => {
-              const inputs = inputsOf(p).map((t) => t.requireGrad());
-              const out = run(p, inputs);
-              const loss = out.map((t) => T.sum(t)).reduce((a, b) => T.add(a, b));
-              const g = T.gradients(loss, null, inputs);
-              return inputs.map((x) => g.get(x) ?? T.zeros(x.shape));
-            }),
-          );
-        const [eager, fused] = [grads(false), grads(true)];
-        const [e, f] = [await T.readAll(eager), await T.readAll(fused)];
-        f.forEach((v, k) => expectClose(v, e[k], { rtol: 1e-4, atol: 1e-5 }, `gradient ${k}`));
-        [...eager, ...fused].forEach((t) => t.dispose());
+        const loss = (inputs: T.Tensor[]) => run(p, inputs).map((t) => T.sum(t)).reduce((a, b) => T.add(a, b));
+        await expectFusedGradients(() => inputsOf(p), loss, { rtol: 1e-4, atol: 1e-5 });
       }),
       { numRuns: 15 },
     );
@@ -169,18 +187,6 @@ const arbViewProgram = fc.record({
 });
 
 type ViewProgram = { leaves: number[][]; steps: ViewStep[]; seed: number; gpu: boolean };
-
-/** Runs `f` under a kernel profile, restoring it. */
-function withProfile<R>(gpu: boolean, f: () => R): R {
-  const r = rt();
-  const was = r.kernelProfile;
-  r.kernelProfile = gpu ? 'gpu' : 'software';
-  try {
-    return f();
-  } finally {
-    r.kernelProfile = was;
-  }
-}
 
 /** Rank-2 values also go through both matmul kernels as either operand (direct needs multiples of 4, so both appear). */
 const VIEW_CONSUMERS: Array<(x: T.Tensor) => T.Tensor> = [
@@ -236,18 +242,8 @@ describe('fused data movement', () => {
       fc.asyncProperty(arbViewProgram, async (prog) => {
         const p = prog as ViewProgram;
         const inputs = viewInputs(p);
-        const d0 = rt().dispatchCount;
-        const eager = withFusion(false, () => T.tidy(() => runViews(p, inputs, true)));
-        const eagerValues = await T.readAll(eager);
-        const d1 = rt().dispatchCount;
-        const fused = withProfile(p.gpu, () => withFusion(true, () => T.tidy(() => runViews(p, inputs, true))));
-        const fusedValues = await withProfile(p.gpu, () => T.readAll(fused));
-        expect(rt().dispatchCount - d1).toBeLessThanOrEqual(d1 - d0);
-        fused.forEach((t, k) => {
-          expect(t.shape).toEqual(eager[k].shape);
-          expectClose(fusedValues[k], eagerValues[k], { rtol: 1e-5, atol: 1e-5 }, `value ${k}`);
-        });
-        [...eager, ...fused, ...inputs].forEach((t) => t.dispose());
+        await expectFusedLikeEager(() => runViews(p, inputs, true), { rtol: 1e-5, atol: 1e-5 }, p.gpu);
+        inputs.forEach((t) => t.dispose());
       }),
       // Every program compiles its own kernels: few runs, each a different structure.
       { numRuns: 10 },
@@ -258,21 +254,12 @@ describe('fused data movement', () => {
     await fc.assert(
       fc.asyncProperty(arbViewProgram, async (prog) => {
         const p = prog as ViewProgram;
-        const grads = (on: boolean) =>
-          withFusion(on, () =>
-            T.tidy(() => {
-              const inputs = viewInputs(p).map((t) => t.requireGrad());
-              const out = runViews(p, inputs);
-              // Weighted so every element's gradient differs.
-              const loss = out.map((t, k) => T.sum(T.mul(t, T.tanh(T.scale(t, 0.3 + 0.1 * k))))).reduce((a, b) => T.add(a, b));
-              const g = T.gradients(loss, null, inputs);
-              return inputs.map((x) => g.get(x) ?? T.zeros(x.shape));
-            }),
-          );
-        const [eager, fused] = [grads(false), grads(true)];
-        const [e, f] = [await T.readAll(eager), await T.readAll(fused)];
-        f.forEach((v, k) => expectClose(v, e[k], { rtol: 1e-4, atol: 1e-4 }, `gradient ${k}`));
-        [...eager, ...fused].forEach((t) => t.dispose());
+        // Weighted so every element's gradient differs.
+        const loss = (inputs: T.Tensor[]) =>
+          runViews(p, inputs)
+            .map((t, k) => T.sum(T.mul(t, T.tanh(T.scale(t, 0.3 + 0.1 * k)))))
+            .reduce((a, b) => T.add(a, b));
+        await expectFusedGradients(() => viewInputs(p), loss, { rtol: 1e-4, atol: 1e-4 });
       }),
       { numRuns: 8 },
     );

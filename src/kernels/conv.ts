@@ -102,8 +102,6 @@ const FILTER_UNIFORMS = {
   padT: 'i32', padL: 'i32', tilesM: 'u32', tiles: 'u32', threads: 'u32', chunk: 'u32',
 } as const;
 
-const convPrologue = heavyPrologue;
-
 /** A gather kernel's storage: input xs (a buffer, or a fused expression read as the prologue), weight ws, optional bias bs; output ys. */
 const gatherIo = (hasBias: boolean, src: Source) => ({ inputs: [...src.inputs, 'ws', ...(hasBias ? ['bs'] : [])], outputs: ['ys'] });
 
@@ -202,7 +200,7 @@ function convGather(
   const tilesCols = Math.ceil(wo / tile.tc);
   const threads = tilesM * tilesCols * Math.ceil((n * ho) / tile.tr);
   const wg = pickWorkgroup(threads);
-  const src = readSource(x, 'xs', bias ? 3 : 2, convPrologue());
+  const src = readSource(x, 'xs', bias ? 3 : 2, heavyPrologue());
   convGatherProgram(tile, wg, bias !== null, act, src).run({
     inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : [])],
     outputs: [y.binding],
@@ -315,7 +313,7 @@ function convTransposeGather(
   const threads = tilesM * Math.ceil(phaseCols / tile.tc) * Math.ceil(phaseRows / tile.tr);
   const wg = pickWorkgroup(threads * sh * sw);
   const [gx, gy] = runtime().groups1d(Math.ceil(threads / wg));
-  const src = readSource(x, 'xs', bias ? 3 : 2, convPrologue());
+  const src = readSource(x, 'xs', bias ? 3 : 2, heavyPrologue());
   convTransposeGatherProgram(tile, wg, bias !== null, act, src).run({
     inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : [])],
     outputs: [y.binding],
@@ -412,32 +410,26 @@ ${grid(tm, tn, (i, j) => `  if (m0 + ${i}u < u.m && k0 + ${j}u < kTotal) { parti
 }
 
 const SUM_WG = 64;
-const sumPartialsProgram = program('convSumPartials', () => ({
-  name: 'convSumPartials',
-  inputs: ['partials'],
-  outputs: ['ys'],
-  uniforms: { size: 'u32', splits: 'u32' },
-  workgroupSize: SUM_WG,
-  body: () => `${flatIndex(SUM_WG, 'u.size', 'e')}
+// partials [splits, m, kTotal] summed over the splits into the weight gradient [m, kSize], and with `bias` the
+// last column (kTotal = kSize + 1) into the bias's [m].
+const sumPartialsProgram = (bias: boolean) =>
+  program(`convSumPartials:${bias}`, () => ({
+    name: 'convSumPartials',
+    inputs: ['partials'],
+    outputs: bias ? ['dw', 'db'] : ['dw'],
+    uniforms: { size: 'u32', splits: 'u32', kSize: 'u32' },
+    workgroupSize: SUM_WG,
+    body: () => wgsl`${flatIndex(SUM_WG, 'u.size', 'e')}
   var acc = 0.0;
   for (var s = 0u; s < u.splits; s++) { acc += partials[s * u.size + e]; }
-  ys[e] = acc;`,
-}));
-
-// The same sum over [splits, m, kSize + 1] partials, split into the weight gradient [m, kSize] and the bias's [m].
-const sumPartialsBiasProgram = program('convSumPartialsBias', () => ({
-  name: 'convSumPartialsBias',
-  inputs: ['partials'],
-  outputs: ['dw', 'db'],
-  uniforms: { size: 'u32', splits: 'u32', kSize: 'u32' },
-  workgroupSize: SUM_WG,
-  body: () => `${flatIndex(SUM_WG, 'u.size', 'e')}
-  var acc = 0.0;
-  for (var s = 0u; s < u.splits; s++) { acc += partials[s * u.size + e]; }
+#if ${bias}
   let row = e / (u.kSize + 1u);
   let col = e % (u.kSize + 1u);
-  if (col == u.kSize) { db[row] = acc; } else { dw[row * u.kSize + col] = acc; }`,
-}));
+  if (col == u.kSize) { db[row] = acc; } else { dw[row * u.kSize + col] = acc; }
+#else
+  dw[e] = acc;
+#endif`,
+  }));
 
 /** Reduction steps per invocation, trading the partials pass against enough invocations for every core. */
 /** Rows of the N*Ho*Wo reduction an invocation sums at least, and the invocations the split aims for, per profile. */
@@ -476,20 +468,17 @@ function convFilterGrad(
   const partials = splits === 1 && !withBias ? dw : Tensor.empty([splits, m, kTotal]);
   const wg = pickWorkgroup(threads);
   // The output and the other source's bindings count against the storage-buffer limit.
-  const gs = readSource(g, 'gs', 2, convPrologue());
-  const xs = readSource(x, 'xs', 1 + gs.inputs.length, convPrologue());
+  const gs = readSource(g, 'gs', 2, heavyPrologue());
+  const xs = readSource(x, 'xs', 1 + gs.inputs.length, heavyPrologue());
   convFilterGradProgram(tm, tn, wg, withBias, xs, gs).run({
     inputs: [...xs.bindings, ...gs.bindings],
     outputs: [partials.binding],
     uniforms: { n, c, h, w, m, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tiles, threads, chunk, ...xs.values, ...gs.values },
     workgroups: rt.groups1d(Math.ceil(threads / wg)),
   });
-  const size = m * kTotal;
-  if (db) {
-    sumPartialsBiasProgram.run({ inputs: [partials.binding], outputs: [dw.binding, db.binding], uniforms: { size, splits, kSize }, workgroups: rt.groups1d(Math.ceil(size / SUM_WG)) });
-    partials.dispose();
-  } else if (partials !== dw) {
-    sumPartialsProgram.run({ inputs: [partials.binding], outputs: [dw.binding], uniforms: { size, splits }, workgroups: rt.groups1d(Math.ceil(size / SUM_WG)) });
+  if (partials !== dw) {
+    const size = m * kTotal;
+    sumPartialsProgram(withBias).run({ inputs: [partials.binding], outputs: db ? [dw.binding, db.binding] : [dw.binding], uniforms: { size, splits, kSize }, workgroups: rt.groups1d(Math.ceil(size / SUM_WG)) });
     partials.dispose();
   }
   return { dw, db };

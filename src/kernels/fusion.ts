@@ -164,7 +164,12 @@ function build(xs: Tensor[], shape: Shape, make: (args: Expr[]) => Exclude<Expr,
     inline[j] = false;
     es = args();
   }
-  const value = new FusedValue(make(es));
+  return deferred(make(es), shape);
+}
+
+/** A tensor whose values are `expr`, computed when first needed (into the buffer of `shared`'s group, if given). */
+function deferred(expr: Exclude<Expr, Leaf>, shape: Shape, shared?: Shared): Tensor {
+  const value = new FusedValue(expr, shared);
   return value.adopt(new Tensor(value, shape));
 }
 
@@ -182,16 +187,10 @@ export const fusePad = (x: Tensor, shape: Shape, begin: readonly number[]): Tens
 /** x with its axes permuted (out axis k is x's axis perm[k]), as an index map. */
 export const fusePermute = (x: Tensor, perm: readonly number[]): Tensor =>
   build([x], perm.map((p) => x.shape[p]), view('permute', perm.map((p) => x.shape[p]), [], perm));
-/** The xs joined along `axis`: a sum of pads, one kernel however many parts. */
-export function fuseConcat(xs: Tensor[], axis: number, shape: Shape): Tensor {
-  const begins: number[][] = [];
-  let at = 0;
-  for (const t of xs) {
-    begins.push(shape.map((_, k) => (k === axis ? at : 0)));
-    at += t.shape[axis];
-  }
+/** The xs joined along `axis`, each starting at `starts[i]`: a sum of pads, one kernel however many parts. */
+export function fuseConcat(xs: Tensor[], axis: number, shape: Shape, starts: readonly number[]): Tensor {
   return build(xs, shape, (es) => {
-    const parts: Expr[] = es.map((e, i) => view('pad', shape, begins[i])([e]));
+    const parts: Expr[] = es.map((e, i) => view('pad', shape, shape.map((_, k) => (k === axis ? starts[i] : 0)))([e]));
     return parts.slice(1).reduce((acc, p) => map('binary', 'add', shape, 0, 0)([acc, p]), parts[0]) as Exclude<Expr, Leaf>;
   });
 }
@@ -206,10 +205,7 @@ export function fuseReshape(x: Tensor, shape: Shape): Tensor | null {
   if (!(d instanceof FusedValue)) return null;
   // Splitting axes (and adding or dropping size-1 ones) keeps every index map affine: any expression takes it.
   const groups = splitGroups(x.shape, shape);
-  if (groups) {
-    const value = new FusedValue(view('split', shape, [], [], groups)([d.expr]), d.shared);
-    return value.adopt(new Tensor(value, shape));
-  }
+  if (groups) return deferred(view('split', shape, [], [], groups)([d.expr]), shape, d.shared);
   const n = sizeOf(shape);
   const memo = new Map<Expr, Expr | null>();
   const reshaped = (e: Expr): Expr | null => {
@@ -226,9 +222,7 @@ export function fuseReshape(x: Tensor, shape: Shape): Tensor | null {
     return r;
   };
   const expr = reshaped(d.expr);
-  if (!expr || expr.kind === 'leaf') return null;
-  const value = new FusedValue(expr, d.shared);
-  return value.adopt(new Tensor(value, shape));
+  return expr && expr.kind !== 'leaf' ? deferred(expr, shape, d.shared) : null;
 }
 
 /** For each axis of `from`, the run of axes of `to` it splits into, when `to` refines `from` that way; else null. */

@@ -16,8 +16,7 @@
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt } from '../autograd/tensor.js';
 import { program, type BindingDecl } from './program.js';
-import { readSource, heavyPrologue, type Source } from './fusion.js';
-import { STABLE_WGSL } from './activation.js';
+import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 
 import { ACTIVATIONS, activationWgsl, type Activation } from './activation.js';
 
@@ -79,18 +78,17 @@ const COMP = ['x', 'y', 'z', 'w'];
  */
 function operands(v: Variant, elem: string): { inputs: BindingDecl[]; outputs: BindingDecl[]; prelude: string } {
   const typed = (name: string) => ({ name, type: elem });
-  const reader = (src: Source, name: 'a' | 'b') => {
-    if (elem === 'f32') return { inputs: src.fused ? src.inputs : [typed(name)], wgsl: src.prelude() };
-    if (!src.fused) return { inputs: [typed(name)], wgsl: `fn load4_${name}(p: u32) -> vec4<f32> { return ${name}[p]; }` };
-    const at = (k: number) => `load_${name}(i + ${k}u)`;
-    return { inputs: src.inputs, wgsl: `${src.prelude()}\nfn load4_${name}(p: u32) -> vec4<f32> { let i = 4u * p; return vec4<f32>(${[0, 1, 2, 3].map(at).join(', ')}); }` };
-  };
-  const [a, b] = [reader(v.a, 'a'), reader(v.b, 'b')];
-  return {
-    inputs: [...a.inputs, ...b.inputs, ...(v.bias ? [typed('bias')] : [])],
-    outputs: [typed('out')],
-    prelude: `${v.a.fused || v.b.fused ? STABLE_WGSL : ''}\n${a.wgsl}\n${b.wgsl}`,
-  };
+  const sources = [v.a, v.b];
+  const names = ['a', 'b'] as const;
+  const inputs = sources.flatMap((src, i) => (src.fused ? src.inputs : [typed(names[i])]));
+  // Staged reads scalars: each source's own `load_*`. Direct reads vec4s: a plain buffer directly, a fused one as
+  // four scalars of its expression.
+  const load4 = (src: Source, n: string) =>
+    src.fused
+      ? `fn load4_${n}(p: u32) -> vec4<f32> { let i = 4u * p; return vec4<f32>(${[0, 1, 2, 3].map((k) => `load_${n}(i + ${k}u)`).join(', ')}); }`
+      : `fn load4_${n}(p: u32) -> vec4<f32> { return ${n}[p]; }`;
+  const prelude = elem === 'f32' ? sourcePrelude(...sources) : `${sourcePrelude(...sources.filter((src) => src.fused))}\n${sources.map((src, i) => load4(src, names[i])).join('\n')}`;
+  return { inputs: [...inputs, ...(v.bias ? [typed('bias')] : [])], outputs: [typed('out')], prelude };
 }
 
 /** Batch loop header: the z workgroup's own batch, or every batch summed into one output. */

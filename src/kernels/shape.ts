@@ -154,15 +154,11 @@ export function padKernel(x: Tensor, shape: Shape, begin: readonly number[]): Te
   return out;
 }
 
-/** The xs (same dtype, shapes equal off `axis`) joined along `axis` into `shape`. */
-export function concatKernel(xs: Tensor[], axis: number, shape: Shape): Tensor {
-  if (xs.every(fusable)) return fuseConcat(xs, axis, shape);
+/** The xs (same dtype, shapes equal off `axis`) joined along `axis` into `shape`, each starting at `starts[i]`. */
+export function concatKernel(xs: Tensor[], axis: number, shape: Shape, starts: readonly number[]): Tensor {
+  if (xs.every(fusable)) return fuseConcat(xs, axis, shape, starts);
   const out = Tensor.empty(shape, xs[0].dtype);
-  let start = 0;
-  for (const t of xs) {
-    writeRegion(t, out, shape.map((_, k) => (k === axis ? start : 0)));
-    start += t.shape[axis];
-  }
+  xs.forEach((t, i) => writeRegion(t, out, shape.map((_, k) => (k === axis ? starts[i] : 0))));
   return out;
 }
 

@@ -78,7 +78,7 @@ export function concat(xs: Tensor[], axis = 0): Tensor {
     starts.push(start);
     start += t.shape[ax];
   }
-  return record(concatKernel(xs, ax, shape), 'concat', xs, (g) =>
+  return record(concatKernel(xs, ax, shape, starts), 'concat', xs, (g) =>
     xs.map((t, i) => slice(g, shape.map((_, k) => (k === ax ? starts[i] : 0)), t.shape)),
   );
 }
