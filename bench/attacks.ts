@@ -407,7 +407,7 @@ async function main(): Promise<void> {
   for (const [name, m] of ourModels) process.stdout.write(`ours ${name}: ${m.weights}\n`);
   printNotMeasured(results.flatMap((r) => Object.entries(r.notes ?? {}).filter(([, n]) => n.startsWith('error') || n.startsWith('skipped')).map(([e, n]) => `  ${e} ${r.model} ${r.attack}: ${n}`)));
   printDone(results.length, t0, jsonPath);
-  for (const m of ourModels.values()) m.model.params.dispose();
+  for (const m of ourModels.values()) m.model.dispose();
   for (const m of peerModels.values()) m.dispose();
   shutdown();
 }

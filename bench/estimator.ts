@@ -59,7 +59,7 @@ async function main(): Promise<void> {
       bar.tick(rows.length);
     }
     bar.finish();
-    model.params.dispose();
+    model.dispose();
     results.push({ checkpoint: path, model: meta.model.model, epoch: meta.epoch, images: count, samples: k, seed, accuracy_shared: right.shared / count, accuracy_independent: right.independent / count, right_only_with_shared: right.onlyShared, right_only_with_independent: right.onlyIndependent });
   }
   const cols: Column[] = [['model', 6, 'l'], ['images', 7, 'r'], ['shared draws', 13, 'r'], ['independent', 12, 'r'], ['only shared right', 18, 'r'], ['only indep. right', 18, 'r']];

@@ -270,7 +270,7 @@ async function main(): Promise<void> {
       x.dispose();
       return { t, params: model.params.numel };
     } finally {
-      model.params.dispose();
+      model.dispose();
     }
   };
 

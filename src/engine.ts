@@ -5,5 +5,6 @@ export { init, shutdown, runtime, tidy, keep, noGrad, readAll, setDeviceProvider
 export { backward, gradients, grad, valueAndGrad } from './autograd/tape.js';
 export * from './autograd/ops/index.js';
 export { Rng } from './autograd/rng.js';
+export { compile, type CompiledFunction, type CompileOptions, type TracedFunction } from './autograd/compile.js';
 export { ParameterSet, Adam, type ParameterSpec } from './autograd/optim.js';
 export { LIMIT_KEYS, type AcquiredDevice, type DeviceProvider } from './gpu.js';

@@ -24,6 +24,21 @@ export interface Classifier {
    * `draw0 + j`, in one call. Classifiers whose rows draw their noise independently stack the copies in one batch.
    */
   logitsOfDraws?(x: Tensor, draw0: number, count: number): Tensor;
+  /**
+   * Optional: the same classifier as a function of explicit seeds, so attacks can compile its gradient once per
+   * shape and replay it. `nextSeed()` draws the seed the next `logits` or `logitsOfDraws` call would use.
+   */
+  seeded?: SeededClassifier;
+}
+
+export interface SeededClassifier {
+  /** Keeps the compiled functions (their arenas live as long as the model). */
+  readonly model: LatentVariableClassifier;
+  /** Names everything the seeded logits depend on besides the seed (samples, estimator). */
+  readonly key: string;
+  nextSeed(): number;
+  logits(x: Tensor, seed: number): Tensor;
+  logitsOfDraws(x: Tensor, seed: number, count: number): Tensor;
 }
 
 /**
@@ -36,16 +51,22 @@ export function bayesClassifier(model: LatentVariableClassifier, opts: { samples
   if (noise.kind === 'expectation' && !(Number.isInteger(noise.draws) && noise.draws >= 1)) throw new Error(`classifier: EOT draws must be a positive integer, got ${noise.draws}`);
   if (!['fixed', 'fresh', 'expectation'].includes(noise.kind)) throw new Error(`classifier: noise must be fixed, fresh or expectation, got '${(noise as { kind: string }).kind}'`);
   const stream = new Rng(noise.seed);
+  const nextSeed = () => (noise.kind === 'fixed' ? noise.seed : stream.nextSeed());
+  // Every row of a call gets its own z draws, so `count` stacked copies of the batch are `count` fresh draws.
+  const logitsOfDraws = (x: Tensor, seed: number, count: number) => model.logits(tileRows(x, count), { samples, seed, estimator });
   return {
     name: model.config.model,
     numClasses: 10,
     draws: noise.kind === 'expectation' ? noise.draws : 1,
-    logits: (x, _draw, replicas = 1, rows) => {
-      const seed = noise.kind === 'fixed' ? noise.seed : stream.nextSeed();
-      return model.logits(x, { samples, seed, replicas, rows, estimator });
+    logits: (x, _draw, replicas = 1, rows) => model.logits(x, { samples, seed: nextSeed(), replicas, rows, estimator }),
+    logitsOfDraws: (x, _draw0, count) => logitsOfDraws(x, stream.nextSeed(), count),
+    seeded: {
+      model,
+      key: `K=${samples} ${estimator ?? 'shared'}`,
+      nextSeed,
+      logits: (x, seed) => model.logits(x, { samples, seed, estimator }),
+      logitsOfDraws,
     },
-    // Every row of a call gets its own z draws, so `count` stacked copies of the batch are `count` fresh draws.
-    logitsOfDraws: (x, _draw0, count) => model.logits(tileRows(x, count), { samples, seed: stream.nextSeed(), estimator }),
   };
 }
 
@@ -78,15 +99,31 @@ export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draw0 =
   const { draws } = clf;
   const n = x.shape[0];
   const perCall = clf.logitsOfDraws ? Math.max(1, Math.min(draws, Math.floor(EOT_ROWS / n))) : 1;
+  const calls = Math.ceil(draws / perCall);
+  const seeded = clf.seeded;
+  if (seeded) {
+    // Seeds drawn here, in the order the eager calls draw them, so compiled and eager attacks see the same noise.
+    const seeds = Array.from({ length: calls }, () => seeded.nextSeed());
+    const f = seeded.model.compiled(`loss gradient ${seeded.key} draws=${draws} per call=${perCall}`, () => ([xs, ys], s) => {
+      const { grad, loss } = lossGraph(xs, ys, clf.numClasses, draws, perCall, (xv, k, c) => (c === 1 ? seeded.logits(xv, s[k]) : seeded.logitsOfDraws(xv, s[k], c)));
+      return [grad, loss];
+    });
+    const [grad, loss] = f([x, labels], seeds);
+    return { grad, loss };
+  }
+  return lossGraph(x, labels, clf.numClasses, draws, perCall, (xv, k, c) => (c === 1 ? clf.logits(xv, draw0 + k * perCall) : clf.logitsOfDraws!(xv, draw0 + k * perCall, c)));
+}
+
+/** The loss of `lossGradient` over `draws` draws in calls of `perCall` (call k from `logitsOf(x, k, count)`), and its input gradient. */
+function lossGraph(x: Tensor, labels: Tensor, numClasses: number, draws: number, perCall: number, logitsOf: (xv: Tensor, call: number, count: number) => Tensor): { grad: Tensor; loss: Tensor } {
   return tidy(() => {
     const xv = noGrad(() => scale(x, 1)).requireGrad();
-    const target = oneHot(labels, clf.numClasses);
+    const target = oneHot(labels, numClasses);
     let loss: Tensor | null = null;
-    for (let d = 0; d < draws; d += perCall) {
+    for (let d = 0, k = 0; d < draws; d += perCall, k++) {
       const c = Math.min(perCall, draws - d);
-      const logits = c === 1 ? clf.logits(xv, draw0 + d) : clf.logitsOfDraws!(xv, draw0 + d, c);
       // Summed (not averaged) over the batch so each image's gradient is its own loss's gradient; averaged over draws.
-      const l = scale(sum(mul(logSoftmax(logits), tileRows(target, c))), -1 / draws);
+      const l = scale(sum(mul(logSoftmax(logitsOf(xv, k, c)), tileRows(target, c))), -1 / draws);
       loss = loss ? add(loss, l) : l;
     }
     const g = gradients(loss!, null, [xv]).get(xv)!;

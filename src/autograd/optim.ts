@@ -268,21 +268,25 @@ export class Adam {
       return g ?? null;
     });
     const rt = runtime();
-    let active = 0;
-    const segments: AdamSegment[] = params.slots.map((slot, k) => {
-      const segment = { start: slot.offsetBytes / 4, size: 0, stepSize: 0, invSqrtBias2: 0 };
+    if (!chosen.some((g) => g)) return;
+    params.slots.forEach((slot, k) => {
       const g = chosen[k];
-      if (!g) return segment;
-      rt.copy(g.buffer, g.byteOffset, this.grads, slot.offsetBytes, slot.size * 4);
-      const t = ++this.steps[k];
-      active++;
-      return { ...segment, size: slot.size, stepSize: this.learningRate / (1 - this.beta1 ** t), invSqrtBias2: 1 / Math.sqrt(1 - this.beta2 ** t) };
+      if (g) rt.copy(g.buffer, g.byteOffset, this.grads, slot.offsetBytes, slot.size * 4);
     });
-    if (active === 0) return;
-    rt.write(this.table, new Uint8Array(packAdamSegments(segments)));
+    // The step counts and the learning rate are read when the table is made: inside a compiled function, at
+    // every replay, so bias corrections and schedules advance with each replayed step.
+    rt.hostWrite(this.table, () => {
+      const segments: AdamSegment[] = params.slots.map((slot, k) => {
+        const segment = { start: slot.offsetBytes / 4, size: 0, stepSize: 0, invSqrtBias2: 0 };
+        if (!chosen[k]) return segment;
+        const t = ++this.steps[k];
+        return { ...segment, size: slot.size, stepSize: this.learningRate / (1 - this.beta1 ** t), invSqrtBias2: 1 / Math.sqrt(1 - this.beta2 ** t) };
+      });
+      return new Uint8Array(packAdamSegments(segments));
+    });
     const decoupled = this.decoupledWeightDecay;
     adamKernel(
-      { params: params.buffer, grads: this.grads, m: this.m, v: this.v, table: this.table, elements: params.byteLength / 4, segments: segments.length },
+      { params: params.buffer, grads: this.grads, m: this.m, v: this.v, table: this.table, elements: params.byteLength / 4, segments: params.count },
       {
         beta1: this.beta1,
         beta2: this.beta2,

@@ -1,5 +1,6 @@
 // Host-side randomness: Philox4x32-10 on the CPU (the same generator the GPU kernels run), seed validation,
 // and `Rng`, a seeded stream of independent integer seeds so models and attacks draw reproducible keys.
+import { seedResolver, registerDerivedSeed, type SeedResolver } from '../core/dynamic.js';
 
 const M0 = 0xd2511f53;
 const M1 = 0xcd9e8d57;
@@ -64,14 +65,19 @@ export class Rng {
   private readonly key: [number, number];
   private block = 0;
   private words: number[] = [];
+  private drawn = 0;
+  /** Set while a compiled function is traced and this stream's seed is one of its arguments (src/core/dynamic.ts). */
+  private readonly traced: SeedResolver | undefined;
 
   constructor(readonly seed: number) {
     assertSeed('Rng', seed);
     this.key = splitSeed(seed);
+    this.traced = seedResolver(seed);
   }
 
   /** A uniformly distributed u32. */
   nextU32(): number {
+    this.drawn++;
     if (this.words.length === 0) {
       const [lo, hi] = splitSeed(this.block++);
       this.words = philox4x32([lo, hi, 0, COUNTER_TAGS.host], this.key).reverse();
@@ -81,7 +87,17 @@ export class Rng {
 
   /** A seed for the GPU random ops: a uniformly distributed integer in [0, 2^53). */
   nextSeed(): number {
-    return (this.nextU32() & 0x1fffff) * TWO32 + this.nextU32();
+    const before = this.drawn;
+    const seed = (this.nextU32() & 0x1fffff) * TWO32 + this.nextU32();
+    const parent = this.traced;
+    if (parent) {
+      registerDerivedSeed(seed, (seeds) => {
+        const replayed = new Rng(parent(seeds));
+        for (let i = 0; i < before; i++) replayed.nextU32();
+        return replayed.nextSeed();
+      });
+    }
+    return seed;
   }
 
   /** A double in [0, 1) with 53 random bits. */

@@ -4,7 +4,8 @@
 // builds the WGSL only when the runtime's pipeline cache misses. Binding 0 holds the uniforms (when there are
 // any), then the inputs in order (read), then the outputs (read_write), as Runtime.dispatch binds them.
 import { runtime } from '../autograd/tensor.js';
-import { GROUP_INDEX_WGSL, type Dispatch, type KernelSource } from './runtime.js';
+import { GROUP_INDEX_WGSL, type Dispatch, type KernelSource, type UniformPatch } from './runtime.js';
+import type { SeedResolver } from '../core/dynamic.js';
 
 /** A scalar, or an `array<vec4<T>, ceil(length / 4)>` of `length` scalars (element k is `u.name[k >> 2][k & 3]`). */
 export type UniformType = 'u32' | 'i32' | 'f32' | { array: 'u32' | 'i32' | 'f32'; length: number };
@@ -144,9 +145,20 @@ export class Program<U extends UniformDecl = UniformDecl> {
     return buf;
   }
 
-  /** Enqueues one dispatch on the runtime. */
-  run(d: Omit<Dispatch, 'uniforms'> & { uniforms?: UniformValues<U> }): void {
-    runtime().dispatch(this.source, { inputs: d.inputs, outputs: d.outputs, uniforms: this.pack(d.uniforms), workgroups: d.workgroups });
+  /**
+   * Enqueues one dispatch on the runtime. `replayed` names scalar uniforms that a compiled function recomputes
+   * from its seed arguments at every replay (src/core/dynamic.ts); eagerly, `uniforms` holds their values.
+   */
+  run(d: Omit<Dispatch, 'uniforms' | 'patches'> & { uniforms?: UniformValues<U>; replayed?: Partial<Record<keyof U & string, SeedResolver>> }): void {
+    runtime().dispatch(this.source, { inputs: d.inputs, outputs: d.outputs, uniforms: this.pack(d.uniforms), workgroups: d.workgroups, patches: d.replayed && this.patches(d.replayed) });
+  }
+
+  private patches(replayed: Partial<Record<string, SeedResolver>>): UniformPatch[] {
+    return Object.entries(replayed).map(([name, value]) => {
+      const f = this.layout?.fields.find((x) => x.name === name);
+      if (!f || typeof f.type !== 'string') throw new Error(`kernel '${this.decl.name}': '${name}' is not a scalar uniform`);
+      return { word: f.offset, type: f.type, value: value! };
+    });
   }
 }
 

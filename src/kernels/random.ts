@@ -4,6 +4,7 @@
 // Each invocation evaluates one Philox block and writes its four elements.
 import { Tensor, runtime, type Shape } from '../autograd/tensor.js';
 import { COUNTER_TAGS, assertSeed, splitSeed } from '../autograd/rng.js';
+import { seedResolver } from '../core/dynamic.js';
 import { program } from './program.js';
 
 const WG = 64;
@@ -93,7 +94,9 @@ function dispatchRandom(mode: Mode, out: Tensor, key: RandomKey, params: { a: nu
   assertSeed(`random.${mode}`, key.stream ?? 0, 'stream');
   const [key0, key1] = splitSeed(key.seed);
   const [stream0, stream1] = splitSeed(key.stream ?? 0);
+  const traced = seedResolver(key.seed);
   randomProgram(mode).run({
+    replayed: traced && { key0: (s) => splitSeed(traced(s))[0], key1: (s) => splitSeed(traced(s))[1] },
     inputs: input ? [input.binding] : [],
     outputs: [out.binding],
     uniforms: { n: out.size, key0, key1, stream0, stream1, threshold: params.threshold ?? 0, a: params.a, b: params.b, c: params.c ?? 0 },

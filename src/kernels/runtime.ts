@@ -3,6 +3,7 @@
 // batched asynchronous reads. Every kernel in src/kernels runs through `Runtime.dispatch`.
 import { USAGE_STORAGE, USAGE_COPY_SRC, USAGE_COPY_DST, USAGE_MAP_READ, USAGE_MAP_WRITE, USAGE_UNIFORM, MAP_READ, type AcquiredDevice } from '../gpu.js';
 import { DispatchProfiler, type StepProfile } from './profiler.js';
+import type { SeedResolver } from '../core/dynamic.js';
 
 export interface KernelSource {
   /** Cache key: kernel name plus every compile-time flag that changes the WGSL. */
@@ -22,6 +23,16 @@ export interface Dispatch {
   uniforms?: ArrayBuffer;
   /** Workgroup counts; x beyond the per-dimension limit must be folded by the caller via `groups1d`. */
   workgroups: [number, number?, number?];
+  /** Uniform scalars a recording recomputes at each replay (seeds); ignored outside a recording. */
+  patches?: UniformPatch[];
+}
+
+/** One scalar of a dispatch's uniform block that a replay recomputes from the call's seeds. */
+export interface UniformPatch {
+  /** Offset in 4-byte words. */
+  word: number;
+  type: 'u32' | 'i32' | 'f32';
+  value: SeedResolver;
 }
 
 export class KernelError extends Error {
@@ -55,6 +66,8 @@ export interface MemoryStats {
   pooledBytes: number;
   liveBuffers: number;
   pooledBuffers: number;
+  /** Bytes in the arenas of compiled functions' recordings (src/kernels/recording.ts). */
+  recordedBytes: number;
 }
 
 const UNIFORM_ARENA_BYTES = 1 << 16;
@@ -85,7 +98,7 @@ export class Runtime {
   private readonly layouts = new Map<string, GPUBindGroupLayout>();
   private readonly free = new Map<number, GPUBuffer[]>();
   private readonly sizes = new WeakMap<GPUBuffer, number>();
-  private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
+  private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, liveBuffers: 0, pooledBuffers: 0, recordedBytes: 0 };
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private pendingDispatches = 0;
@@ -116,8 +129,19 @@ export class Runtime {
    * env GENCLS_FUSION=0 turns it off (every op its own dispatch, as written).
    */
   fusion: boolean;
+  /**
+   * Trace compiled functions and replay them (src/autograd/compile.ts); env GENCLS_COMPILE=0 runs them eagerly,
+   * op by op, every call.
+   */
+  compiling: boolean;
   /** Deferred computations that read a buffer: computed before anything writes into it. */
   private readers = new Map<GPUBuffer, Set<() => void>>();
+  /** The recording being traced: buffers, dispatches, copies and writes go into it instead of the queue. */
+  private recording: Recording | null = null;
+  /** The recording that owns each arena buffer. */
+  private readonly owners = new WeakMap<GPUBuffer, Recording>();
+  /** Buffers outside any arena that live recordings bind, with how many bind each; released ones wait here. */
+  private readonly pins = new Map<GPUBuffer, { count: number; released: boolean }>();
 
   constructor(acquired: AcquiredDevice) {
     this.device = acquired.device;
@@ -127,6 +151,7 @@ export class Runtime {
     this.uniformAlign = Math.max(16, this.limits.minUniformBufferOffsetAlignment);
     this.kernelProfile = kernelProfileFor(this.description);
     this.fusion = (typeof process === 'undefined' ? undefined : process.env.GENCLS_FUSION) !== '0';
+    this.compiling = (typeof process === 'undefined' ? undefined : process.env.GENCLS_COMPILE) !== '0';
     this.device.lost.then((info) => {
       this.lost = `${info.reason}: ${info.message}`;
     });
@@ -144,6 +169,19 @@ export class Runtime {
     const size = bucketSize(bytes);
     if (size > this.limits.maxStorageBufferBindingSize) {
       throw new Error(`tensor of ${bytes} bytes exceeds the adapter's maxStorageBufferBindingSize (${this.limits.maxStorageBufferBindingSize})`);
+    }
+    const rec = this.recording;
+    if (rec) {
+      let buf = rec.free.get(size)?.pop();
+      if (!buf) {
+        buf = this.device.createBuffer({ size, usage: USAGE_STORAGE | USAGE_COPY_SRC | USAGE_COPY_DST });
+        this.sizes.set(buf, size);
+        this.owners.set(buf, rec);
+        rec.owned.push(buf);
+        this.stats.recordedBytes += size;
+      }
+      rec.live.add(buf);
+      return buf;
     }
     const list = this.free.get(size);
     let buf = list?.pop();
@@ -163,6 +201,26 @@ export class Runtime {
   release(buf: GPUBuffer): void {
     const size = this.sizes.get(buf);
     if (size === undefined) throw new Error('release: buffer was not allocated by this runtime');
+    const owner = this.owners.get(buf);
+    if (owner) {
+      // Arena buffers stay with their recording; one freed while tracing serves later allocations of the trace.
+      owner.live.delete(buf);
+      if (owner === this.recording) {
+        let list = owner.free.get(size);
+        if (!list) owner.free.set(size, (list = []));
+        list.push(buf);
+      }
+      return;
+    }
+    const pin = this.pins.get(buf);
+    if (pin) {
+      pin.released = true;
+      return;
+    }
+    this.releaseToPool(buf, size);
+  }
+
+  private releaseToPool(buf: GPUBuffer, size: number): void {
     this.stats.liveBytes -= size;
     this.stats.liveBuffers--;
     if (this.stats.pooledBytes + size > this.poolLimitBytes) {
@@ -196,11 +254,162 @@ export class Runtime {
     this.checkAlive();
     const size = Math.ceil(data.byteLength / 4) * 4;
     if (size === 0) return;
+    if (this.recording) {
+      this.recordWrite(buf, offsetBytes, size, padded(data));
+      return;
+    }
     const staging = this.device.createBuffer({ size, usage: USAGE_MAP_WRITE | USAGE_COPY_SRC, mappedAtCreation: true });
     new Uint8Array(staging.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     staging.unmap();
     this.copy(staging, 0, buf, offsetBytes, size);
     this.toDestroy.push(staging);
+  }
+
+  /**
+   * Like `write`, with the data made by `produce`: eagerly once, now; inside a recording at every replay (from the
+   * call's seeds), so per-call host state (Adam's step counts) advances with each replayed call.
+   */
+  hostWrite(buf: GPUBuffer, produce: (seeds: readonly number[]) => ArrayBufferView, offsetBytes = 0): void {
+    if (!this.recording) {
+      this.write(buf, produce([]), offsetBytes);
+      return;
+    }
+    this.checkAlive();
+    this.recordWrite(buf, offsetBytes, -1, produce);
+  }
+
+  private recordWrite(dst: GPUBuffer, dstOffset: number, size: number, data: Uint8Array | ((seeds: readonly number[]) => ArrayBufferView)): void {
+    const rec = this.recording!;
+    if (this.readers.size) this.flushReaders(dst);
+    this.pinFor(rec, dst);
+    rec.ops.push({ kind: 'write', dst, dstOffset, size, data, staging: null, written: false });
+  }
+
+  // ---------- recordings ----------
+
+  /** Whether a compiled function is being traced. */
+  get tracing(): boolean {
+    return this.recording !== null;
+  }
+
+  /**
+   * Starts tracing into a new recording: until `endRecording`, allocations come from its arena (reused by
+   * liveness as the trace frees them), and dispatches, copies and writes are recorded, not run.
+   */
+  beginRecording(): Recording {
+    this.checkAlive();
+    if (this.recording) throw new Error('runtime: a recording is already open (compiled functions do not nest)');
+    this.flush();
+    this.recording = new Recording();
+    return this.recording;
+  }
+
+  endRecording(rec: Recording): void {
+    if (this.recording !== rec) throw new Error('runtime: that recording is not open');
+    this.recording = null;
+    rec.free.clear();
+  }
+
+  private pinFor(rec: Recording, buf: GPUBuffer): void {
+    if (this.owners.get(buf) === rec || rec.pinned.has(buf)) return;
+    if (this.owners.get(buf)) throw new Error('runtime: a recording binds a buffer of another recording');
+    rec.pinned.add(buf);
+    const pin = this.pins.get(buf);
+    if (pin) pin.count++;
+    else this.pins.set(buf, { count: 1, released: false });
+  }
+
+  /**
+   * Runs a recording as one command buffer: the inputs' bytes copied into its input slots, every recorded op in
+   * order, each output copied into a fresh pooled buffer (returned), so the results outlive the next replay.
+   */
+  replay(rec: Recording, inputs: { from: GPUBufferBinding; to: GPUBuffer }[], seeds: readonly number[], outputs: { buffer: GPUBuffer; offset: number; bytes: number }[]): GPUBuffer[] {
+    this.checkAlive();
+    if (rec.disposed) throw new Error('runtime: replay of a disposed recording');
+    if (this.recording) throw new Error('runtime: cannot replay while tracing');
+    if (this.readers.size) for (const i of inputs) this.flushReaders(i.to);
+    this.flush();
+    const queue = this.device.queue;
+    rec.upload(this.device, seeds);
+    for (const op of rec.ops) {
+      if (op.kind !== 'write') continue;
+      if (!op.staging) {
+        const bytes = typeof op.data === 'function' ? padded(op.data(seeds)) : op.data;
+        op.size = Math.ceil(bytes.byteLength / 4) * 4;
+        op.staging = this.device.createBuffer({ size: op.size, usage: USAGE_COPY_SRC | USAGE_COPY_DST });
+        rec.stagingBytes += op.size;
+        queue.writeBuffer(op.staging, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        op.written = true;
+      } else if (typeof op.data === 'function') {
+        const bytes = padded(op.data(seeds));
+        if (Math.ceil(bytes.byteLength / 4) * 4 !== op.size) throw new Error('runtime: a replayed write changed its size');
+        queue.writeBuffer(op.staging, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      }
+    }
+    const encoder = this.device.createCommandEncoder();
+    for (const { from, to } of inputs) encoder.copyBufferToBuffer(from.buffer, from.offset ?? 0, to, 0, from.size!);
+    const profiler = this.profiler;
+    let pass: GPUComputePassEncoder | null = null;
+    let last: GPUComputePipeline | null = null;
+    for (const op of rec.ops) {
+      if (op.kind === 'dispatch') {
+        if (profiler && pass) {
+          pass.end();
+          pass = null;
+        }
+        if (!pass) {
+          pass = encoder.beginComputePass(profiler ? profiler.passFor(op.key) : undefined);
+          last = null;
+        }
+        if (op.pipeline !== last) pass.setPipeline((last = op.pipeline));
+        pass.setBindGroup(0, op.bindGroup);
+        pass.dispatchWorkgroups(op.x, op.y, op.z);
+        profiler?.encoded(op.key, 0);
+        continue;
+      }
+      if (pass) {
+        pass.end();
+        pass = null;
+      }
+      if (op.kind === 'copy') encoder.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.bytes);
+      else encoder.copyBufferToBuffer(op.staging!, 0, op.dst, op.dstOffset, op.size);
+    }
+    if (pass) pass.end();
+    const results = outputs.map((o) => {
+      const buf = this.alloc(o.bytes);
+      encoder.copyBufferToBuffer(o.buffer, o.offset, buf, 0, Math.ceil(o.bytes / 4) * 4);
+      return buf;
+    });
+    const timestamps = profiler?.resolve(encoder) ?? null;
+    queue.submit([encoder.finish()]);
+    profiler?.submitted(timestamps);
+    this.submitCount++;
+    this.dispatchCount += rec.dispatches;
+    return results;
+  }
+
+  /** Frees a recording: its arena (except buffers tensors still hold, which join the pool's accounting), its pins. */
+  disposeRecording(rec: Recording): void {
+    if (rec.disposed) return;
+    if (this.recording === rec) this.endRecording(rec);
+    rec.disposed = true;
+    this.flush();
+    for (const buf of rec.owned) {
+      const size = this.sizes.get(buf)!;
+      this.owners.delete(buf);
+      this.stats.recordedBytes -= size;
+      if (rec.live.has(buf)) {
+        this.stats.liveBytes += size;
+        this.stats.liveBuffers++;
+      } else this.toDestroy.push(buf);
+    }
+    for (const buf of rec.pinned) {
+      const pin = this.pins.get(buf)!;
+      if (--pin.count > 0) continue;
+      this.pins.delete(buf);
+      if (pin.released) this.releaseToPool(buf, this.sizes.get(buf)!);
+    }
+    rec.release(this.toDestroy);
   }
 
   // ---------- deferred readers ----------
@@ -282,7 +491,7 @@ export class Runtime {
 
   // ---------- dispatch ----------
 
-  private uniformSlice(bytes: ArrayBuffer): { buffer: number; offset: number } {
+  private uniformSlice(bytes: ArrayBuffer): { buffer: number; offset: number; gpu?: GPUBuffer } {
     const len = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
     if (len > UNIFORM_ARENA_BYTES) throw new Error(`uniform block of ${len} bytes is too large`);
     let chunk = this.uniformChunks[this.uniformChunks.length - 1];
@@ -333,9 +542,12 @@ export class Runtime {
     const { pipeline, layout } = this.pipeline(src, d.inputs.length, d.outputs.length, uniform);
     const entries: GPUBindGroupEntry[] = [];
     let b = 0;
+    const rec = this.recording;
     if (uniform) {
-      const slice = this.uniformSlice(d.uniforms!);
-      entries.push({ binding: b++, resource: { buffer: this.uniformBuffers[slice.buffer], offset: slice.offset, size: Math.max(16, Math.ceil(d.uniforms!.byteLength / 16) * 16) } });
+      const blockSize = Math.max(16, Math.ceil(d.uniforms!.byteLength / 16) * 16);
+      if (blockSize > UNIFORM_ARENA_BYTES) throw new Error(`uniform block of ${blockSize} bytes is too large`);
+      const slice = rec ? rec.uniformSlice(this.device, d.uniforms!, d.patches, this.uniformAlign, UNIFORM_ARENA_BYTES) : this.uniformSlice(d.uniforms!);
+      entries.push({ binding: b++, resource: { buffer: rec ? slice.gpu! : this.uniformBuffers[slice.buffer], offset: slice.offset, size: blockSize } });
     }
     for (const r of [...d.inputs, ...d.outputs]) entries.push({ binding: b++, resource: 'buffer' in r ? r : { buffer: r } });
     const [x, y = 1, z = 1] = d.workgroups;
@@ -345,6 +557,12 @@ export class Runtime {
       throw new KernelError(src.name, `dispatch of ${x}x${y}x${z} workgroups exceeds the per-dimension limit ${maxDim}`);
     }
     const bindGroup = this.device.createBindGroup({ layout, entries });
+    if (rec) {
+      for (const r of [...d.inputs, ...d.outputs]) this.pinFor(rec, 'buffer' in r ? r.buffer : r);
+      rec.ops.push({ kind: 'dispatch', pipeline, bindGroup, x, y, z, key: src.key });
+      rec.dispatches++;
+      return;
+    }
     if (profiler?.full) this.flush();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (profiler && this.pass) {
@@ -403,6 +621,13 @@ export class Runtime {
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.checkAlive();
     if (this.readers.size) this.flushReaders(dst);
+    const rec = this.recording;
+    if (rec) {
+      this.pinFor(rec, src);
+      this.pinFor(rec, dst);
+      rec.ops.push({ kind: 'copy', src, srcOffset, dst, dstOffset, bytes });
+      return;
+    }
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (this.pass) {
       this.pass.end();
@@ -414,6 +639,7 @@ export class Runtime {
   /** Reads several buffers with one submission; resolves once all are mapped. */
   async read(items: { buffer: GPUBuffer; offset?: number; bytes: number }[]): Promise<ArrayBuffer[]> {
     this.checkAlive();
+    if (this.recording) throw (this.recording.failure ??= new Error('a compiled function cannot read tensors back while it is traced: return them and read the results'));
     this.readCount++;
     if (this.profiler) this.profiler.readbacks++;
     await this.surfaceErrors();
@@ -440,6 +666,7 @@ export class Runtime {
 
   /** Waits for all submitted work and rethrows any compile or validation error. */
   async sync(): Promise<void> {
+    if (this.recording) throw (this.recording.failure ??= new Error('a compiled function cannot wait for the GPU while it is traced'));
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
     await this.surfaceErrors();
@@ -473,7 +700,85 @@ export class Runtime {
   }
 }
 
-/** Packs a uniform block: 4-byte scalars in order, arrays as vec4-aligned blocks (WGSL uniform layout). */
+/** A copy of `data`'s bytes padded to a multiple of 4 (queue writes and copies move whole words). */
+function padded(data: ArrayBufferView): Uint8Array {
+  const out = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
+  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  return out;
+}
+
+type RecordedOp =
+  | { kind: 'dispatch'; pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; x: number; y: number; z: number; key: string }
+  | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; bytes: number }
+  | { kind: 'write'; dst: GPUBuffer; dstOffset: number; size: number; data: Uint8Array | ((seeds: readonly number[]) => ArrayBufferView); staging: GPUBuffer | null; written: boolean };
+
+/**
+ * What one trace of a compiled function recorded: its arena of buffers (planned by liveness: a buffer the trace
+ * frees serves its later allocations), its dispatches with their bind groups built once, its copies and host
+ * writes, and its uniforms in buffers of their own, with the scalars a replay recomputes from the call's seeds.
+ */
+export class Recording {
+  readonly owned: GPUBuffer[] = [];
+  /** Arena buffers some tensor still holds. */
+  readonly live = new Set<GPUBuffer>();
+  readonly free = new Map<number, GPUBuffer[]>();
+  /** Buffers outside the arena the recording binds (parameters, optimiser state, constants). */
+  readonly pinned = new Set<GPUBuffer>();
+  readonly ops: RecordedOp[] = [];
+  dispatches = 0;
+  disposed = false;
+  /** Set when the traced function did what a recording cannot hold (a readback, which may not surface as a throw). */
+  failure: Error | undefined;
+  stagingBytes = 0;
+  private readonly chunks: { data: Uint8Array; used: number; gpu: GPUBuffer; uploaded: boolean }[] = [];
+  private readonly patches: { chunk: number; byte: number; type: UniformPatch['type']; value: SeedResolver }[] = [];
+
+  uniformSlice(device: GPUDevice, bytes: ArrayBuffer, patches: UniformPatch[] | undefined, align: number, chunkBytes: number): { buffer: number; offset: number; gpu: GPUBuffer } {
+    const len = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
+    let chunk = this.chunks[this.chunks.length - 1];
+    let offset = chunk ? Math.ceil(chunk.used / align) * align : 0;
+    if (!chunk || offset + len > chunkBytes) {
+      chunk = { data: new Uint8Array(chunkBytes), used: 0, gpu: device.createBuffer({ size: chunkBytes, usage: USAGE_UNIFORM | USAGE_COPY_DST }), uploaded: false };
+      this.chunks.push(chunk);
+      offset = 0;
+    }
+    chunk.data.set(new Uint8Array(bytes), offset);
+    chunk.used = offset + len;
+    for (const p of patches ?? []) this.patches.push({ chunk: this.chunks.length - 1, byte: offset + 4 * p.word, type: p.type, value: p.value });
+    return { buffer: this.chunks.length - 1, offset, gpu: chunk.gpu };
+  }
+
+  /** Writes this call's seed-dependent scalars into the uniform blocks, and uploads the blocks that changed. */
+  upload(device: GPUDevice, seeds: readonly number[]): void {
+    for (const p of this.patches) {
+      const chunk = this.chunks[p.chunk];
+      const view = new DataView(chunk.data.buffer, p.byte, 4);
+      const v = p.value(seeds);
+      if (p.type === 'f32') view.setFloat32(0, v, true);
+      else if (p.type === 'i32') view.setInt32(0, v, true);
+      else view.setUint32(0, v >>> 0, true);
+      chunk.uploaded = false;
+    }
+    for (const chunk of this.chunks) {
+      if (chunk.uploaded) continue;
+      device.queue.writeBuffer(chunk.gpu, 0, chunk.data.buffer, 0, chunk.used);
+      chunk.uploaded = true;
+    }
+  }
+
+  get uniformBytes(): number {
+    return this.chunks.reduce((n, c) => n + c.data.byteLength, 0);
+  }
+
+  /** Hands the recording's own GPU objects (uniform and staging buffers) to `destroy`. */
+  release(destroy: GPUBuffer[]): void {
+    for (const c of this.chunks) destroy.push(c.gpu);
+    for (const op of this.ops) if (op.kind === 'write' && op.staging) destroy.push(op.staging);
+    this.chunks.length = 0;
+    this.ops.length = 0;
+  }
+}
+
 /** WGSL helper: the flat workgroup index of a (possibly folded) 1-D dispatch. */
 export const GROUP_INDEX_WGSL = /* wgsl */ `
 fn groupIndex(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.y * nwg.x + wid.x; }

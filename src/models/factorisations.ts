@@ -4,8 +4,9 @@
 // and classification applies Bayes' rule to importance-sampled estimates of log p(x, y).
 import {
   Tensor, ParameterSet, Rng, runtime, add, concat, slice, reshape, broadcastTo, exp, mul, oneHot, tensor, randomNormal, dropout,
-  logsumexp, addScalar, scale, transpose, sub, gather,
+  logsumexp, addScalar, scale, transpose, sub, gather, compile, type CompiledFunction, type TracedFunction,
 } from '../engine.js';
+import { fmt } from '../autograd/tensor.js';
 import { SpecList, Mlp, ConvFeatures, ImageDecoder } from './layers.js';
 import { logGaussian, logStandardNormal, logCategorical, logImageLikelihood, type ImageLikelihood } from './distributions.js';
 
@@ -150,9 +151,9 @@ export interface EvalOptions {
   noise?: Tensor;
   /**
    * Weight beta of the bound's latent term log p(z|.) - log q(z|x,y) (a KL warm-up while training); 1, the default,
-   * is the bound itself.
+   * is the bound itself. A tensor [1] holding beta lets a compiled training step take it anew every step.
    */
-  klWeight?: number;
+  klWeight?: number | Tensor;
 }
 
 export abstract class LatentVariableClassifier {
@@ -170,6 +171,25 @@ export abstract class LatentVariableClassifier {
     // Subclass networks are `declare`d fields, so assigning them here survives field initialisation.
     this.declareNetworks(specs);
     this.params = new ParameterSet(specs.specs);
+  }
+
+  private readonly compiledFunctions = new Map<string, CompiledFunction>();
+
+  /**
+   * The compiled function this model keeps under `key` (made by `build` on first use): training steps,
+   * evaluation and attack gradients are traced once per shape and replayed (src/autograd/compile.ts).
+   */
+  compiled(key: string, build: () => TracedFunction, maxTraces = 4): CompiledFunction {
+    let f = this.compiledFunctions.get(key);
+    if (!f) this.compiledFunctions.set(key, (f = compile(build(), { name: `${this.config.model} ${key}`, maxTraces })));
+    return f;
+  }
+
+  /** Frees the compiled functions (their arenas) and the parameters. */
+  dispose(): void {
+    for (const f of this.compiledFunctions.values()) f.dispose();
+    this.compiledFunctions.clear();
+    this.params.dispose();
   }
 
   /** Declares the factorisation's own networks. */
@@ -209,6 +229,10 @@ export abstract class LatentVariableClassifier {
     const logQ = logGaussian(z, q.mu, q.logSig);
     const w = sub(this.logJoint(inputs), logQ);
     const beta = opts.klWeight ?? 1;
+    if (beta instanceof Tensor) {
+      if (beta.size !== 1 || beta.dtype !== 'f32') throw new Error(`klWeight must be a number or an f32 tensor of one element, got ${beta.dtype} ${fmt(beta.shape)}`);
+      return sub(w, mul(sub(this.logLatent(inputs), logQ), addScalar(scale(reshape(beta, [1]), -1), 1)));
+    }
     if (beta === 1) return w;
     if (!(beta >= 0 && beta <= 1)) throw new Error(`klWeight must lie in [0, 1], got ${beta}`);
     return sub(w, scale(sub(this.logLatent(inputs), logQ), 1 - beta));

@@ -1,7 +1,7 @@
 // Training by maximising the ELBO with Adam; evaluation by Bayes' rule. Checkpoints are written atomically after
 // every epoch, so an interrupted run resumes (`resume: true`) losing at most the epoch in progress.
 import { existsSync } from 'node:fs';
-import { Adam, Rng, tensor, tidy, mean, scale, gradients, argmax, readAll, runtime, type Tensor } from '../engine.js';
+import { Adam, Rng, tensor, tidy, mean, scale, gradients, argmax, readAll, runtime, compile, type Tensor } from '../engine.js';
 import { Progress } from '../progress.js';
 import type { FashionMnistSplit as Split } from '../data/idx.js';
 import { createModel, type LatentVariableClassifier, type ModelConfig } from './factorisations.js';
@@ -52,12 +52,13 @@ export async function evaluate(model: LatentVariableClassifier, data: Split, opt
   let elboSum = 0;
   const rng = new Rng(opts.seed);
   const bar = opts.progress ? new Progress({ total: count, label: 'evaluate', unit: 'img' }) : null;
+  const score = model.compiled(`evaluate K=${opts.samples}`, () => ([x, y], [seed]) => [argmax(model.logits(x, { samples: opts.samples, seed })), mean(model.elbo(x, y, { seed }))]);
   for (let start = 0; start < count; start += opts.batchSize) {
     const rows = Array.from({ length: Math.min(opts.batchSize, count - start) }, (_, i) => start + i);
     const seed = rng.nextSeed();
     const [pred, elbo] = tidy(() => {
       const { x, y } = batchTensors(data, rows);
-      return [argmax(model.logits(x, { samples: opts.samples, seed })), mean(model.elbo(x, y, { seed }))];
+      return score([x, y], [seed]);
     });
     const [p, e] = await readAll([pred, elbo]);
     pred.dispose();
@@ -112,60 +113,71 @@ export async function trainModel(data: { train: Split; test: Split }, opts: Trai
   const n = Math.min(train.trainLimit, data.train.count);
   const steps = Math.floor(n / train.batchSize);
   log(`${model.config.model} ${model.factorisation}, preset ${model.config.preset}: ${model.params.numel} parameters; ${steps} steps/epoch; adapter ${runtime().description}`);
-  for (let epoch = startEpoch; epoch < train.epochs; epoch++) {
-    const t0 = performance.now();
-    const rng = epochRng(train.seed, epoch);
-    const order = shuffled(n, rng);
-    const bar = new Progress({ total: steps, label: `epoch ${epoch + 1}/${train.epochs}`, unit: 'step' });
-    let lossSum = 0;
-    let lossCount = 0;
-    let pending: Tensor[] = [];
-    const drain = async () => {
-      const values = await readAll(pending);
-      pending.forEach((t) => t.dispose());
-      pending = [];
-      for (const v of values) {
-        lossSum += v[0];
-        lossCount++;
+  // One step traced once (twice with a KL warm-up: its weight is an input while it ramps), then replayed.
+  const trainStep = compile(
+    ([x, y, beta], [seed]) => {
+      const negElbo = scale(mean(model.elbo(x, y, { seed, training: true, klWeight: beta })), -1);
+      adam.step(gradients(negElbo));
+      return negElbo;
+    },
+    { name: 'training step', maxTraces: 2 },
+  );
+  try {
+    for (let epoch = startEpoch; epoch < train.epochs; epoch++) {
+      const t0 = performance.now();
+      const rng = epochRng(train.seed, epoch);
+      const order = shuffled(n, rng);
+      const bar = new Progress({ total: steps, label: `epoch ${epoch + 1}/${train.epochs}`, unit: 'step' });
+      let lossSum = 0;
+      let lossCount = 0;
+      let pending: Tensor[] = [];
+      const drain = async () => {
+        const values = await readAll(pending);
+        pending.forEach((t) => t.dispose());
+        pending = [];
+        for (const v of values) {
+          lossSum += v[0];
+          lossCount++;
+        }
+      };
+      for (let s = 0; s < steps; s++) {
+        if (opts.shouldStop?.()) {
+          bar.finish();
+          log(`interrupted in epoch ${epoch + 1}; the checkpoint after epoch ${epoch} is kept (resume with --resume)`);
+          return { model, history, stopped: true };
+        }
+        const rows = order.subarray(s * train.batchSize, (s + 1) * train.batchSize);
+        const seed = rng.nextSeed();
+        const warmup = train.klWarmup ?? 0;
+        const klWeight = warmup > 0 ? Math.min(1, (epoch * steps + s + 1) / warmup) : 1;
+        const [loss] = tidy(() => {
+          const { x, y } = batchTensors(data.train, rows);
+          return trainStep(klWeight < 1 ? [x, y, tensor([klWeight], [1])] : [x, y], [seed]);
+        });
+        pending.push(loss);
+        // Reading every step would stall the GPU queue; a few steps of lag keep it fed.
+        if (pending.length >= 8 || s === steps - 1) await drain();
+        bar.tick(1, lossCount ? `-elbo ${(lossSum / lossCount).toFixed(2)}` : '');
       }
-    };
-    for (let s = 0; s < steps; s++) {
-      if (opts.shouldStop?.()) {
-        bar.finish();
-        log(`interrupted in epoch ${epoch + 1}; the checkpoint after epoch ${epoch} is kept (resume with --resume)`);
-        return { model, history, stopped: true };
-      }
-      const rows = order.subarray(s * train.batchSize, (s + 1) * train.batchSize);
-      const seed = rng.nextSeed();
-      const warmup = train.klWarmup ?? 0;
-      const klWeight = warmup > 0 ? Math.min(1, (epoch * steps + s + 1) / warmup) : 1;
-      const loss = tidy(() => {
-        const { x, y } = batchTensors(data.train, rows);
-        const negElbo = scale(mean(model.elbo(x, y, { seed, training: true, klWeight })), -1);
-        adam.step(gradients(negElbo));
-        return negElbo;
-      });
-      pending.push(loss);
-      // Reading every step would stall the GPU queue; a few steps of lag keep it fed.
-      if (pending.length >= 8 || s === steps - 1) await drain();
-      bar.tick(1, lossCount ? `-elbo ${(lossSum / lossCount).toFixed(2)}` : '');
+      bar.finish();
+      const ev = await evaluate(model, data.test, { count: train.evalSubset, samples: train.evalSamples, batchSize: 100, seed: train.seed + 1 });
+      const record: EpochRecord = {
+        epoch: epoch + 1,
+        trainNegElbo: lossSum / Math.max(1, lossCount),
+        testNegElbo: ev.negElbo,
+        testAccuracy: ev.accuracy,
+        testSubset: ev.count,
+        seconds: (performance.now() - t0) / 1000,
+      };
+      history.push(record);
+      await saveCheckpoint(opts.checkpoint, model, { train, epoch: epoch + 1, history }, adam);
+      log(
+        `epoch ${record.epoch}: train -ELBO ${record.trainNegElbo.toFixed(2)}, test -ELBO ${record.testNegElbo.toFixed(2)}, ` +
+          `test accuracy ${(100 * record.testAccuracy).toFixed(2)}% (first ${record.testSubset}, K=${train.evalSamples}), ${record.seconds.toFixed(0)} s`,
+      );
     }
-    bar.finish();
-    const ev = await evaluate(model, data.test, { count: train.evalSubset, samples: train.evalSamples, batchSize: 100, seed: train.seed + 1 });
-    const record: EpochRecord = {
-      epoch: epoch + 1,
-      trainNegElbo: lossSum / Math.max(1, lossCount),
-      testNegElbo: ev.negElbo,
-      testAccuracy: ev.accuracy,
-      testSubset: ev.count,
-      seconds: (performance.now() - t0) / 1000,
-    };
-    history.push(record);
-    await saveCheckpoint(opts.checkpoint, model, { train, epoch: epoch + 1, history }, adam);
-    log(
-      `epoch ${record.epoch}: train -ELBO ${record.trainNegElbo.toFixed(2)}, test -ELBO ${record.testNegElbo.toFixed(2)}, ` +
-        `test accuracy ${(100 * record.testAccuracy).toFixed(2)}% (first ${record.testSubset}, K=${train.evalSamples}), ${record.seconds.toFixed(0)} s`,
-    );
+    return { model, history, stopped: false };
+  } finally {
+    trainStep.dispose();
   }
-  return { model, history, stopped: false };
 }

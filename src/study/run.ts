@@ -432,7 +432,7 @@ export async function runUnits(cfg: StudyConfig, plan: StudyPlan, units: Unit[],
     }
     bar.finish();
   } finally {
-    for (const model of loaded.values()) model.params.dispose();
+    for (const model of loaded.values()) model.dispose();
     for (const sub of substitutes.values()) sub.params.dispose();
   }
   return { computed: pending.length, cached };
