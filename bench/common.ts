@@ -156,7 +156,7 @@ export function printEngines(e: Engines): void {
   const tf = e.tfjs?.tf;
   process.stdout.write(`adapter:      ${e.adapter}\n`);
   const toggles = process.env.GENCLS_DAWN_TOGGLES ? `, Dawn toggles ${process.env.GENCLS_DAWN_TOGGLES}` : '';
-  process.stdout.write(`engine:       kernel profile ${runtime().kernelProfile}, fusion ${runtime().fusion ? 'on' : 'off (GENCLS_FUSION=0)'}${toggles}\n`);
+  process.stdout.write(`engine:       kernel profile ${runtime().kernelProfile}, fusion ${runtime().fusion ? 'on' : 'off (GENCLS_FUSION=0)'}, compiled steps ${runtime().compiling ? 'on' : 'off (GENCLS_COMPILE=0)'}${toggles}\n`);
   process.stdout.write(`tfjs-webgpu:  ${e.tfjsError ?? e.tfjs!.adapter} ${tf ? `(tfjs ${tf.version_core})` : ''}\n`);
   process.stdout.write(`platform:     ${platform()}\n`);
 }
@@ -252,6 +252,7 @@ export function reportHeader(e: Engines, date: Date, script: string) {
     // The engine's settings that change what a measurement means.
     kernel_profile: runtime().kernelProfile,
     fusion: runtime().fusion,
+    compiled: runtime().compiling,
     dawn_toggles: process.env.GENCLS_DAWN_TOGGLES ?? '',
     tfjs_webgpu_adapter: e.tfjs?.adapter ?? null,
     tfjs_version: e.tfjs?.tf.version_core ?? null,

@@ -18,7 +18,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { shutdown, tidy, noGrad, tensor, scale, mean, sum, oneHot, gradients, readAll, Adam } from '../src/index.js';
+import { shutdown, tidy, noGrad, tensor, scale, mean, sum, oneHot, gradients, readAll, Adam, compile } from '../src/index.js';
 import { createModel, modelConfig, maxRowsPerPass, passPlan, PRESETS, type PresetName } from '../src/models/factorisations.js';
 import { writeSafetensors } from '../src/models/checkpoint.js';
 import { createPeerModel, importOurWeights, type PeerModelName } from './peer/tfjs-models.js';
@@ -238,31 +238,33 @@ async function main(): Promise<void> {
     try {
       if (c.task === 'train') {
         const adam = new Adam(model.params, { lr: 1e-3 });
+        // Traced once and replayed, as `train` runs it (GENCLS_COMPILE=0: op by op).
+        const trainStep = compile(([x, y], [seed]) => {
+          const negElbo = scale(mean(model.elbo(x, y, { seed, training: true })), -1);
+          adam.step(gradients(negElbo));
+          return negElbo;
+        });
         let i = 0;
         let firstLoss: number | undefined;
         const t = await timing(async () => {
           const b = host[i % host.length];
           const seed = i++;
-          const loss = tidy(() => {
-            const x = tensor(b.x, [opt.batch, 1, 28, 28]);
-            const y = tensor(b.y, [opt.batch], 'i32');
-            const negElbo = scale(mean(model.elbo(x, y, { seed, training: true })), -1);
-            adam.step(gradients(negElbo));
-            return negElbo;
-          });
+          const [loss] = tidy(() => trainStep([tensor(b.x, [opt.batch, 1, 28, 28]), tensor(b.y, [opt.batch], 'i32')], [seed]));
           const v = await loss.item();
           loss.dispose();
           if (!Number.isFinite(v)) throw new Error(`loss is ${v} at step ${seed}`);
           firstLoss ??= v;
         });
+        trainStep.dispose();
         adam.dispose();
         return { t, params: model.params.numel, firstLoss };
       }
       const x = tensor(host[0].x, [opt.batch, 1, 28, 28]);
+      const classify = model.compiled('bench classify', () => ([xs], [seed]) => noGrad(() => model.logits(xs, { samples: opt.samples, seed, maxRows: maxRowsFor(c) })));
       let i = 0;
       const t = await timing(async () => {
         const seed = i++;
-        const logits = noGrad(() => tidy(() => model.logits(x, { samples: opt.samples, seed, maxRows: maxRowsFor(c) })));
+        const [logits] = classify([x], [seed]);
         const v = await logits.data();
         logits.dispose();
         if (!Number.isFinite(v[0])) throw new Error(`logits[0] is ${v[0]}`);
