@@ -43,6 +43,8 @@ interface Trace {
   arenaBytes: number;
 }
 
+const asList = (r: Tensor | readonly Tensor[]): Tensor[] => (r instanceof Tensor ? [r] : [...r]);
+
 export function compile(fn: TracedFunction, opts: CompileOptions = {}): CompiledFunction {
   const name = opts.name ?? (fn.name || 'compiled function');
   const maxTraces = opts.maxTraces ?? 8;
@@ -65,10 +67,7 @@ export function compile(fn: TracedFunction, opts: CompileOptions = {}): Compiled
     try {
       for (const t of inputs) slots.push(keep(new Tensor(rt.alloc(t.size * 4), t.shape, t.dtype)).requireGrad(t.requiresGrad));
       const tags = Array.from({ length: seedCount }, (_, i) => seedTag(i));
-      const result = tidy(() => {
-        const r = fn(slots, tags);
-        return r instanceof Tensor ? [r] : [...r];
-      });
+      const result = tidy(() => asList(fn(slots, tags)));
       if (recording.failure) throw recording.failure;
       const outputs = result.map((t, i) => {
         if (!(t instanceof Tensor)) throw new Error(`${name}: output ${i} is not a tensor`);
@@ -99,10 +98,7 @@ export function compile(fn: TracedFunction, opts: CompileOptions = {}): Compiled
     const rt = runtime();
     // Called while another function is traced, its ops join that trace; with compiling off, they run eagerly.
     if (rt.tracing || !rt.compiling) {
-      return tidy(() => {
-        const r = fn([...inputs], [...seeds]);
-        return r instanceof Tensor ? [r] : [...r];
-      });
+      return tidy(() => asList(fn([...inputs], [...seeds])));
     }
     const signature = `${inputs.map((t) => `${t.dtype}${fmt(t.shape)}`).join(' ')} | ${seeds.length} seeds`;
     let t = traces.get(signature);

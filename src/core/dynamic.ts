@@ -18,10 +18,6 @@ export function endSeedTrace(): void {
   active = null;
 }
 
-export function tracingSeeds(): boolean {
-  return active !== null;
-}
-
 /** A fresh tag for seed argument `index`. */
 export function seedTag(index: number): number {
   if (!active) throw new Error('seedTag: no trace is open');

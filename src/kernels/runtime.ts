@@ -66,7 +66,7 @@ export interface MemoryStats {
   pooledBytes: number;
   liveBuffers: number;
   pooledBuffers: number;
-  /** Bytes in the arenas of compiled functions' recordings (src/kernels/recording.ts). */
+  /** Bytes in the arenas of compiled functions' recordings (`Recording`, below). */
   recordedBytes: number;
 }
 
@@ -102,8 +102,7 @@ export class Runtime {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private pendingDispatches = 0;
-  private uniformChunks: { data: Uint8Array; used: number }[] = [];
-  private uniformBuffers: GPUBuffer[] = [];
+  private uniformChunks: UniformChunk[] = [];
   private uniformArenaFree: GPUBuffer[] = [];
   private readonly uniformAlign: number;
   private toDestroy: GPUBuffer[] = [];
@@ -255,7 +254,7 @@ export class Runtime {
     const size = Math.ceil(data.byteLength / 4) * 4;
     if (size === 0) return;
     if (this.recording) {
-      this.recordWrite(buf, offsetBytes, size, padded(data));
+      this.recordWrite(buf, offsetBytes, padded(data));
       return;
     }
     const staging = this.device.createBuffer({ size, usage: USAGE_MAP_WRITE | USAGE_COPY_SRC, mappedAtCreation: true });
@@ -275,14 +274,14 @@ export class Runtime {
       return;
     }
     this.checkAlive();
-    this.recordWrite(buf, offsetBytes, -1, produce);
+    this.recordWrite(buf, offsetBytes, produce);
   }
 
-  private recordWrite(dst: GPUBuffer, dstOffset: number, size: number, data: Uint8Array | ((seeds: readonly number[]) => ArrayBufferView)): void {
+  private recordWrite(dst: GPUBuffer, dstOffset: number, data: Uint8Array | ((seeds: readonly number[]) => ArrayBufferView)): void {
     const rec = this.recording!;
     if (this.readers.size) this.flushReaders(dst);
     this.pinFor(rec, dst);
-    rec.ops.push({ kind: 'write', dst, dstOffset, size, data, staging: null, written: false });
+    rec.ops.push({ kind: 'write', dst, dstOffset, size: 0, data, staging: null });
   }
 
   // ---------- recordings ----------
@@ -337,9 +336,7 @@ export class Runtime {
         const bytes = typeof op.data === 'function' ? padded(op.data(seeds)) : op.data;
         op.size = Math.ceil(bytes.byteLength / 4) * 4;
         op.staging = this.device.createBuffer({ size: op.size, usage: USAGE_COPY_SRC | USAGE_COPY_DST });
-        rec.stagingBytes += op.size;
         queue.writeBuffer(op.staging, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
-        op.written = true;
       } else if (typeof op.data === 'function') {
         const bytes = padded(op.data(seeds));
         if (Math.ceil(bytes.byteLength / 4) * 4 !== op.size) throw new Error('runtime: a replayed write changed its size');
@@ -491,23 +488,10 @@ export class Runtime {
 
   // ---------- dispatch ----------
 
-  private uniformSlice(bytes: ArrayBuffer): { buffer: number; offset: number; gpu?: GPUBuffer } {
-    const len = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
-    if (len > UNIFORM_ARENA_BYTES) throw new Error(`uniform block of ${len} bytes is too large`);
-    let chunk = this.uniformChunks[this.uniformChunks.length - 1];
-    let offset = chunk ? Math.ceil(chunk.used / this.uniformAlign) * this.uniformAlign : 0;
-    if (!chunk || offset + len > UNIFORM_ARENA_BYTES) {
-      chunk = { data: new Uint8Array(UNIFORM_ARENA_BYTES), used: 0 };
-      this.uniformChunks.push(chunk);
-      this.uniformBuffers.push(
-        this.uniformArenaFree.pop() ?? this.device.createBuffer({ size: UNIFORM_ARENA_BYTES, usage: USAGE_UNIFORM | USAGE_COPY_DST }),
-      );
-      offset = 0;
-    }
-    chunk.data.set(new Uint8Array(bytes), offset);
-    chunk.used = offset + len;
-    return { buffer: this.uniformChunks.length - 1, offset };
+  private newUniformChunk(): UniformChunk {
+    return { data: new Uint8Array(UNIFORM_ARENA_BYTES), used: 0, gpu: this.uniformArenaFree.pop() ?? this.device.createBuffer({ size: UNIFORM_ARENA_BYTES, usage: USAGE_UNIFORM | USAGE_COPY_DST }) };
   }
+
 
   /**
    * Opens a profile (src/kernels/profiler.ts): until `endProfile`, every dispatch runs in its own compute pass,
@@ -546,8 +530,10 @@ export class Runtime {
     if (uniform) {
       const blockSize = Math.max(16, Math.ceil(d.uniforms!.byteLength / 16) * 16);
       if (blockSize > UNIFORM_ARENA_BYTES) throw new Error(`uniform block of ${blockSize} bytes is too large`);
-      const slice = rec ? rec.uniformSlice(this.device, d.uniforms!, d.patches, this.uniformAlign, UNIFORM_ARENA_BYTES) : this.uniformSlice(d.uniforms!);
-      entries.push({ binding: b++, resource: { buffer: rec ? slice.gpu! : this.uniformBuffers[slice.buffer], offset: slice.offset, size: blockSize } });
+      const slice = rec
+        ? rec.uniformSlice(this.device, d.uniforms!, blockSize, d.patches, this.uniformAlign)
+        : placeUniformBlock(this.uniformChunks, d.uniforms!, blockSize, this.uniformAlign, () => this.newUniformChunk());
+      entries.push({ binding: b++, resource: { buffer: slice.chunk.gpu, offset: slice.offset, size: blockSize } });
     }
     for (const r of [...d.inputs, ...d.outputs]) entries.push({ binding: b++, resource: 'buffer' in r ? r : { buffer: r } });
     const [x, y = 1, z = 1] = d.workgroups;
@@ -592,7 +578,7 @@ export class Runtime {
     if (!this.encoder) return;
     if (this.pass) this.pass.end();
     this.pass = null;
-    this.uniformChunks.forEach((chunk, i) => this.device.queue.writeBuffer(this.uniformBuffers[i], 0, chunk.data.buffer, 0, chunk.used));
+    for (const chunk of this.uniformChunks) this.device.queue.writeBuffer(chunk.gpu, 0, chunk.data.buffer, 0, chunk.used);
     const timestamps = this.profiler?.resolve(this.encoder) ?? null;
     this.device.queue.submit([this.encoder.finish()]);
     this.submitCount++;
@@ -609,8 +595,7 @@ export class Runtime {
 
   private endBatch(): void {
     // Queue order makes the arena reusable by the next submission's writeBuffer.
-    this.uniformArenaFree.push(...this.uniformBuffers);
-    this.uniformBuffers = [];
+    this.uniformArenaFree.push(...this.uniformChunks.map((c) => c.gpu));
     this.uniformChunks = [];
     this.encoder = null;
     this.pendingDispatches = 0;
@@ -700,6 +685,26 @@ export class Runtime {
   }
 }
 
+/** A host image of one uniform buffer, filled block by block and uploaded whole. */
+interface UniformChunk {
+  data: Uint8Array;
+  used: number;
+  gpu: GPUBuffer;
+}
+
+/** Places a uniform block of `len` bytes after the last chunk's blocks (aligned), or in a new chunk when it is full. */
+function placeUniformBlock(chunks: UniformChunk[], bytes: ArrayBuffer, len: number, align: number, newChunk: () => UniformChunk): { chunk: UniformChunk; index: number; offset: number } {
+  let chunk = chunks[chunks.length - 1];
+  let offset = chunk ? Math.ceil(chunk.used / align) * align : 0;
+  if (!chunk || offset + len > chunk.data.byteLength) {
+    chunks.push((chunk = newChunk()));
+    offset = 0;
+  }
+  chunk.data.set(new Uint8Array(bytes), offset);
+  chunk.used = offset + len;
+  return { chunk, index: chunks.length - 1, offset };
+}
+
 /** A copy of `data`'s bytes padded to a multiple of 4 (queue writes and copies move whole words). */
 function padded(data: ArrayBufferView): Uint8Array {
   const out = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
@@ -710,7 +715,7 @@ function padded(data: ArrayBufferView): Uint8Array {
 type RecordedOp =
   | { kind: 'dispatch'; pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; x: number; y: number; z: number; key: string }
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; bytes: number }
-  | { kind: 'write'; dst: GPUBuffer; dstOffset: number; size: number; data: Uint8Array | ((seeds: readonly number[]) => ArrayBufferView); staging: GPUBuffer | null; written: boolean };
+  | { kind: 'write'; dst: GPUBuffer; dstOffset: number; size: number; data: Uint8Array | ((seeds: readonly number[]) => ArrayBufferView); staging: GPUBuffer | null };
 
 /**
  * What one trace of a compiled function recorded: its arena of buffers (planned by liveness: a buffer the trace
@@ -729,24 +734,16 @@ export class Recording {
   disposed = false;
   /** Set when the traced function did what a recording cannot hold (a readback, which may not surface as a throw). */
   failure: Error | undefined;
-  stagingBytes = 0;
-  private readonly chunks: { data: Uint8Array; used: number; gpu: GPUBuffer; uploaded: boolean }[] = [];
+  private readonly chunks: (UniformChunk & { uploaded: boolean })[] = [];
   private readonly patches: { chunk: number; byte: number; type: UniformPatch['type']; value: SeedResolver }[] = [];
 
-  uniformSlice(device: GPUDevice, bytes: ArrayBuffer, patches: UniformPatch[] | undefined, align: number, chunkBytes: number): { buffer: number; offset: number; gpu: GPUBuffer } {
-    const len = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
-    let chunk = this.chunks[this.chunks.length - 1];
-    let offset = chunk ? Math.ceil(chunk.used / align) * align : 0;
-    if (!chunk || offset + len > chunkBytes) {
-      chunk = { data: new Uint8Array(chunkBytes), used: 0, gpu: device.createBuffer({ size: chunkBytes, usage: USAGE_UNIFORM | USAGE_COPY_DST }), uploaded: false };
-      this.chunks.push(chunk);
-      offset = 0;
-    }
-    chunk.data.set(new Uint8Array(bytes), offset);
-    chunk.used = offset + len;
-    for (const p of patches ?? []) this.patches.push({ chunk: this.chunks.length - 1, byte: offset + 4 * p.word, type: p.type, value: p.value });
-    return { buffer: this.chunks.length - 1, offset, gpu: chunk.gpu };
+  uniformSlice(device: GPUDevice, bytes: ArrayBuffer, len: number, patches: UniformPatch[] | undefined, align: number): { chunk: UniformChunk; offset: number } {
+    const newChunk = () => ({ data: new Uint8Array(UNIFORM_ARENA_BYTES), used: 0, gpu: device.createBuffer({ size: UNIFORM_ARENA_BYTES, usage: USAGE_UNIFORM | USAGE_COPY_DST }), uploaded: false });
+    const placed = placeUniformBlock(this.chunks, bytes, len, align, newChunk);
+    for (const p of patches ?? []) this.patches.push({ chunk: placed.index, byte: placed.offset + 4 * p.word, type: p.type, value: p.value });
+    return placed;
   }
+
 
   /** Writes this call's seed-dependent scalars into the uniform blocks, and uploads the blocks that changed. */
   upload(device: GPUDevice, seeds: readonly number[]): void {
@@ -764,10 +761,6 @@ export class Recording {
       device.queue.writeBuffer(chunk.gpu, 0, chunk.data.buffer, 0, chunk.used);
       chunk.uploaded = true;
     }
-  }
-
-  get uniformBytes(): number {
-    return this.chunks.reduce((n, c) => n + c.data.byteLength, 0);
   }
 
   /** Hands the recording's own GPU objects (uniform and staging buffers) to `destroy`. */
