@@ -11,6 +11,7 @@ import os from 'node:os';
 import { writeFileAtomic } from '../src/fsutil.js';
 import { quietStart } from '../src/commands/quiet.js';
 import { init, runtime, parseBackend, type Backend } from '../src/index.js';
+import { autotuneReport, runPendingTuning } from '../src/kernels/autotune.js';
 import { loadTfjsWebgpu, type TfjsWebgpu } from './peer/tfjs-models.js';
 import { mulberry32, summarise, type Timing } from './cases.js';
 
@@ -169,6 +170,9 @@ export function printEngines(e: Engines): void {
  */
 export async function timeReps(once: () => Promise<void>, warmup: number, reps: number, budgetMs: number): Promise<Timing> {
   for (let i = 0; i < warmup; i++) await once();
+  // With GENCLS_AUTOTUNE=1 the warm-up queued the tile choices it found uncached: tune them, then warm up the
+  // chosen kernels. (A compiled step traced during the warm-up keeps its kernels; later runs start from the cache.)
+  if (await runPendingTuning()) await once();
   const times: number[] = [];
   let total = 0;
   while (times.length < reps && (times.length === 0 || total < budgetMs)) {
@@ -254,6 +258,8 @@ export function reportHeader(e: Engines, date: Date, script: string) {
     fusion: runtime().fusion,
     compiled: runtime().compiling,
     dawn_toggles: process.env.GENCLS_DAWN_TOGGLES ?? '',
+    // The tile sizes the shared-memory kernels used (gpu profile): cached per adapter by the autotuner, or defaults.
+    autotune: autotuneReport(),
     tfjs_webgpu_adapter: e.tfjs?.adapter ?? null,
     tfjs_version: e.tfjs?.tf.version_core ?? null,
     date: date.toISOString(),

@@ -12,7 +12,7 @@
 // without timestamps (llvmpipe). Replays bind buffers that have since returned to the pool, so they read stale
 // values: the timing of a kernel whose work does not depend on its data (all of ours but gather's index checks) is
 // unaffected. "step" is the whole step run batched, as training runs it, for comparison with the sum of its parts.
-import { tidy, scale, mean, gradients, readAll, tensor, noGrad, Adam, runtime, type Tensor } from '../src/index.js';
+import { tidy, gradients, readAll, tensor, noGrad, Adam, runtime, type Tensor } from '../src/index.js';
 import { createModel, modelConfig, MODEL_NAMES, PRESETS } from '../src/models/factorisations.js';
 import type { Dispatch, KernelSource } from '../src/kernels/runtime.js';
 import { bayesClassifier, lossGradient } from '../src/attacks/classifier.js';
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
     const out = tidy((): Tensor => {
       if (opt.task === 'classify') return noGrad(() => model.logits(x, { samples: opt.samples, seed: 1 }));
       if (opt.task === 'gradient') return lossGradient(classifier, x, y).grad;
-      const loss = scale(mean(model.elbo(x, y, { seed: 1, training: true })), -1);
+      const loss = model.negElbo(x, y, { seed: 1, training: true });
       adam.step(gradients(loss));
       return loss;
     });

@@ -18,7 +18,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { shutdown, tidy, noGrad, tensor, scale, mean, sum, oneHot, gradients, readAll, Adam, compile } from '../src/index.js';
+import { shutdown, tidy, noGrad, tensor, sum, oneHot, gradients, readAll, Adam, compile } from '../src/index.js';
 import { createModel, modelConfig, maxRowsPerPass, passPlan, PRESETS, type PresetName } from '../src/models/factorisations.js';
 import { writeSafetensors } from '../src/models/checkpoint.js';
 import { createPeerModel, importOurWeights, type PeerModelName } from './peer/tfjs-models.js';
@@ -240,7 +240,7 @@ async function main(): Promise<void> {
         const adam = new Adam(model.params, { lr: 1e-3 });
         // Traced once and replayed, as `train` runs it (GENCLS_COMPILE=0: op by op).
         const trainStep = compile(([x, y], [seed]) => {
-          const negElbo = scale(mean(model.elbo(x, y, { seed, training: true })), -1);
+          const negElbo = model.negElbo(x, y, { seed, training: true });
           adam.step(gradients(negElbo));
           return negElbo;
         });

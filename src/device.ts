@@ -1,14 +1,29 @@
 // Acquires a WebGPU device from Dawn: the native backend first (Vulkan/Metal/D3D12, core feature level),
 // then Dawn's OpenGL backend in compatibility mode over EGL surfaceless (Mesa's llvmpipe on CPU-only machines).
-import { mkdirSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, chmodSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir, homedir } from 'node:os';
 import { join } from 'node:path';
 import { create, globals } from 'webgpu';
 import { describeAdapter, requestFullDevice, type AcquiredDevice } from './gpu.js';
+import { setDefaultTuneStore, type TuneStore } from './kernels/autotune.js';
+import { writeFileAtomic } from './fsutil.js';
 
 export { LIMIT_KEYS, type AcquiredDevice } from './gpu.js';
 
 export type Backend = 'auto' | 'native' | 'opengl';
+
+/** The autotuner's cache file: env GENCLS_AUTOTUNE_CACHE, else ~/.cache/gencls-webgpu/autotune.json. */
+export function autotuneCachePath(env = process.env): string {
+  return env.GENCLS_AUTOTUNE_CACHE || join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'gencls-webgpu', 'autotune.json');
+}
+
+/** The autotuner's choices in a JSON file, replaced atomically so a crash mid-write never leaves half a cache. */
+export function fileTuneStore(path: string): TuneStore {
+  return { where: path, read: () => (existsSync(path) ? readFileSync(path, 'utf8') : null), write: (text) => writeFileAtomic(path, text) };
+}
+
+// Kernels below this adapter reach the disk only through the store installed here.
+setDefaultTuneStore(() => fileTuneStore(autotuneCachePath()));
 
 export class NoAdapterError extends Error {
   constructor(tried: string[]) {

@@ -1,6 +1,10 @@
 import { describe, it, expect, onTestFinished } from 'vitest';
+import fc from 'fast-check';
 import * as T from './lib.js';
-import { useGpu, download, expectClose } from './helpers.js';
+import { useGpu, download, expectClose, randomRef, arbSeed, checkVjp, toGpu } from './helpers.js';
+import { refLinear, type RefActivation } from '../src/reference/matmul.js';
+import { refConv2d, refConvTranspose2d } from '../src/reference/conv.js';
+import type { Ref } from '../src/reference/tensor.js';
 
 useGpu();
 
@@ -71,6 +75,108 @@ describe('tape', () => {
     for (let i = 0; i < 3000; i++) y = T.affine(y, 1, 0.001);
     T.backward(T.sum(y));
     expectClose(await download(x.grad!), [1]);
+  });
+});
+
+// A fused activation's derivative is folded into the kernel producing its output's gradient (a dense or conv input
+// gradient, through reshapes), or applied on its own for consumers that cannot fold it. A small net exercises every
+// case: dense -> reshape -> conv -> transposed conv -> reshape -> dense, with the first activation also read by an
+// elementwise op (a consumer that cannot fold) and the dense output read twice.
+interface Net {
+  n: number;
+  din: number;
+  c: number;
+  hw: number;
+  k: number;
+  acts: [RefActivation, RefActivation, RefActivation, RefActivation];
+}
+const arbNet = fc.record({
+  n: fc.integer({ min: 1, max: 3 }),
+  din: fc.integer({ min: 1, max: 5 }),
+  c: fc.integer({ min: 1, max: 3 }),
+  hw: fc.integer({ min: 2, max: 5 }),
+  k: fc.integer({ min: 1, max: 4 }),
+  acts: fc.tuple(...[0, 1, 2, 3].map(() => fc.constantFrom<RefActivation>('relu', 'sigmoid', 'none'))) as fc.Arbitrary<Net['acts']>,
+});
+
+const netShapes = (s: Net) => [
+  [s.n, s.din],
+  [s.c * s.hw * s.hw, s.din],
+  [s.c * s.hw * s.hw],
+  [s.c, s.c, 3, 3],
+  [s.c],
+  [s.c, s.c, 3, 3],
+  [s.c],
+  [s.k, s.c * s.hw * s.hw],
+  [s.k],
+];
+
+/** The net on the engine; `inner` collects the activations' outputs. */
+function net(s: Net, inner: T.Tensor[] = []) {
+  return (x: T.Tensor, w1: T.Tensor, b1: T.Tensor, wc: T.Tensor, bc: T.Tensor, wt: T.Tensor, bt: T.Tensor, w2: T.Tensor, b2: T.Tensor) => {
+    const h1 = T.linear(x, w1, b1, s.acts[0]);
+    const h2 = T.conv2d(T.reshape(h1, [s.n, s.c, s.hw, s.hw]), wc, bc, { padding: 1, activation: s.acts[1] });
+    const h3 = T.convTranspose2d(h2, wt, bt, { padding: 1, activation: s.acts[2] });
+    const h4 = T.linear(T.reshape(h3, [s.n, s.c * s.hw * s.hw]), w2, b2, s.acts[3]);
+    inner.push(h1, h2, h3, h4);
+    // h1 also feeds an elementwise consumer; h4 feeds two.
+    return T.add(T.mul(h4, h4), T.add(h4, T.sum(T.mul(h1, h1), 1, true)));
+  };
+}
+
+const refAct = (r: Ref, a: RefActivation): Ref => ({
+  shape: r.shape,
+  data: r.data.map((v) => (a === 'relu' ? Math.max(v, 0) : a === 'sigmoid' ? 1 / (1 + Math.exp(-v)) : v)),
+});
+
+function netRef(s: Net) {
+  return (x: Ref, w1: Ref, b1: Ref, wc: Ref, bc: Ref, wt: Ref, bt: Ref, w2: Ref, b2: Ref): Ref => {
+    const h1 = refLinear(x, w1, b1, s.acts[0]);
+    const img = { shape: [s.n, s.c, s.hw, s.hw], data: h1.data };
+    const h2 = refAct(refConv2d(img, wc, bc, { stride: [1, 1], padding: [1, 1], outputSize: [s.hw, s.hw] }), s.acts[1]);
+    const h3 = refAct(refConvTranspose2d(h2, wt, bt, { stride: [1, 1], padding: [1, 1], outputPadding: [0, 0] }), s.acts[2]);
+    const h4 = refLinear({ shape: [s.n, s.c * s.hw * s.hw], data: h3.data }, w2, b2, s.acts[3]);
+    const sq = new Float64Array(s.n);
+    h1.data.forEach((v, i) => (sq[Math.floor(i / h1.shape[1])] += v * v));
+    return { shape: h4.shape, data: h4.data.map((v, i) => v * v + v + sq[Math.floor(i / s.k)]) };
+  };
+}
+
+// SwiftShader compiles these nets' many kernel variants about 10x slower than llvmpipe: one case there checks
+// the gpu profile's kernels against the unfolded passes.
+const SWIFTSHADER = process.env.GENCLS_TEST_ADAPTER === 'swiftshader';
+
+describe('activation derivatives folded into the producing kernels', () => {
+  (SWIFTSHADER ? it.skip : it)('gradients of every input match finite differences on random nets', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbNet, arbSeed, (s, seed) =>
+        checkVjp(net(s), netRef(s), netShapes(s).map((shape, i) => randomRef(shape, seed + i)), seed, { what: `net ${JSON.stringify(s)}` }),
+      ),
+      { numRuns: 12 },
+    );
+  });
+
+  it('folding gives what the separate derivative passes give; folded activations leave the map unless asked for', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbNet, arbSeed, async (s, seed) => {
+        const params = netShapes(s).map((shape, i) => toGpu(randomRef(shape, seed + i)).requireGrad());
+        const inner: T.Tensor[] = [];
+        const out = net(s, inner)(...(params as Parameters<ReturnType<typeof net>>));
+        const u = toGpu(randomRef(out.shape, seed + 99));
+        const folded = T.gradients(out, u, params);
+        // Naming the activations' outputs as targets keeps their gradients, so nothing is folded into them.
+        const unfolded = T.gradients(out, u, [...params, ...inner]);
+        inner.forEach((t, i) => {
+          expect(folded.has(t)).toBe(s.acts[i] === 'none');
+          expect(unfolded.has(t)).toBe(true);
+        });
+        for (const [i, p] of params.entries()) {
+          expectClose(await download(folded.get(p)!), await download(unfolded.get(p)!), { rtol: 1e-5, atol: 1e-6 }, `param ${i} of ${JSON.stringify(s)}`);
+        }
+        for (const m of [folded, unfolded]) for (const g of m.values()) g.dispose();
+      }),
+      { numRuns: SWIFTSHADER ? 1 : 8 },
+    );
   });
 });
 

@@ -182,6 +182,18 @@ function convTInputs(c: ConvTCase) {
 
 // ---------- kernels against the float64 reference ----------
 
+/**
+ * The input gradient with the previous layer's activation derivative folded in (the case's activation, taken at
+ * a random output y of x's shape) equals the plain input gradient times that derivative.
+ */
+async function checkMaskedInputGrad(act: K.Activation, shape: number[], dx: Ref, seed: number, run: (mask: K.GradMask) => T.Tensor, what: string) {
+  if (act === 'none') return;
+  const y = act === 'relu' ? randomRef(shape, seed + 7) : randomRef(shape, seed + 7, 0.01, 0.99);
+  const want = dx.data.map((v, i) => (act === 'relu' ? (y.data[i] > 0 ? v : 0) : v * y.data[i] * (1 - y.data[i])));
+  expectClose(await download(run({ activation: act, y: toGpu(y) })), want, TOL, `${what} masked by ${act}'`);
+}
+
+
 // SwiftShader's resident memory grows by gigabytes over the gradient properties (16 GB before the kernel's OOM
 // killer stopped the file, 2026-12-02), so on that adapter only the forward kernels and the ops run; every
 // property runs on the default adapter under both tilings.
@@ -212,6 +224,7 @@ for (const profile of ['software', 'gpu'] as const) {
         const p = { stride: c.stride, padding, outputSize };
         const want = refConv2dGrads(x, w, g, c.stride, padding);
         expectClose(await download(K.conv2dBackwardInput(toGpu(g), toGpu(w), x.shape, p)), want.dx, TOL, `conv2dBackwardInput ${JSON.stringify(c)}`);
+        await checkMaskedInputGrad(c.activation, x.shape, want.dx, c.seed, (mask) => K.conv2dBackwardInput(toGpu(g), toGpu(w), x.shape, p, mask), `conv2dBackwardInput ${JSON.stringify(c)}`);
         expectClose(await download(K.conv2dBackwardFilter(toGpu(x), toGpu(g), w.shape, p)), want.dw, TOL, `conv2dBackwardFilter ${JSON.stringify(c)}`);
         // The weight's and bias's gradients in one pass: the bias's is g summed over N, Ho, Wo.
         const both = K.conv2dBackwardFilterBias(toGpu(x), toGpu(g), w.shape, p);
@@ -258,6 +271,7 @@ for (const profile of ['software', 'gpu'] as const) {
         const p = { stride: c.stride, padding: c.padding, outputPadding: c.outputPadding };
         const want = refConvTranspose2dGrads(x, w, g, c.stride, c.padding);
         expectClose(await download(K.convTranspose2dBackwardInput(toGpu(g), toGpu(w), x.shape, p)), want.dx, TOL, `convTranspose2dBackwardInput ${JSON.stringify(c)}`);
+        await checkMaskedInputGrad(c.activation, x.shape, want.dx, c.seed, (mask) => K.convTranspose2dBackwardInput(toGpu(g), toGpu(w), x.shape, p, mask), `convTranspose2dBackwardInput ${JSON.stringify(c)}`);
         expectClose(await download(K.convTranspose2dBackwardFilter(toGpu(x), toGpu(g), w.shape, p)), want.dw, TOL, `convTranspose2dBackwardFilter ${JSON.stringify(c)}`);
       };
 

@@ -417,6 +417,29 @@ describe('deferred values', () => {
     [x, i].forEach((t) => t.dispose());
   });
 
+  it('oneHot is an expression over the i32 labels: equal to the kernel, read by a concat, a sum and a slice of labels', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 12 }), fc.integer({ min: 0, max: 3 }), arbSeed, async (n, depth, skip, seed) => {
+        const labels = Array.from({ length: n + skip }, (_, i) => (seed * (i + 7)) % depth);
+        const x = randomRef([n, 3], seed);
+        const build = () => {
+          // A view that starts past the buffer's first element exercises the labels' offset.
+          const y = T.slice(T.tensor(Int32Array.from(labels), [n + skip], 'i32'), [skip], [n]);
+          const h = T.oneHot(y, depth);
+          return [h, T.concat([T.tensor(x.data, x.shape), h], 1), T.sum(T.mul(h, T.addScalar(h, 2)), -1)];
+        };
+        await expectFusedLikeEager(build, { rtol: 0, atol: 0 });
+        const d0 = rt().dispatchCount;
+        const h = T.oneHot(T.tensor(Int32Array.from(labels.slice(0, n)), [n], 'i32'), depth);
+        expect(rt().dispatchCount - d0).toBe(0);
+        const got = await h.data();
+        expect(Array.from(got)).toEqual(labels.slice(0, n).flatMap((l) => Array.from({ length: depth }, (_, k) => (k === l ? 1 : 0))));
+        h.dispose();
+      }),
+      { numRuns: 15 },
+    );
+  });
+
   it('bad input gets the eager error', () => {
     const a = T.zeros([3, 4]);
     const b = T.zeros([5]);

@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
 import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, RUNS, checkVjp } from './helpers.js';
-import { matmulKernel, type MatmulTiling } from '../src/kernels/matmul.js';
+import { matmulKernel, matmulRowSums, type MatmulTiling } from '../src/kernels/matmul.js';
 import { refMatmul, refLinear, type RefActivation } from '../src/reference/matmul.js';
 import { refReduce } from '../src/reference/reduce.js';
 import { type Ref } from '../src/reference/tensor.js';
@@ -137,6 +137,64 @@ describe('matmul kernel matches the float64 reference', () => {
         expectClose(got.data, want, tolFor(p.K * batch), describeProblem(p));
       }),
       RUNS,
+    );
+  });
+
+  // The backward pass folds an activation's derivative into the matmul producing its output's gradient, and the
+  // bias gradient into the weight gradient's matmul: both must equal the separate passes they replace.
+  it('gradient mask epilogue: out * relu\'/sigmoid\' at y, on both kernels', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.boolean(), arbProblem(anyDim), arbProblem(alignedDim), fc.constantFrom<'relu' | 'sigmoid'>('relu', 'sigmoid'), arbSeed, async (direct, anyP, alignedP, act, seed) => {
+        const p = direct ? alignedP : anyP;
+        const a = randomRef(p.aShape, seed);
+        const b = randomRef(p.bShape, seed + 1);
+        const prod = refMatmul(a, b, { transA: p.transA, transB: p.transB });
+        // relu's mask is y > 0; sigmoid's y (1 - y) is taken at outputs in (0, 1).
+        const y = act === 'relu' ? randomRef(prod.shape, seed + 2) : randomRef(prod.shape, seed + 2, 0.01, 0.99);
+        const kernel = direct ? 'direct' : 'staged';
+        const got = await evaluate(() =>
+          matmulKernel(toGpu(a), toGpu(b), { kernel, tiling: direct ? SMALL_DIRECT : SMALL_STAGED, transA: p.transA, transB: p.transB, gradMask: { activation: act, y: toGpu(y) } }),
+        );
+        const want = prod.data.map((v, i) => (act === 'relu' ? (y.data[i] > 0 ? v : 0) : v * y.data[i] * (1 - y.data[i])));
+        expectClose(got.data, want, tolFor(p.K), `${describeProblem(p)} ${kernel} mask ${act}`);
+      }),
+      RUNS,
+    );
+  });
+
+  it('row sums of op(a) beside the product (dense weight and bias gradients in one pass)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom('direct', 'staged', 'gpu', 'default'),
+        anyDim, anyDim, anyDim, alignedDim, alignedDim, alignedDim,
+        fc.boolean(), fc.boolean(), fc.boolean(), fc.integer({ min: 2, max: 3 }),
+        arbSeed,
+        async (kind, m, n, k, m4, n4, k4, transA, transB, batched, batch, seed) => {
+          const [M, N, K] = kind === 'direct' ? [m4, n4, k4] : [m, n, k];
+          // A batched problem sums its batch (reduceBatch), and the row sums run over it too.
+          const lead = batched ? [batch] : [];
+          const a = randomRef([...lead, ...(transA ? [K, M] : [M, K])], seed);
+          const b = randomRef([...lead, ...(transB ? [N, K] : [K, N])], seed + 1);
+          const kernel = kind === 'direct' || kind === 'staged' ? kind : kind === 'gpu' ? 'staged' : undefined;
+          const tiling = kind === 'direct' ? SMALL_DIRECT : kind === 'staged' ? SMALL_STAGED : kind === 'gpu' ? GPU_STAGED : undefined;
+          const { out, rowSums } = matmulRowSums(toGpu(a), toGpu(b), { kernel, tiling, transA, transB, reduceBatch: batched });
+          const [gotOut, gotSums] = [await download(out), await download(rowSums)];
+          out.dispose();
+          rowSums.dispose();
+          const full = refMatmul(a, b, { transA, transB });
+          const want = batched ? refReduce(full, [0], 'sum') : full;
+          const wantSums = new Float64Array(M);
+          a.data.forEach((v, i) => {
+            const mk = i % (M * K);
+            wantSums[transA ? mk % M : Math.floor(mk / K)] += v;
+          });
+          const what = `${kind} a [${a.shape}] b [${b.shape}]${transA ? ' transA' : ''}${transB ? ' transB' : ''}`;
+          expect(rowSums.shape).toEqual([M]);
+          expectClose(gotOut, want, tolFor(K * (batched ? batch : 1)), `${what} product`);
+          expectClose(gotSums, wantSums, tolFor(K * (batched ? batch : 1)), `${what} row sums`);
+        },
+      ),
+      { numRuns: 12 },
     );
   });
 

@@ -11,7 +11,7 @@ const root = resolve(__dirname, '..');
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
 const CONSUMER = `
-import { init, tensor, tidy, scale, mean, gradients, readAll, Adam, shutdown } from 'gencls-webgpu';
+import { init, tensor, tidy, gradients, readAll, Adam, shutdown } from 'gencls-webgpu';
 import { createModel, modelConfig } from 'gencls-webgpu/models';
 import { bayesClassifier, fgs } from 'gencls-webgpu/attacks';
 
@@ -24,7 +24,7 @@ const y = tensor(Int32Array.from({ length: n }, (_, i) => i % 10), [n], 'i32');
 const losses = [];
 for (let step = 0; step < 6; step++) {
   const loss = tidy(() => {
-    const l = scale(mean(model.elbo(x, y, { seed: 1, training: true })), -1);
+    const l = model.negElbo(x, y, { seed: 1, training: true });
     adam.step(gradients(l));
     return l;
   });

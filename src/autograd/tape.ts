@@ -2,6 +2,7 @@
 import { Tensor, noGrad, keep, fmt } from './tensor.js';
 import { add } from './ops/elementwise.js';
 import { full } from './ops/shape.js';
+import { binaryKernel } from '../kernels/elementwise.js';
 
 function topoSort(root: Tensor): Tensor[] {
   const order: Tensor[] = [];
@@ -30,6 +31,11 @@ function topoSort(root: Tensor): Tensor[] {
 /**
  * Gradients of `output` (seeded with `seed`, default ones) with respect to every tensor in its graph, or, given
  * `wrt`, only along paths that reach those tensors: an attack's input gradient computes no weight gradients.
+ *
+ * A fused activation's derivative is folded into the kernel that produces its output's gradient (the next layer's
+ * input gradient, through reshapes), saving a pass over memory per layer; a contribution from an op that cannot
+ * fold it gets it applied on its own. The gradient of such an output is then never formed, so it is left out of
+ * the map unless it is named in `wrt`.
  */
 export function gradients(output: Tensor, seed?: Tensor | null, wrt?: readonly Tensor[]): Map<Tensor, Tensor> {
   if (!output.requiresGrad) throw new Error(`backward: output ${fmt(output.shape)} does not depend on any tensor that requires a gradient`);
@@ -44,18 +50,42 @@ export function gradients(output: Tensor, seed?: Tensor | null, wrt?: readonly T
       for (const node of order) if (node.parents.some((p) => reach.has(p))) reach.add(node);
       leadsToTarget = reach;
     }
+    const targets = new Set<Tensor>(wrt ?? []);
+    const wants = new Map<Tensor, boolean>();
+    // Whether t's gradient is formed with its activation's derivative applied: not for targets, and through a
+    // reshape only when its parent's is too (the reshape hands its gradient on unchanged).
+    const wantsMask = (t: Tensor): boolean => {
+      let w = wants.get(t);
+      if (w === undefined) {
+        w = t.gradActivation !== null && !targets.has(t) && (!t.maskTransparent || wantsMask(t.parents[0]));
+        wants.set(t, w);
+      }
+      return w;
+    };
+    const masked = new Set<Tensor>();
     const grads = new Map<Tensor, Tensor>([[output, seed ?? full(output.shape, 1)]]);
     for (const node of order.reverse()) {
       const g = grads.get(node);
       if (!g || !node.backwardFn) continue;
       const need = node.parents.map((p) => p.requiresGrad && (!leadsToTarget || leadsToTarget.has(p)));
-      const pgs = node.backwardFn(g, need);
+      const fold = node.parents.map((p, i) => (node.foldsMask?.[i] && need[i] && wantsMask(p) ? { activation: p.gradActivation!, y: p } : null));
+      const pgs = node.backwardFn(g, need, { masked: masked.has(node), fold });
       node.parents.forEach((p, i) => {
-        const pg = pgs[i];
+        let pg = pgs[i];
         if (!pg || !need[i]) return;
+        if (wantsMask(p)) {
+          const carries = fold[i] !== null || (node.maskTransparent && masked.has(node));
+          if (!carries) pg = binaryKernel(p.gradActivation === 'relu' ? 'reluGrad' : 'sigmoidGrad', pg, p);
+          masked.add(p);
+        }
         const prev = grads.get(p);
         grads.set(p, prev ? add(prev, pg) : pg);
       });
+    }
+    // Folded gradients are partial (the derivative already applied) and nobody asked for them.
+    for (const t of masked) {
+      grads.get(t)?.dispose();
+      grads.delete(t);
     }
     return grads;
   });

@@ -11,7 +11,33 @@ export type DType = 'f32' | 'i32';
  * Maps the gradient of an op's output to the gradients of its parents (null where none flows).
  * `need[i]` says whether parent i wants one, so costly ops can skip the rest.
  */
-export type BackwardFn = (grad: Tensor, need: boolean[]) => (Tensor | null)[];
+export type BackwardFn = (grad: Tensor, need: boolean[], ctx: BackwardContext) => (Tensor | null)[];
+
+/** An activation fused into the op that made a tensor, whose derivative its gradient passes through. */
+export type GradActivation = 'relu' | 'sigmoid';
+
+/**
+ * What the tape tells a backward closure about activation derivatives (see `gradients`): a fused activation's
+ * derivative is applied by the kernel that produces its output's gradient, not by a pass of its own.
+ */
+export interface BackwardContext {
+  /** `grad` already carries the derivative of this op's own fused activation. */
+  masked: boolean;
+  /**
+   * Per parent, the derivative to fold into that parent's gradient: `y` (the parent itself) and its activation;
+   * null where none. Only parents the op declared in `foldsMask` get one, and the op must apply it.
+   */
+  fold: ({ activation: GradActivation; y: Tensor } | null)[];
+}
+
+export interface RecordOptions {
+  /** The activation the op fused into its output (the output's gradient is wanted through its derivative). */
+  gradActivation?: GradActivation | null;
+  /** Per parent: whether the backward closure applies `ctx.fold[i]` to that parent's gradient. */
+  foldsMask?: boolean[];
+  /** The op passes a gradient that carries its output's derivative to its single parent as one that carries the parent's (a reshape). */
+  maskTransparent?: boolean;
+}
 
 let current: Runtime | null = null;
 let initializing: Promise<Runtime> | null = null;
@@ -149,6 +175,10 @@ export class Tensor {
   parents: Tensor[] = [];
   backwardFn: BackwardFn | null = null;
   op = 'leaf';
+  /** See RecordOptions. */
+  gradActivation: GradActivation | null = null;
+  foldsMask: boolean[] | null = null;
+  maskTransparent = false;
 
   /**
    * Wraps a runtime buffer (owned from now on by this tensor), views another tensor's storage at `byteOffset`
@@ -246,12 +276,15 @@ export async function readAll(ts: Tensor[]): Promise<(Float32Array | Int32Array)
 }
 
 /** Attaches an op's backward closure to its output when any input needs a gradient; returns the output. */
-export function record(out: Tensor, op: string, parents: Tensor[], backward: BackwardFn): Tensor {
+export function record(out: Tensor, op: string, parents: Tensor[], backward: BackwardFn, opts: RecordOptions = {}): Tensor {
   out.op = op;
   if (gradEnabled && parents.some((p) => p.requiresGrad)) {
     out.requiresGrad = true;
     out.parents = parents;
     out.backwardFn = backward;
+    out.gradActivation = opts.gradActivation ?? null;
+    out.foldsMask = opts.foldsMask ?? null;
+    out.maskTransparent = opts.maskTransparent ?? false;
   }
   return out;
 }

@@ -1,5 +1,7 @@
 // The activations kernels fuse and the numerically stable forms they use, written once for every kernel:
 // elementwise maps, matmul's epilogue (on vec4 accumulators) and conv's (on scalars).
+import type { Tensor } from '../autograd/tensor.js';
+
 export type Activation = 'none' | 'relu' | 'sigmoid';
 export const ACTIVATIONS: readonly Activation[] = ['none', 'relu', 'sigmoid'];
 
@@ -32,4 +34,21 @@ export function activationWgsl(act: Activation, T: Scalar = 'f32'): string {
   const sigmoid = T === 'f32' ? 'sigmoidScalar' : 'sigmoidVec4';
   const expr = act === 'relu' ? `max(x, ${T}(0.0))` : act === 'sigmoid' ? `${sigmoid}(x)` : 'x';
   return `${act === 'sigmoid' ? sigmoidFn(sigmoid, T) + '\n' : ''}fn activate(x: ${T}) -> ${T} { return ${expr}; }`;
+}
+
+/**
+ * A fused activation's derivative, applied by the kernel that produces the gradient of its output y (the next
+ * layer's input gradient) instead of by a pass of its own: relu'(z) = [y > 0], sigmoid'(z) = y (1 - y).
+ */
+export interface GradMask {
+  activation: Exclude<Activation, 'none'>;
+  /** The activation's output, the same shape as the gradient being produced. */
+  y: Tensor;
+}
+
+/** `fn gradMask(g: T, y: T) -> T` for `act` ('none' passes g through). */
+export function gradMaskWgsl(act: Activation, T: Scalar = 'f32'): string {
+  if (!ACTIVATIONS.includes(act)) throw new Error(`unknown activation '${act}': expected ${ACTIVATIONS.join(', ')}`);
+  const expr = act === 'relu' ? `select(${T}(0.0), g, y > ${T}(0.0))` : act === 'sigmoid' ? `g * y * (${T}(1.0) - y)` : 'g';
+  return `fn gradMask(g: ${T}, y: ${T}) -> ${T} { return ${expr}; }`;
 }

@@ -21,9 +21,10 @@ import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
 import { program, flatIndex } from './program.js';
 import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 
-import { activationWgsl, type Activation } from './activation.js';
+import { activationWgsl, gradMaskWgsl, type Activation, type GradMask } from './activation.js';
+import { convGemm, convGemmFilter } from './conv-gemm.js';
 
-export type { Activation };
+export type { Activation, GradMask };
 
 export interface Conv2dParams {
   stride: [number, number];
@@ -102,19 +103,29 @@ const FILTER_UNIFORMS = {
   padT: 'i32', padL: 'i32', tilesM: 'u32', tiles: 'u32', threads: 'u32', chunk: 'u32',
 } as const;
 
-/** A gather kernel's storage: input xs (a buffer, or a fused expression read as the prologue), weight ws, optional bias bs; output ys. */
-const gatherIo = (hasBias: boolean, src: Source) => ({ inputs: [...src.inputs, 'ws', ...(hasBias ? ['bs'] : [])], outputs: ['ys'] });
+/**
+ * A gather kernel's storage: input xs (a buffer, or a fused expression read as the prologue), weight ws, optional
+ * bias bs, optional ms (the activation output whose derivative masks the result: a GradMask); output ys.
+ */
+const gatherIo = (hasBias: boolean, mask: Activation, src: Source) => ({
+  inputs: [...src.inputs, 'ws', ...(hasBias ? ['bs'] : []), ...(mask !== 'none' ? ['ms'] : [])],
+  outputs: ['ys'],
+});
 
 /**
  * Writes a gather tile's accumulators acc{channel}_{row * tc + col} to ys with bias and activation; `colInRange`
  * and `colOffset` give column c's bounds check and its offset from yBase{row}.
  */
-function storeTile(tile: GatherTile, hasBias: boolean, colInRange: (c: number) => string, colOffset: (c: number) => string): string {
+function storeTile(tile: GatherTile, hasBias: boolean, mask: Activation, colInRange: (c: number) => string, colOffset: (c: number) => string): string {
   const { tm, tr, tc } = tile;
   return each(tm, (i) => `  if (co0 + ${i}u < u.cout) {
     let co = co0 + ${i}u;
     let bias = ${hasBias ? 'bs[co]' : '0.0'};
-${grid(tr, tc, (r, c) => `    if (rowValid${r} && ${colInRange(c)}) { ys[yBase${r} + co * howo + ${colOffset(c)}] = activate(acc${i}_${r * tc + c} + bias); }`)}
+${grid(tr, tc, (r, c) => {
+  const at = `yBase${r} + co * howo + ${colOffset(c)}`;
+  const y = `activate(acc${i}_${r * tc + c} + bias)`;
+  return `    if (rowValid${r} && ${colInRange(c)}) { ys[${at}] = ${mask === 'none' ? y : `gradMask(${y}, ms[${at}])`}; }`;
+})}
   }`);
 }
 
@@ -123,19 +134,19 @@ ${grid(tr, tc, (r, c) => `    if (rowValid${r} && ${colInRange(c)}) { ys[yBase${
 // Output column c of a tile reads input column ix0 + c*sw + kx. Taps kx = rho, rho + sw, ... (one residue rho of
 // kx mod sw) slide the tile's input window by exactly one column, so after the first tap each row loads one value
 // per tap instead of tc.
-const convGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation, src: Source) =>
-  program(`convGather:${tileKey(tile)}:${wg}:${hasBias}:${act}${src.key}`, () => convGatherDecl(tile, wg, hasBias, act, src));
+const convGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation, mask: Activation, src: Source) =>
+  program(`convGather:${tileKey(tile)}:${wg}:${hasBias}:${act}${mask === 'none' ? '' : `:mask=${mask}`}${src.key}`, () => convGatherDecl(tile, wg, hasBias, act, mask, src));
 
-function convGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation, src: Source) {
+function convGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation, mask: Activation, src: Source) {
   const { tm, tr, tc } = tile;
   const forRows = (f: (r: number) => string) => each(tr, f);
   const forCells = (f: (r: number, c: number) => string) => grid(tr, tc, f);
   return {
     name: 'convGather',
-    ...gatherIo(hasBias, src),
+    ...gatherIo(hasBias, mask, src),
     uniforms: { ...GATHER_UNIFORMS, ...src.uniforms },
     workgroupSize: wg,
-    prelude: () => `${sourcePrelude(src)}\n${activationWgsl(act)}`,
+    prelude: () => `${sourcePrelude(src)}\n${activationWgsl(act)}\n${gradMaskWgsl(mask)}`,
     body: () => wgsl`  let t = groupIndex(wid, nwg) * ${wg}u + lid;
   if (t >= u.threads) { return; }
   let hw = u.h * u.w;
@@ -177,8 +188,14 @@ ${forCells((r, c) => (c + 1 < tc ? `            b${r}_${c} = b${r}_${c + 1};` : 
       }
     }
   }
-${storeTile(tile, hasBias, (c) => `ox0 + ${c}u < u.wo`, (c) => `${c}u`)}`,
+${storeTile(tile, hasBias, mask, (c) => `ox0 + ${c}u < u.wo`, (c) => `${c}u`)}`,
   };
+}
+
+function checkMask(op: string, mask: GradMask | null, out: Tensor): void {
+  if (!mask) return;
+  if (mask.activation !== 'relu' && mask.activation !== 'sigmoid') throw new Error(`${op}: gradMask activation must be relu or sigmoid, got '${String(mask.activation)}'`);
+  if (mask.y.dtype !== 'f32' || mask.y.size !== out.size) throw new Error(`${op}: gradMask y ${fmt(mask.y.shape)} does not match the output ${fmt(out.shape)}`);
 }
 
 /** y[n, co, oy, ox] = act(b[co] + sum_{ci,ky,kx} w[co, ci, ky, kx] x[n, ci, oy*s - pT + ky, ox*s - pL + kx]). */
@@ -190,7 +207,9 @@ function convGather(
   stride: readonly [number, number],
   padding: readonly [number, number],
   act: Activation,
+  mask: GradMask | null = null,
 ): Tensor {
+  if (runtime().kernelProfile === 'gpu') return convGemm('conv', x, weight, bias, outSize, stride, padding, act, mask);
   const [n, cin, h, w] = x.shape;
   const [cout, , kh, kw] = weight.shape;
   const [ho, wo] = outSize;
@@ -200,9 +219,10 @@ function convGather(
   const tilesCols = Math.ceil(wo / tile.tc);
   const threads = tilesM * tilesCols * Math.ceil((n * ho) / tile.tr);
   const wg = pickWorkgroup(threads);
-  const src = readSource(x, 'xs', bias ? 3 : 2, heavyPrologue());
-  convGatherProgram(tile, wg, bias !== null, act, src).run({
-    inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : [])],
+  checkMask('conv2d', mask, y);
+  const src = readSource(x, 'xs', (bias ? 3 : 2) + (mask ? 1 : 0), heavyPrologue());
+  convGatherProgram(tile, wg, bias !== null, act, mask?.activation ?? 'none', src).run({
+    inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : []), ...(mask ? [mask.y.binding] : [])],
     outputs: [y.binding],
     uniforms: { n, cin, h, w, cout, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tilesCols, threads, ...src.values },
     workgroups: runtime().groups1d(Math.ceil(threads / wg)),
@@ -216,19 +236,19 @@ function convGather(
 // reading input row iy = (oy + padT - ky) / sh = jy + cy - ty (exact integer division), where oy = py + sh * jy; each
 // phase is a dense correlation over its (jy, jx) grid. Along a tile row, tap tx + 1 reads the input window of tap tx
 // shifted right by one column, so each row loads one new value per tap.
-const convTransposeGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation, src: Source) =>
-  program(`convTransposeGather:${tileKey(tile)}:${wg}:${hasBias}:${act}${src.key}`, () => convTransposeGatherDecl(tile, wg, hasBias, act, src));
+const convTransposeGatherProgram = (tile: GatherTile, wg: number, hasBias: boolean, act: Activation, mask: Activation, src: Source) =>
+  program(`convTransposeGather:${tileKey(tile)}:${wg}:${hasBias}:${act}${mask === 'none' ? '' : `:mask=${mask}`}${src.key}`, () => convTransposeGatherDecl(tile, wg, hasBias, act, mask, src));
 
-function convTransposeGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation, src: Source) {
+function convTransposeGatherDecl(tile: GatherTile, wg: number, hasBias: boolean, act: Activation, mask: Activation, src: Source) {
   const { tm, tr, tc } = tile;
   const forRows = (f: (r: number) => string) => each(tr, f);
   const forCells = (f: (r: number, c: number) => string) => grid(tr, tc, f);
   return {
     name: 'convTransposeGather',
-    ...gatherIo(hasBias, src),
+    ...gatherIo(hasBias, mask, src),
     uniforms: { ...TRANSPOSE_UNIFORMS, ...src.uniforms },
     workgroupSize: wg,
-    prelude: () => `${sourcePrelude(src)}\n${activationWgsl(act)}`,
+    prelude: () => `${sourcePrelude(src)}\n${activationWgsl(act)}\n${gradMaskWgsl(mask)}`,
     body: () => wgsl`  let py = wid.z / u.sw;
   let px = wid.z % u.sw;
   let ky0 = (py + u.padT) % u.sh;
@@ -283,7 +303,7 @@ ${forCells((r, c) => {
       }
     }
   }
-${storeTile(tile, hasBias, (c) => `jx0 + ${c}u < wp`, (c) => `${c}u * u.sw`)}`,
+${storeTile(tile, hasBias, mask, (c) => `jx0 + ${c}u < wp`, (c) => `${c}u * u.sw`)}`,
   };
 }
 
@@ -299,7 +319,9 @@ function convTransposeGather(
   stride: readonly [number, number],
   padding: readonly [number, number],
   act: Activation,
+  mask: GradMask | null = null,
 ): Tensor {
+  if (runtime().kernelProfile === 'gpu') return convGemm('convT', x, weight, bias, outSize, stride, padding, act, mask);
   const [n, cin, h, w] = x.shape;
   const [, cout, kh, kw] = weight.shape;
   const [ho, wo] = outSize;
@@ -313,9 +335,10 @@ function convTransposeGather(
   const threads = tilesM * Math.ceil(phaseCols / tile.tc) * Math.ceil(phaseRows / tile.tr);
   const wg = pickWorkgroup(threads * sh * sw);
   const [gx, gy] = runtime().groups1d(Math.ceil(threads / wg));
-  const src = readSource(x, 'xs', bias ? 3 : 2, heavyPrologue());
-  convTransposeGatherProgram(tile, wg, bias !== null, act, src).run({
-    inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : [])],
+  checkMask('convTranspose2d', mask, y);
+  const src = readSource(x, 'xs', (bias ? 3 : 2) + (mask ? 1 : 0), heavyPrologue());
+  convTransposeGatherProgram(tile, wg, bias !== null, act, mask?.activation ?? 'none', src).run({
+    inputs: [...src.bindings, weight.binding, ...(bias ? [bias.binding] : []), ...(mask ? [mask.y.binding] : [])],
     outputs: [y.binding],
     uniforms: { n, cin, h, w, cout, ho, wo, kh, kw, sh, sw, padT: padding[0], padL: padding[1], tilesM, ...src.values },
     workgroups: [gx, gy, sh * sw],
@@ -341,17 +364,20 @@ function pickFilterTile(m: number, kSize: number): { tm: number; tn: number } {
   return { tm, tn: tm >= 16 ? tn : 32 };
 }
 
-const convFilterGradProgram = (tm: number, tn: number, wg: number, bias: boolean, xs: Source, gs: Source) =>
-  program(`convFilterGrad:${tm}x${tn}:${wg}:${bias}${xs.key}${gs.key}`, () => convFilterGradDecl(tm, tn, wg, bias, xs, gs));
+const convFilterGradProgram = (tm: number, tn: number, wg: number, bias: boolean, direct: boolean, xs: Source, gs: Source) =>
+  program(`convFilterGrad:${tm}x${tn}:${wg}:${bias}${direct ? ':direct' : ''}${xs.key}${gs.key}`, () => convFilterGradDecl(tm, tn, wg, bias, direct, xs, gs));
 
 // partials[split, m, (c, ky, kx)] = sum over this split's slice of (n, oy, ox) of
 //   g[n, m, oy, ox] * x[n, c, oy*sh - padT + ky, ox*sw - padL + kx].
 // With `bias`, one more column reads 1 instead of x: partials[split, m, kSize] sums g itself, the bias gradient.
-function convFilterGradDecl(tm: number, tn: number, wg: number, bias: boolean, xs: Source, gs: Source) {
+// `direct` (a single split) writes that column to db and the rest to dw, so no partials pass follows.
+function convFilterGradDecl(tm: number, tn: number, wg: number, bias: boolean, direct: boolean, xs: Source, gs: Source) {
+  const store = (row: string, col: string, v: string) =>
+    !direct ? `partials[out + ${row} * kTotal + ${col}] = ${v};` : bias ? `if (${col} == kSize) { db[${row}] = ${v}; } else { dw[${row} * kSize + ${col}] = ${v}; }` : `dw[${row} * kSize + ${col}] = ${v};`;
   return {
     name: 'convFilterGrad',
     inputs: [...xs.inputs, ...gs.inputs],
-    outputs: ['partials'],
+    outputs: !direct ? ['partials'] : bias ? ['dw', 'db'] : ['dw'],
     uniforms: { ...FILTER_UNIFORMS, ...xs.uniforms, ...gs.uniforms },
     workgroupSize: wg,
     prelude: () => sourcePrelude(xs, gs),
@@ -405,7 +431,7 @@ ${grid(tm, tn, (i, j) => `    acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`)}
     }
   }
   let out = split * u.m * kTotal;
-${grid(tm, tn, (i, j) => `  if (m0 + ${i}u < u.m && k0 + ${j}u < kTotal) { partials[out + (m0 + ${i}u) * kTotal + k0 + ${j}u] = acc${i}_${j}; }`)}`,
+${grid(tm, tn, (i, j) => `  if (m0 + ${i}u < u.m && k0 + ${j}u < kTotal) { ${store(`(m0 + ${i}u)`, `(k0 + ${j}u)`, `acc${i}_${j}`)} }`)}`,
   };
 }
 
@@ -449,6 +475,7 @@ function convFilterGrad(
   padding: readonly [number, number],
   withBias = false,
 ): { dw: Tensor; db: Tensor | null } {
+  if (runtime().kernelProfile === 'gpu') return convGemmFilter(x, g, kernel, stride, padding, withBias);
   const [n, c, h, w] = x.shape;
   const [, m, ho, wo] = g.shape;
   const [kh, kw] = kernel;
@@ -465,18 +492,19 @@ function convFilterGrad(
   const rt = runtime();
   const dw = Tensor.empty([m, c, kh, kw]);
   const db = withBias ? Tensor.empty([m]) : null;
-  const partials = splits === 1 && !withBias ? dw : Tensor.empty([splits, m, kTotal]);
+  const direct = splits === 1;
+  const partials = direct ? null : Tensor.empty([splits, m, kTotal]);
   const wg = pickWorkgroup(threads);
   // The output and the other source's bindings count against the storage-buffer limit.
   const gs = readSource(g, 'gs', 2, heavyPrologue());
   const xs = readSource(x, 'xs', 1 + gs.inputs.length, heavyPrologue());
-  convFilterGradProgram(tm, tn, wg, withBias, xs, gs).run({
+  convFilterGradProgram(tm, tn, wg, withBias, direct, xs, gs).run({
     inputs: [...xs.bindings, ...gs.bindings],
-    outputs: [partials.binding],
+    outputs: partials ? [partials.binding] : db ? [dw.binding, db.binding] : [dw.binding],
     uniforms: { n, c, h, w, m, ho, wo, kh, kw, sh: stride[0], sw: stride[1], padT: padding[0], padL: padding[1], tilesM, tiles, threads, chunk, ...xs.values, ...gs.values },
     workgroups: rt.groups1d(Math.ceil(threads / wg)),
   });
-  if (partials !== dw) {
+  if (partials) {
     const size = m * kTotal;
     sumPartialsProgram(withBias).run({ inputs: [partials.binding], outputs: db ? [dw.binding, db.binding] : [dw.binding], uniforms: { size, splits, kSize }, workgroups: rt.groups1d(Math.ceil(size / SUM_WG)) });
     partials.dispose();
@@ -505,11 +533,11 @@ export function conv2dForward(x: Tensor, weight: Tensor, bias: Tensor | null, p:
   return convGather(x, weight, bias, p.outputSize, p.stride, p.padding, p.activation ?? 'none');
 }
 
-/** dL/dx of conv2d: g [N, Cout, Ho, Wo], weight [Cout, Cin, kh, kw] -> [N, Cin, H, W] (= xShape). */
-export function conv2dBackwardInput(g: Tensor, weight: Tensor, xShape: Shape, p: Conv2dParams): Tensor {
+/** dL/dx of conv2d: g [N, Cout, Ho, Wo], weight [Cout, Cin, kh, kw] -> [N, Cin, H, W] (= xShape), times `mask`'s derivative. */
+export function conv2dBackwardInput(g: Tensor, weight: Tensor, xShape: Shape, p: Conv2dParams, mask: GradMask | null = null): Tensor {
   const [n, , h, w] = xShape;
   expectShape('conv2dBackwardInput', 'g', g, [n, weight.shape[0], ...p.outputSize]);
-  return convTransposeGather(g, weight, null, [h, w], p.stride, p.padding, 'none');
+  return convTransposeGather(g, weight, null, [h, w], p.stride, p.padding, 'none', mask);
 }
 
 /** dL/dweight of conv2d: x [N, Cin, H, W], g [N, Cout, Ho, Wo] -> wShape [Cout, Cin, kh, kw]. */
@@ -538,12 +566,12 @@ export function convTranspose2dForward(x: Tensor, weight: Tensor, bias: Tensor |
   return convTransposeGather(x, weight, bias, out, p.stride, p.padding, p.activation ?? 'none');
 }
 
-/** dL/dx of convTranspose2d: a plain convolution of g with the same weight. g [N, Cout, Ho, Wo] -> xShape [N, Cin, H, W]. */
-export function convTranspose2dBackwardInput(g: Tensor, weight: Tensor, xShape: Shape, p: ConvTranspose2dParams): Tensor {
+/** dL/dx of convTranspose2d: a plain convolution of g with the same weight, times `mask`'s derivative. g [N, Cout, Ho, Wo] -> xShape [N, Cin, H, W]. */
+export function convTranspose2dBackwardInput(g: Tensor, weight: Tensor, xShape: Shape, p: ConvTranspose2dParams, mask: GradMask | null = null): Tensor {
   const [n, cin, h, w] = xShape;
   expectShape('convTranspose2dBackwardInput', 'g', g, [n, weight.shape[1], ...convTranspose2dOutputSize([h, w], [weight.shape[2], weight.shape[3]], p)]);
   if (weight.shape[0] !== cin) throw new Error(`convTranspose2dBackwardInput: weight ${fmt(weight.shape)} does not match x ${fmt(xShape)} channels`);
-  return convGather(g, weight, null, [h, w], p.stride, p.padding, 'none');
+  return convGather(g, weight, null, [h, w], p.stride, p.padding, 'none', mask);
 }
 
 /** dL/dweight of convTranspose2d: x [N, Cin, H, W], g [N, Cout, Ho, Wo] -> wShape [Cin, Cout, kh, kw]. */

@@ -160,8 +160,16 @@ const fillProgram = program('fill', () => ({
   ys[i] = u.value;`,
 }));
 
+/** Fills of at most this many elements are written from the host: a copy in stream order costs less than a dispatch. */
+const HOST_FILL = 64;
+
 export function fillKernel(shape: Shape, value: number): Tensor {
   const y = Tensor.empty(shape);
+  if (y.size === 0) return y;
+  if (y.size <= HOST_FILL) {
+    runtime().write(y.buffer, new Float32Array(y.size).fill(value), y.byteOffset);
+    return y;
+  }
   fillProgram.run({ inputs: [], outputs: [y.binding], uniforms: { n: y.size, value }, workgroups: runtime().groups1d(Math.ceil(y.size / WG)) });
   return y;
 }

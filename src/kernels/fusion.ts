@@ -19,11 +19,13 @@ const WG = 256;
 /** Axes of the output after merging; tensors have at most this many axes that are not merged away. */
 const MAX_RANK = 8;
 /** Nodes an expression may hold before its operands are computed first (bounds compile time and recomputation). */
-export const MAX_NODES = 32;
+export const MAX_NODES = 48;
 
 interface Leaf {
   kind: 'leaf';
   storage: Storage;
+  /** An i32 buffer (labels), read as f32 values. */
+  int: boolean;
   /** Element offset of the tensor's view into the buffer. */
   offset: number;
   shape: Shape;
@@ -74,7 +76,7 @@ let nextStorageId = 0;
 function leafId(l: Leaf): string {
   let id = storageIds.get(l.storage);
   if (id === undefined) storageIds.set(l.storage, (id = nextStorageId++));
-  return `${id}@${l.offset}:${l.shape.join('x')}`;
+  return `${id}@${l.offset}:${l.shape.join('x')}${l.int ? 'i32' : ''}`;
 }
 
 /**
@@ -144,7 +146,7 @@ class FusedValue implements Deferred {
 function operand(t: Tensor, inline: boolean): Expr {
   const d = t.deferred;
   if (inline && d instanceof FusedValue) return d.expr;
-  return { kind: 'leaf', storage: t.sharedStorage, offset: t.byteOffset / 4, shape: t.shape };
+  return { kind: 'leaf', storage: t.sharedStorage, offset: t.byteOffset / 4, shape: t.shape, int: t.dtype === 'i32' };
 }
 
 /** Inputs a fused kernel may bind: the adapter's storage-buffer limit less the output. */
@@ -450,7 +452,7 @@ function compile(root: Exclude<Expr, Leaf>, leaves: Leaf[], pre = 'f_'): FusedRe
       params.push(s.node.a, s.node.b);
     }
   });
-  const readKey = reads.map((r, j) => `x${r.input}${identity[j] ? 'i' : r.clamp ? 'c' : 's'}`).join(',');
+  const readKey = reads.map((r, j) => `x${r.input}${identity[j] ? 'i' : r.clamp ? 'c' : 's'}${leaves[r.input].int ? 'n' : ''}`).join(',');
   const guardKey = guardAxes.map((g) => g.map((t) => t.join('+')).join('.')).join(',');
 
   const axes = { array: 'u32', length: MAX_RANK } as const;
@@ -509,9 +511,10 @@ function compile(root: Exclude<Expr, Leaf>, leaves: Leaf[], pre = 'f_'): FusedRe
     const offsets = new Map(strided.map((j, o) => [j, o]));
     const readExpr = (j: number) => {
       const r = reads[j];
-      if (identity[j]) return `${pre}x${r.input}[i]`;
+      const cast = (v: string) => (leaves[r.input].int ? `f32(${v})` : v);
+      if (identity[j]) return cast(`${pre}x${r.input}[i]`);
       const idx = [at(`${pre}o`, offsets.get(j)!), ...plan.shape.map((_, k) => `c${k} * ${at(`${pre}s${j}`, k)}`)].join(' + ');
-      return `${pre}x${r.input}[${r.clamp ? `min(${idx}, arrayLength(&${pre}x${r.input}) - 1u)` : idx}]`;
+      return cast(`${pre}x${r.input}[${r.clamp ? `min(${idx}, arrayLength(&${pre}x${r.input}) - 1u)` : idx}]`);
     };
     let p = 0;
     steps.forEach((s, t) => {
@@ -529,7 +532,7 @@ function compile(root: Exclude<Expr, Leaf>, leaves: Leaf[], pre = 'f_'): FusedRe
   };
   return {
     key: `${structure.join(';')}:${readKey}:${guardKey}:r${rank}`,
-    inputs: leaves.map((_, j) => `${pre}x${j}`),
+    inputs: leaves.map((l, j) => (l.int ? { name: `${pre}x${j}`, type: 'i32' } : `${pre}x${j}`)),
     uniforms,
     prelude,
     bindings: leaves.map((l) => ({ buffer: l.storage.buffer, offset: l.offset * 4, size: sizeOf(l.shape) * 4 })),

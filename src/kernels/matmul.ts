@@ -18,9 +18,10 @@ import { Tensor, runtime, fmt } from '../autograd/tensor.js';
 import { program, type BindingDecl } from './program.js';
 import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 
-import { ACTIVATIONS, activationWgsl, type Activation } from './activation.js';
+import { tunedTiling, sizeBucket, hostTime } from './autotune.js';
+import { ACTIVATIONS, activationWgsl, gradMaskWgsl, type Activation, type GradMask } from './activation.js';
 
-export type { Activation };
+export type { Activation, GradMask };
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -30,6 +31,11 @@ export interface MatmulOptions {
   activation?: Activation;
   /** Sums the per-batch products into one [M, N] result (gradients of a batch-broadcast operand). */
   reduceBatch?: boolean;
+  /**
+   * Multiplies the output by an activation's derivative at `y` (same shape as the output): the product is the
+   * gradient of that activation's output, wanted through it (see GradMask).
+   */
+  gradMask?: GradMask | null;
   /** Forces a kernel and tile geometry (benchmarks and tests). */
   kernel?: 'direct' | 'staged';
   tiling?: Partial<MatmulTiling>;
@@ -62,6 +68,10 @@ interface Variant {
   bias: boolean;
   activation: Activation;
   reduceBatch: boolean;
+  /** The derivative applied to the output ('none': no mask binding). */
+  mask: Activation;
+  /** Also writes op(A) · 1 (output `rowsum`). */
+  rowSums: boolean;
   /** The operands: buffers, or deferred values read through their expressions (the prologue). */
   a: Source;
   b: Source;
@@ -88,7 +98,11 @@ function operands(v: Variant, elem: string): { inputs: BindingDecl[]; outputs: B
       ? `fn load4_${n}(p: u32) -> vec4<f32> { let i = 4u * p; return vec4<f32>(${[0, 1, 2, 3].map((k) => `load_${n}(i + ${k}u)`).join(', ')}); }`
       : `fn load4_${n}(p: u32) -> vec4<f32> { return ${n}[p]; }`;
   const prelude = elem === 'f32' ? sourcePrelude(...sources) : `${sourcePrelude(...sources.filter((src) => src.fused))}\n${sources.map((src, i) => load4(src, names[i])).join('\n')}`;
-  return { inputs: [...inputs, ...(v.bias ? [typed('bias')] : [])], outputs: [typed('out')], prelude };
+  return {
+    inputs: [...inputs, ...(v.bias ? [typed('bias')] : []), ...(v.mask !== 'none' ? [typed('mask')] : [])],
+    outputs: [typed('out'), ...(v.rowSums ? [{ name: 'rowsum', type: 'f32' }] : [])],
+    prelude,
+  };
 }
 
 /** Batch loop header: the z workgroup's own batch, or every batch summed into one output. */
@@ -127,6 +141,12 @@ function directDecl(v: Variant, t: MatmulTiling) {
     for (let kk = 0; kk < 4; kk++) for (let c = 0; c < C4; c++) loads += `      let b${kk}_${c} = load4_b(bK + ${kk}u * N4 + colQ${c});\n`;
     bAt = (kk, c) => `b${kk}_${c}`;
   }
+  // Row sums of op(A) from the loads already made: 4 k steps of R rows per iteration.
+  let sums = '';
+  if (v.rowSums) {
+    if (v.transA) for (let g = 0; g < R4; g++) sums += `      rs${g} += ${range(4).map((kk) => `a${kk}_${g}`).join(' + ')};\n`;
+    else for (let r = 0; r < R; r++) sums += `      rs${r} += dot(a${r}, vec4<f32>(1.0));\n`;
+  }
   // Each accumulator takes its four k steps back to back: with far more accumulators than registers, a
   // spilled one is reloaded once per step of 4 instead of once per k (measured 2x faster on llvmpipe).
   let fmas = '';
@@ -141,7 +161,14 @@ function directDecl(v: Variant, t: MatmulTiling) {
   const prelude = wgsl`
 ${io.prelude}
 ${activationWgsl(v.activation, 'vec4<f32>')}
+${gradMaskWgsl(v.mask, 'vec4<f32>')}
 `;
+  const masked = (y: string, at: string) => (v.mask === 'none' ? y : `gradMask(${y}, mask[${at}])`);
+  const rowSumDecl = !v.rowSums ? '' : v.transA ? lines(R4, (g) => `  var rs${g} = vec4<f32>(0.0);`) : lines(R, (r) => `  var rs${r} = 0.0;`);
+  // The invocations of the first column block own the row sums (each row's sum is the same in every block).
+  const rowSumStore = !v.rowSums
+    ? ''
+    : `  if (gid.x == 0u) {\n${lines(R, (r) => `    if (rowBase + ${r}u < u.M) { rowsum[rowBase + ${r}u] = ${v.transA ? `rs${Math.floor(r / 4)}.${COMP[r % 4]}` : `rs${r}`}; }`)}\n  }`;
   const main = wgsl`  let M4 = u.M / 4u;
   let N4 = u.N / 4u;
   let K4 = u.K / 4u;
@@ -157,6 +184,7 @@ ${lines(C4, (c) => `  let colQ${c} = min(colBase / 4u + ${c}u, N4 - 1u);`)}
 ${lines(C, (j) => `  let col${j} = min(colBase + ${j}u, u.N - 1u);`)}
 #endif
 ${accumulators(R, C4)}
+${rowSumDecl}
   ${batchLoop(v, 'gid.z')}
     let aOff = bi * (u.aStride / 4u);
     let bOff = bi * (u.bStride / 4u);
@@ -169,13 +197,17 @@ ${lines(C, (j) => `    let bCol${j} = bOff + col${j} * K4;`)}
     for (var k4 = 0u; k4 < K4; k4++) {
       let aK = aOff + k4 * 4u * M4;
       let bK = bOff + k4 * 4u * N4;
-${loads}${fmas}    }
+${loads}${sums}${fmas}    }
   }
   let outOff = gid.z * (u.outStride / 4u);
 ${lines(C4, (c) => `  let bias${c} = ${v.bias ? `bias[colQ${c}]` : 'vec4<f32>(0.0)'};`)}
 ${lines(R, (r) =>
-  lines(C4, (c) => `  if (rowBase + ${r}u < u.M && colBase + ${4 * c}u < u.N) { out[outOff + (rowBase + ${r}u) * N4 + colQ${c}] = activate(acc${r}_${c} + bias${c}); }`),
-)}`;
+  lines(C4, (c) => {
+    const at = `outOff + (rowBase + ${r}u) * N4 + colQ${c}`;
+    return `  if (rowBase + ${r}u < u.M && colBase + ${4 * c}u < u.N) { out[${at}] = ${masked(`activate(acc${r}_${c} + bias${c})`, at)}; }`;
+  }),
+)}
+${rowSumStore}`;
   return { name: 'matmul.direct', inputs: io.inputs, outputs: io.outputs, uniforms: { ...UNIFORMS, ...v.a.uniforms, ...v.b.uniforms }, workgroupSize: [t.wgX, t.wgY] as const, prelude: () => prelude, body: () => main };
 }
 
@@ -205,6 +237,8 @@ function stagedDecl(v: Variant, t: MatmulTiling) {
   for (let r = 0; r < R; r++) {
     for (let c = 0; c < C4; c++) inner += `        acc${r}_${c} = fma(vec4<f32>(a${Math.floor(r / 4)}.${COMP[r % 4]}), b${c}, acc${r}_${c});\n`;
   }
+  // Row sums of op(A) from the staged slots this invocation reads anyway (A is zeroed past K for them).
+  if (v.rowSums) for (let g = 0; g < R4; g++) inner += `        rs${g} += a${g};\n`;
   // op(A)[m, k] and op(B)[k, n] at clamped (in-bounds) indices. Only B is zeroed past K, which is enough to
   // keep padding out of the sums; rows and columns past M and N only reach outputs that are never stored.
   const aIndex = v.transA ? 'min(k, u.K - 1u) * u.M + min(m, u.M - 1u)' : 'min(m, u.M - 1u) * u.K + min(k, u.K - 1u)';
@@ -215,7 +249,8 @@ ${io.prelude}
 ${activationWgsl(v.activation, 'vec4<f32>')}
 var<workgroup> shA: array<vec4<f32>, ${slotsA}>;
 var<workgroup> shB: array<vec4<f32>, ${slotsB}>;
-fn loadA(off: u32, m: u32, k: u32) -> f32 { return load_a(off + ${aIndex}); }
+fn loadA(off: u32, m: u32, k: u32) -> f32 { return ${v.rowSums ? `select(0.0, load_a(off + ${aIndex}), k < u.K)` : `load_a(off + ${aIndex})`}; }
+${gradMaskWgsl(v.mask, 'f32')}
 fn loadB(off: u32, n: u32, k: u32) -> f32 { return select(0.0, load_b(off + ${bIndex}), k < u.K); }
 `;
   const main = wgsl`  let lx = lid3.x;
@@ -223,6 +258,7 @@ fn loadB(off: u32, n: u32, k: u32) -> f32 { return select(0.0, load_b(off + ${bI
   let tileRow = wid.y * ${TM}u;
   let tileCol = wid.x * ${TN}u;
 ${accumulators(R, C4)}
+${v.rowSums ? lines(R4, (g) => `  var rs${g} = vec4<f32>(0.0);`) : ''}
   ${batchLoop(v, 'wid.z')}
     let aOff = bi * u.aStride;
     let bOff = bi * u.bStride;
@@ -248,16 +284,20 @@ ${lines(R, (r) =>
     [
       `  if (rowBase + ${r}u < u.M) {`,
       `    let y = activate(acc${r}_${c} + bias${c});`,
-      ...range(4).map((i) => `    if (colBase + ${4 * c + i}u < u.N) { out[outOff + (rowBase + ${r}u) * u.N + colBase + ${4 * c + i}u] = y.${COMP[i]}; }`),
+      ...range(4).map((i) => {
+        const at = `outOff + (rowBase + ${r}u) * u.N + colBase + ${4 * c + i}u`;
+        return `    if (colBase + ${4 * c + i}u < u.N) { out[${at}] = ${v.mask === 'none' ? `y.${COMP[i]}` : `gradMask(y.${COMP[i]}, mask[${at}])`}; }`;
+      }),
       '  }',
     ].join('\n'),
   ),
-)}`;
+)}
+${v.rowSums ? `  if (wid.x == 0u && lx == 0u) {\n${lines(R, (r) => `    if (rowBase + ${r}u < u.M) { rowsum[rowBase + ${r}u] = rs${Math.floor(r / 4)}.${COMP[r % 4]}; }`)}\n  }` : ''}`;
   return { name: 'matmul.staged', inputs: io.inputs, outputs: io.outputs, uniforms: { ...UNIFORMS, ...v.a.uniforms, ...v.b.uniforms }, workgroupSize: [t.wgX, t.wgY] as const, prelude: () => prelude, body: () => main };
 }
 
 const variantKey = (v: Variant) =>
-  `${v.transA ? 'T' : 'N'}${v.transB ? 'T' : 'N'}:${v.bias ? 'bias' : 'nobias'}:${v.activation}:${v.reduceBatch ? 'sum' : 'batch'}${v.a.key}${v.b.key}`;
+  `${v.transA ? 'T' : 'N'}${v.transB ? 'T' : 'N'}:${v.bias ? 'bias' : 'nobias'}:${v.activation}:${v.reduceBatch ? 'sum' : 'batch'}${v.mask === 'none' ? '' : `:mask=${v.mask}`}${v.rowSums ? ':rowsum' : ''}${v.a.key}${v.b.key}`;
 const tilingKey = (t: MatmulTiling) => `${t.wgX}x${t.wgY}:${t.rows}x${t.cols}:${t.depth}`;
 
 /** Rows, columns and batch of one operand as stored. */
@@ -302,6 +342,20 @@ export function matmulShape(op: string, a: Tensor, b: Tensor, transA = false, tr
  * batch axis; a batch of 1 or a rank-2 operand broadcasts over the other's batch.
  */
 export function matmulKernel(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  return matmulRun(a, b, opts, false).out;
+}
+
+/**
+ * op(a) · op(b) and the row sums of op(a) (op(a) · 1) in one pass: with a the gradient of a dense layer's output,
+ * transposed, that is the weight gradient and the bias gradient together. The sums come from the operand loads
+ * the product makes anyway. Rank-2 operands, or a batch summed by `reduceBatch` (whose sums run over it too).
+ */
+export function matmulRowSums(a: Tensor, b: Tensor, opts: MatmulOptions = {}): { out: Tensor; rowSums: Tensor } {
+  const r = matmulRun(a, b, opts, true);
+  return { out: r.out, rowSums: r.rowSums! };
+}
+
+function matmulRun(a: Tensor, b: Tensor, opts: MatmulOptions, rowSums: boolean): { out: Tensor; rowSums: Tensor | null } {
   const op = 'matmul';
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
@@ -314,12 +368,21 @@ export function matmulKernel(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Te
     throw new Error(`${op}: bias must be an f32 vector of length N = ${N}, got ${bias.dtype} ${fmt(bias.shape)}`);
   }
   if (!ACTIVATIONS.includes(activation)) throw new Error(`${op}: unknown activation '${activation}'`);
+  const gradMask = opts.gradMask ?? null;
+  if (gradMask) {
+    const want = reduceBatch ? [M, N] : shape;
+    if (gradMask.activation !== 'relu' && gradMask.activation !== 'sigmoid') throw new Error(`${op}: gradMask activation must be relu or sigmoid, got '${String(gradMask.activation)}'`);
+    if (gradMask.y.dtype !== 'f32' || gradMask.y.size !== want.reduce((p, d) => p * d, 1)) {
+      throw new Error(`${op}: gradMask y must be f32 with the output's ${fmt(want)} elements, got ${gradMask.y.dtype} ${fmt(gradMask.y.shape)}`);
+    }
+  }
+  if (rowSums && batch > 1 && !reduceBatch) throw new Error(`${op}: row sums need rank-2 operands or reduceBatch, got batch ${batch}`);
   const rt = runtime();
   const aligned = K % 4 === 0 && N % 4 === 0 && (!transA || M % 4 === 0);
   const cpu = isCpuAdapter(rt.description);
   const kernel = opts.kernel ?? (aligned && cpu ? 'direct' : 'staged');
   if (kernel === 'direct' && !aligned) throw new Error(`${op}: the direct kernel needs K, N (and M with transA) to be multiples of 4, got M=${M} N=${N} K=${K}`);
-  const tiling = { ...(kernel === 'direct' ? CPU_DIRECT : cpu ? CPU_STAGED : GPU_STAGED), ...opts.tiling };
+  const tiling = { ...(kernel === 'direct' ? CPU_DIRECT : cpu ? CPU_STAGED : gpuStagedTiling(M, N, K, transA, transB)), ...opts.tiling };
   const { wgX, wgY, rows, cols, depth } = tiling;
   const positive = (n: number) => Number.isInteger(n) && n > 0;
   if (![wgX, wgY, rows / 4, cols / 4].every(positive) || (kernel === 'staged' && !positive(depth))) {
@@ -327,17 +390,48 @@ export function matmulKernel(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Te
   }
   // Deferred operands are read through their expressions, saving their own dispatch; the output, the bias and the
   // other operand's bindings count against the storage-buffer limit.
-  const as = readSource(a, 'a', bias ? 3 : 2, heavyPrologue());
-  const bs = readSource(b, 'b', 1 + as.inputs.length + (bias ? 1 : 0), heavyPrologue());
-  const variant: Variant = { transA, transB, bias: bias !== null, activation, reduceBatch, a: as, b: bs };
+  const extra = (bias ? 1 : 0) + (gradMask ? 1 : 0) + (rowSums ? 1 : 0);
+  const as = readSource(a, 'a', 2 + extra, heavyPrologue());
+  const bs = readSource(b, 'b', 1 + as.inputs.length + extra, heavyPrologue());
+  const variant: Variant = { transA, transB, bias: bias !== null, activation, reduceBatch, mask: gradMask?.activation ?? 'none', rowSums, a: as, b: bs };
   const prog = kernel === 'direct' ? directProgram(variant, tiling) : stagedProgram(variant, tiling);
 
   const out = Tensor.empty(reduceBatch ? [M, N] : shape);
+  const sums = rowSums ? Tensor.empty([M]) : null;
   prog.run({
-    inputs: [...as.bindings, ...bs.bindings, ...(bias ? [bias.binding] : [])],
-    outputs: [out.binding],
+    inputs: [...as.bindings, ...bs.bindings, ...(bias ? [bias.binding] : []), ...(gradMask ? [gradMask.y.binding] : [])],
+    outputs: [out.binding, ...(sums ? [sums.binding] : [])],
     uniforms: { M, N, K, batch, aStride: batchA === 1 ? 0 : M * K, bStride: batchB === 1 ? 0 : K * N, outStride: reduceBatch ? 0 : M * N, ...as.values, ...bs.values } as never,
     workgroups: [Math.ceil(N / (tiling.wgX * tiling.cols)), Math.ceil(M / (tiling.wgY * tiling.rows)), reduceBatch ? 1 : batch],
   });
-  return out;
+  return { out, rowSums: sums };
+}
+
+/** Staged tilings the autotuner times on GPUs: each splits its staging evenly and fits 16 KiB of workgroup memory. */
+export const MATMUL_CANDIDATES: MatmulTiling[] = [
+  GPU_STAGED,
+  { wgX: 16, wgY: 8, rows: 4, cols: 4, depth: 16 },
+  { wgX: 8, wgY: 8, rows: 4, cols: 4, depth: 16 },
+  { wgX: 8, wgY: 8, rows: 8, cols: 8, depth: 16 },
+  { wgX: 16, wgY: 16, rows: 4, cols: 4, depth: 32 },
+];
+
+/** GPU_STAGED, or the autotuner's cached choice for this adapter and size class (src/kernels/autotune.ts). */
+function gpuStagedTiling(M: number, N: number, K: number, transA: boolean, transB: boolean): MatmulTiling {
+  const rt = runtime();
+  const family = `matmul.staged.${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}`;
+  return tunedTiling(rt.description, family, `M${sizeBucket(M)}:N${sizeBucket(N)}:K${sizeBucket(K)}`, GPU_STAGED, () => ({
+    candidates: MATMUL_CANDIDATES,
+    time: (t) =>
+      hostTime(
+        () => rt.sync(),
+        () => {
+          const a = Tensor.empty(transA ? [K, M] : [M, K]);
+          const b = Tensor.empty(transB ? [N, K] : [K, N]);
+          matmulKernel(a, b, { transA, transB, kernel: 'staged', tiling: t }).dispose();
+          a.dispose();
+          b.dispose();
+        },
+      ),
+  }));
 }

@@ -187,6 +187,41 @@ export function rowNormalizeKernel(op: RowNormalizeOp, x: Tensor, rows: number, 
   return y;
 }
 
+// The vector-Jacobian products of short-row softmax and log-softmax, one invocation per row: the row sum and the
+// elementwise update in one pass, where the composite form costs a reduction and a map.
+//   log-softmax: dx = g - exp(y) * sum(g);   softmax: dx = y * (g - sum(g * y)).
+const shortRowGradProgram = (op: RowNormalizeOp, src: Source) =>
+  program(`shortRowGrad:${op}${src.key}`, () => ({
+    name: `shortRowNormalizeGrad.${op}`,
+    inputs: [...src.inputs, 'ys'],
+    outputs: ['dx'],
+    uniforms: { rows: 'u32', cols: 'u32', ...src.uniforms },
+    workgroupSize: AXIS_WG,
+    prelude: () => sourcePrelude(src),
+    body: () => wgsl`${flatIndex(AXIS_WG, 'u.rows', 'row')}
+  let base = row * u.cols;
+  var s = 0.0;
+#if ${op === 'softmax'}
+  for (var j = 0u; j < u.cols; j++) { s += load_gs(base + j) * ys[base + j]; }
+  for (var j = 0u; j < u.cols; j++) { dx[base + j] = ys[base + j] * (load_gs(base + j) - s); }
+#else
+  for (var j = 0u; j < u.cols; j++) { s += load_gs(base + j); }
+  for (var j = 0u; j < u.cols; j++) { dx[base + j] = load_gs(base + j) - exp(ys[base + j]) * s; }
+#endif`,
+  }));
+
+/**
+ * The gradient of softmax or log-softmax's input from its output's gradient g and its output y (both viewed as
+ * [rows, cols]), in one kernel for short rows; null for long rows, where the caller composes it.
+ */
+export function rowNormalizeGradKernel(op: RowNormalizeOp, g: Tensor, y: Tensor, rows: number, cols: number): Tensor | null {
+  if (cols >= SHORT_ROW) return null;
+  const src = readSource(g, 'gs', 2);
+  const dx = Tensor.empty(y.shape);
+  shortRowGradProgram(op, src).run({ inputs: [...src.bindings, y.binding], outputs: [dx.binding], uniforms: { rows, cols, ...src.values }, workgroups: runtime().groups1d(Math.ceil(rows / AXIS_WG)) });
+  return dx;
+}
+
 const argmaxProgram = (src: Source) => program(`row:argmax${src.key}`, () => ({
   name: 'rowReduce.argmax',
   inputs: src.inputs,

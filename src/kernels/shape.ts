@@ -6,7 +6,7 @@ import { stridesOf } from '../core/shape.js';
 export { stridesOf, broadcastShapes, normAxes } from '../core/shape.js';
 import { program, flatIndex } from './program.js';
 import { fillKernel } from './elementwise.js';
-import { readSource, sourcePrelude, fuseBroadcast, fuseSlice, fusePad, fusePermute, fuseConcat, fuseReshape, type Source } from './fusion.js';
+import { readSource, sourcePrelude, fuseBinary, fuseBroadcast, fuseSlice, fusePad, fusePermute, fuseConcat, fuseReshape, type Source } from './fusion.js';
 
 const WG = 256;
 export const COPY_MAX_RANK = 8;
@@ -234,6 +234,18 @@ const oneHotProgram = program('oneHot', () => ({
 
 export function oneHotKernel(labels: Tensor, depth: number): Tensor {
   if (labels.dtype !== 'i32') throw new Error(`oneHot: labels must be i32, got ${labels.dtype}`);
+  const rt = runtime();
+  if (rt.fusion) {
+    // labels[..., None] == [0, 1, ..., depth - 1]: an expression its readers (a concat, a likelihood's sum)
+    // compute, not a pass of its own. The class indices are written from the host, a copy rather than a dispatch.
+    const column = new Tensor(labels.sharedStorage, [...labels.shape, 1], 'i32', labels.byteOffset);
+    const classes = Tensor.empty([depth]);
+    rt.write(classes.buffer, Float32Array.from({ length: depth }, (_, k) => k), classes.byteOffset);
+    const out = fuseBinary('eq', column, classes, [...labels.shape, depth], 0, 0);
+    column.dispose();
+    classes.dispose();
+    return out;
+  }
   const out = Tensor.empty([...labels.shape, depth]);
   oneHotProgram.run({ inputs: [labels.binding], outputs: [out.binding], uniforms: { n: out.size, depth }, workgroups: runtime().groups1d(Math.ceil(out.size / WG)) });
   return out;

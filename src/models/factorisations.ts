@@ -4,7 +4,7 @@
 // and classification applies Bayes' rule to importance-sampled estimates of log p(x, y).
 import {
   Tensor, ParameterSet, Rng, runtime, add, concat, slice, reshape, broadcastTo, exp, mul, oneHot, tensor, randomNormal, dropout,
-  logsumexp, addScalar, scale, transpose, sub, gather, compile, type CompiledFunction, type TracedFunction,
+  logsumexp, addScalar, scale, transpose, sub, gather, mean, neg, compile, type CompiledFunction, type TracedFunction,
 } from '../engine.js';
 import { fmt } from '../autograd/tensor.js';
 import { SpecList, Mlp, ConvFeatures, ImageDecoder } from './layers.js';
@@ -241,6 +241,14 @@ export abstract class LatentVariableClassifier {
   /** The ELBO of each (image, label) pair with one z sample: [N]. */
   elbo(x: Tensor, labels: Tensor, opts: EvalOptions): Tensor {
     return this.logWeights(x, oneHot(labels, NUM_CLASSES), opts);
+  }
+
+  /**
+   * The training loss, -mean ELBO over the batch: []. The sign is taken inside the mean, where it joins the
+   * reduction's prologue instead of costing a pass of its own.
+   */
+  negElbo(x: Tensor, labels: Tensor, opts: EvalOptions): Tensor {
+    return mean(neg(this.elbo(x, labels, opts)));
   }
 
   /**

@@ -1,7 +1,7 @@
 // Training by maximising the ELBO with Adam; evaluation by Bayes' rule. Checkpoints are written atomically after
 // every epoch, so an interrupted run resumes (`resume: true`) losing at most the epoch in progress.
 import { existsSync } from 'node:fs';
-import { Adam, Rng, tensor, tidy, mean, scale, gradients, argmax, readAll, runtime, compile, type Tensor } from '../engine.js';
+import { Adam, Rng, tensor, tidy, mean, gradients, argmax, readAll, runtime, compile, type Tensor } from '../engine.js';
 import { Progress } from '../progress.js';
 import type { FashionMnistSplit as Split } from '../data/idx.js';
 import { createModel, type LatentVariableClassifier, type ModelConfig } from './factorisations.js';
@@ -116,7 +116,7 @@ export async function trainModel(data: { train: Split; test: Split }, opts: Trai
   // One step traced once (twice with a KL warm-up: its weight is an input while it ramps), then replayed.
   const trainStep = compile(
     ([x, y, beta], [seed]) => {
-      const negElbo = scale(mean(model.elbo(x, y, { seed, training: true, klWeight: beta })), -1);
+      const negElbo = model.negElbo(x, y, { seed, training: true, klWeight: beta });
       adam.step(gradients(negElbo));
       return negElbo;
     },

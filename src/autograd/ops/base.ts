@@ -13,7 +13,8 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
   const resolved = shape.map((d) => (d === -1 ? x.size / sizeOf(known) : d));
   assertShape('reshape', resolved);
   if (sizeOf(resolved) !== x.size) throw new Error(`reshape: cannot reshape ${fmt(x.shape)} (${x.size} elements) to ${fmt(shape)}`);
-  return record(reshapeKernel(x, resolved), 'reshape', [x], (g) => [reshape(g, x.shape)]);
+  // Same values, so the same activation derivative: a masked gradient passes through as the parent's.
+  return record(reshapeKernel(x, resolved), 'reshape', [x], (g) => [reshape(g, x.shape)], { gradActivation: x.gradActivation, maskTransparent: x.gradActivation !== null });
 }
 
 export function broadcastTo(x: Tensor, shape: Shape): Tensor {

@@ -97,18 +97,18 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   }
   const params: Conv2dParams = { stride, padding, outputSize };
   const y = conv2dForward(x, weight, bias, { ...params, activation: act });
-  return record(y, op, bias ? [x, weight, bias] : [x, weight], (g, need) => {
-    const gz = throughActivation(act, g, y);
+  return record(y, op, bias ? [x, weight, bias] : [x, weight], (g, need, ctx) => {
+    const gz = ctx.masked ? g : throughActivation(act, g, y);
     // The weight's and the bias's gradients in one pass where both are wanted.
     const both = bias && need[1] && need[2] ? conv2dBackwardFilterBias(x, gz, weight.shape, params) : null;
     const grads = [
-      need[0] ? conv2dBackwardInput(gz, weight, x.shape, params) : null,
+      need[0] ? conv2dBackwardInput(gz, weight, x.shape, params, ctx.fold[0]) : null,
       both ? both.dw : need[1] ? conv2dBackwardFilter(x, gz, weight.shape, params) : null,
       ...(bias ? [both ? both.db : need[2] ? sum(gz, [0, 2, 3]) : null] : []),
     ];
     if (gz !== g) gz.dispose();
     return grads;
-  });
+  }, { gradActivation: act === 'none' ? null : act, foldsMask: [true, false, false] });
 }
 
 /**
@@ -131,14 +131,14 @@ export function convTranspose2d(x: Tensor, weight: Tensor, bias: Tensor | null =
     throw new Error(`${op}: output size ${out[0]}x${out[1]} is not positive (x ${fmt(x.shape)}, weight ${fmt(weight.shape)}, padding ${fmt(padding)})`);
   }
   const y = convTranspose2dForward(x, weight, bias, { ...params, activation: act });
-  return record(y, op, bias ? [x, weight, bias] : [x, weight], (g, need) => {
-    const gz = throughActivation(act, g, y);
+  return record(y, op, bias ? [x, weight, bias] : [x, weight], (g, need, ctx) => {
+    const gz = ctx.masked ? g : throughActivation(act, g, y);
     const grads = [
-      need[0] ? convTranspose2dBackwardInput(gz, weight, x.shape, params) : null,
+      need[0] ? convTranspose2dBackwardInput(gz, weight, x.shape, params, ctx.fold[0]) : null,
       need[1] ? convTranspose2dBackwardFilter(x, gz, weight.shape, params) : null,
       ...(bias ? [need[2] ? sum(gz, [0, 2, 3]) : null] : []),
     ];
     if (gz !== g) gz.dispose();
     return grads;
-  });
+  }, { gradActivation: act === 'none' ? null : act, foldsMask: [true, false, false] });
 }

@@ -2,7 +2,7 @@
 // so nothing is ever transposed in memory; a batch-broadcast operand's gradient is summed over the batch
 // inside the kernel.
 import { Tensor, record, fmt } from '../tensor.js';
-import { matmulKernel, matmulShape, type Activation } from '../../kernels/matmul.js';
+import { matmulKernel, matmulRowSums, matmulShape, type Activation } from '../../kernels/matmul.js';
 import { binaryKernel } from '../../kernels/elementwise.js';
 import { sum } from './base.js';
 
@@ -52,13 +52,23 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, ac
   }
   const y = matmulKernel(x, weight, { transB: true, bias, activation });
   const parents = bias ? [x, weight, bias] : [x, weight];
-  return record(y, 'linear', parents, (g, need) => {
-    // The activation's derivative from the saved output: relu'(z) = [y > 0], sigmoid'(z) = y (1 - y).
-    const gz = activation === 'none' ? g : binaryKernel(activation === 'relu' ? 'reluGrad' : 'sigmoidGrad', g, y);
-    return [
-      need[0] ? matmulKernel(gz, weight) : null,
-      need[1] ? matmulKernel(gz, x, { transA: true }) : null,
-      bias && need[2] ? sum(gz, 0) : null,
-    ];
-  });
+  return record(
+    y,
+    'linear',
+    parents,
+    (g, need, ctx) => {
+      // The activation's derivative from the saved output, unless the kernel that made g applied it already:
+      // relu'(z) = [y > 0], sigmoid'(z) = y (1 - y).
+      const gz = activation === 'none' || ctx.masked ? g : binaryKernel(activation === 'relu' ? 'reluGrad' : 'sigmoidGrad', g, y);
+      // dx carries x's own activation derivative when x came from a fused layer; dW and db come from one product.
+      const dx = need[0] ? matmulKernel(gz, weight, { gradMask: ctx.fold[0] }) : null;
+      const both = bias && need[1] && need[2] ? matmulRowSums(gz, x, { transA: true }) : null;
+      return [
+        dx,
+        both ? both.out : need[1] ? matmulKernel(gz, x, { transA: true }) : null,
+        bias && need[2] ? (both ? both.rowSums : sum(gz, 0)) : null,
+      ];
+    },
+    { gradActivation: activation === 'none' ? null : activation, foldsMask: [true, false, false] },
+  );
 }

@@ -1,6 +1,6 @@
 // Reductions along any axes and the softmax family, with their gradients.
 import { Tensor, record, sizeOf, fmt } from '../tensor.js';
-import { rowNormalizeKernel, rowArgmaxKernel } from '../../kernels/reduce.js';
+import { rowNormalizeKernel, rowNormalizeGradKernel, rowArgmaxKernel } from '../../kernels/reduce.js';
 import { normAxes } from '../../kernels/shape.js';
 import { reshape, sum, sumTo, reduceAxes, reduceShape, expandBack } from './base.js';
 import { mul, sub, exp, eq, scale, neg } from './elementwise.js';
@@ -39,7 +39,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
   const cols = x.shape[x.rank - 1];
   const y = rowNormalizeKernel('softmax', x, x.size / cols, cols);
   // dy/dx^T g = y * (g - sum(g * y))
-  return record(y, 'softmax', [x], (g) => [mul(y, sub(g, sum(mul(g, y), -1, true)))]);
+  return record(y, 'softmax', [x], (g) => [rowNormalizeGradKernel('softmax', g, y, x.size / cols, cols) ?? mul(y, sub(g, sum(mul(g, y), -1, true)))]);
 }
 
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
@@ -47,7 +47,7 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
   const cols = x.shape[x.rank - 1];
   const y = rowNormalizeKernel('logSoftmax', x, x.size / cols, cols);
   // g - softmax(x) * sum(g)
-  return record(y, 'logSoftmax', [x], (g) => [sub(g, mul(exp(y), sum(g, -1, true)))]);
+  return record(y, 'logSoftmax', [x], (g) => [rowNormalizeGradKernel('logSoftmax', g, y, x.size / cols, cols) ?? sub(g, mul(exp(y), sum(g, -1, true)))]);
 }
 
 /** Index of the largest entry along the last axis (first on ties), as i32; not differentiable. */
