@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
  * chromium package ships it; .ci/setup installs it): the core feature level, timestamp queries and the `gpu`
  * kernel profile, on machines without a GPU. SwiftShader is slow, so only these files run there.
  */
-const SWIFTSHADER_FILES = ['elementwise', 'reduce', 'shape', 'matmul', 'conv', 'adam', 'random', 'autograd', 'composite', 'models', 'profiler', 'program', 'fusion', 'conv-gemm'].map((f) => `test/${f}.test.ts`);
+const SWIFTSHADER_FILES = ['subgroups', 'elementwise', 'reduce', 'shape', 'matmul', 'conv', 'adam', 'random', 'autograd', 'composite', 'models', 'profiler', 'program', 'fusion', 'conv-gemm'].map((f) => `test/${f}.test.ts`);
 
 // One GPU device per worker process; Mesa's llvmpipe already uses every core, so files run one at a time.
 export default defineConfig({

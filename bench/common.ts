@@ -157,7 +157,7 @@ export function printEngines(e: Engines): void {
   const tf = e.tfjs?.tf;
   process.stdout.write(`adapter:      ${e.adapter}\n`);
   const toggles = process.env.GENCLS_DAWN_TOGGLES ? `, Dawn toggles ${process.env.GENCLS_DAWN_TOGGLES}` : '';
-  process.stdout.write(`engine:       kernel profile ${runtime().kernelProfile}, fusion ${runtime().fusion ? 'on' : 'off (GENCLS_FUSION=0)'}, compiled steps ${runtime().compiling ? 'on' : 'off (GENCLS_COMPILE=0)'}${toggles}\n`);
+  process.stdout.write(`engine:       kernel profile ${runtime().kernelProfile}, fusion ${runtime().fusion ? 'on' : 'off (GENCLS_FUSION=0)'}, compiled steps ${runtime().compiling ? 'on' : 'off (GENCLS_COMPILE=0)'}, subgroups ${runtime().subgroups ? `on (size ${runtime().subgroupSize})` : 'off'}${toggles}\n`);
   process.stdout.write(`tfjs-webgpu:  ${e.tfjsError ?? e.tfjs!.adapter} ${tf ? `(tfjs ${tf.version_core})` : ''}\n`);
   process.stdout.write(`platform:     ${platform()}\n`);
 }
@@ -257,6 +257,7 @@ export function reportHeader(e: Engines, date: Date, script: string) {
     kernel_profile: runtime().kernelProfile,
     fusion: runtime().fusion,
     compiled: runtime().compiling,
+    subgroups: runtime().subgroups ? runtime().subgroupSize : false,
     dawn_toggles: process.env.GENCLS_DAWN_TOGGLES ?? '',
     // The tile sizes the shared-memory kernels used (gpu profile): cached per adapter by the autotuner, or defaults.
     autotune: autotuneReport(),

@@ -5,7 +5,7 @@
 //   npm run bench:profile -- [--model gfz] [--preset compact] [--task train|classify|gradient] [--reps N] [--top N] [--json PATH]
 //
 // The step is run a few times to warm the pipelines and the buffer pool, then once more inside a runtime profile
-// (src/kernels/profiler.ts): every dispatch in its own compute pass, timed on the GPU by timestamp queries where
+// (src/backend/profiler.ts): every dispatch in its own compute pass, timed on the GPU by timestamp queries where
 // the adapter has them, its encoding timed on the host, and the step's dispatches, submissions and readbacks
 // counted. Then each recorded dispatch is replayed alone, `--reps` times, each time submitted and awaited, its
 // time the mean minus that of an empty submit-and-wait: the host's view, and the only per-kernel time on adapters
@@ -14,7 +14,7 @@
 // unaffected. "step" is the whole step run batched, as training runs it, for comparison with the sum of its parts.
 import { tidy, gradients, readAll, tensor, noGrad, Adam, runtime, type Tensor } from '../src/index.js';
 import { createModel, modelConfig, MODEL_NAMES, PRESETS } from '../src/models/factorisations.js';
-import type { Dispatch, KernelSource } from '../src/kernels/runtime.js';
+import type { Dispatch, KernelSource } from '../src/backend/runtime.js';
 import { bayesClassifier, lossGradient } from '../src/attacks/classifier.js';
 import { atomicWriteJson, fail, parseOptions, printEngines, randomBatch, reportHeader, resultsPath, round, runMain, startEngines, summarise, table, fmtMs, type Column } from './common.js';
 

@@ -1,6 +1,6 @@
 // Acquires a WebGPU device from a browser's navigator.gpu: the core feature level where the browser offers it,
 // else compatibility mode, with every limit at the adapter's own value.
-import { describeAdapter, requestFullDevice, type AcquiredDevice } from './gpu.js';
+import { describeAdapter, requestFullDevice, type AcquiredDevice } from './backend/gpu.js';
 
 export async function acquireBrowserDevice(gpu: GPU | undefined = (globalThis.navigator as Navigator | undefined)?.gpu): Promise<AcquiredDevice> {
   if (!gpu) throw new Error('No WebGPU in this browser (navigator.gpu is undefined): use a browser with WebGPU enabled, in a secure context (https or localhost)');

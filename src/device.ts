@@ -4,11 +4,11 @@ import { mkdirSync, chmodSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir, homedir } from 'node:os';
 import { join } from 'node:path';
 import { create, globals } from 'webgpu';
-import { describeAdapter, requestFullDevice, type AcquiredDevice } from './gpu.js';
+import { describeAdapter, requestFullDevice, type AcquiredDevice } from './backend/gpu.js';
 import { setDefaultTuneStore, type TuneStore } from './kernels/autotune.js';
 import { writeFileAtomic } from './fsutil.js';
 
-export { LIMIT_KEYS, type AcquiredDevice } from './gpu.js';
+export { LIMIT_KEYS, type AcquiredDevice } from './backend/gpu.js';
 
 export type Backend = 'auto' | 'native' | 'opengl';
 

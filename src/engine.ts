@@ -7,4 +7,4 @@ export * from './autograd/ops/index.js';
 export { Rng } from './autograd/rng.js';
 export { compile, type CompiledFunction, type CompileOptions, type TracedFunction } from './autograd/compile.js';
 export { ParameterSet, Adam, type ParameterSpec } from './autograd/optim.js';
-export { LIMIT_KEYS, type AcquiredDevice, type DeviceProvider } from './gpu.js';
+export { LIMIT_KEYS, type AcquiredDevice, type DeviceProvider } from './backend/gpu.js';

@@ -9,7 +9,7 @@ import type { Ref } from '../src/reference/tensor.js';
 import * as K from '../src/kernels/conv.js';
 import { convGemm, convGemmFilter } from '../src/kernels/conv-gemm.js';
 import type { Tiling } from '../src/kernels/autotune.js';
-import type { KernelProfile } from '../src/kernels/runtime.js';
+import type { KernelProfile } from '../src/backend/runtime.js';
 
 const gpu = useGpu();
 const TOL = { rtol: 1e-4, atol: 1e-5 };

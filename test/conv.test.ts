@@ -5,7 +5,7 @@ import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, RUNS, checkVj
 import { refConv2d, refConvTranspose2d } from '../src/reference/conv.js';
 import type { Ref } from '../src/reference/tensor.js';
 import * as K from '../src/kernels/conv.js';
-import type { KernelProfile } from '../src/kernels/runtime.js';
+import type { KernelProfile } from '../src/backend/runtime.js';
 
 const gpu = useGpu();
 

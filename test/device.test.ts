@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import * as T from './lib.js';
 import { NoAdapterError, parseBackend, dawnToggleFlags } from '../src/device.js';
-import { kernelProfileFor } from '../src/kernels/runtime.js';
+import { kernelProfileFor } from '../src/backend/runtime.js';
 
 describe('device acquisition', () => {
   it('parses backends and rejects unknown ones by name', () => {

@@ -80,8 +80,12 @@ export const arbShape = (minRank = 1, maxRank = 4, maxDim = 9) =>
 
 export const arbSeed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
 
-/** Default property-run budget: llvmpipe is slow, so properties run a modest number of cases. */
-export const RUNS = { numRuns: 25 };
+/**
+ * Default property-run budget: llvmpipe is slow, so properties run a modest number of cases; SwiftShader compiles
+ * each kernel variant several times slower still, and there the properties check the gpu profile's code paths
+ * that the llvmpipe runs already cover under both profiles, so fewer.
+ */
+export const RUNS = { numRuns: process.env.GENCLS_TEST_ADAPTER === 'swiftshader' ? 10 : 25 };
 
 /**
  * Random-projection gradient check. For GPU function f and its float64 reference fRef over the same inputs:

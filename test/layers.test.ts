@@ -1,6 +1,7 @@
-// The layout's layering, from the source itself: the core imports nothing of the engine, the op families import
-// each other without a circle, and nothing the engine, the models or the attacks are built from imports a Node
-// module except the few files that read and write files or acquire Dawn.
+// The layout's layering, from the source itself: each layer (core, backend, kernels, autograd, models, attacks,
+// study, commands) imports only its own and the layers below it, the op families import each other without a
+// circle, and nothing the engine, the models or the attacks are built from imports a Node module except the few
+// files that read and write files or acquire Dawn.
 import { describe, it, expect } from 'vitest';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, dirname, normalize, relative } from 'node:path';
@@ -35,6 +36,20 @@ describe('layers', () => {
     }
   });
 
+  it('each layer imports only its own and lower layers', () => {
+    const LAYERS = ['core', 'backend', 'kernels', 'autograd', 'models', 'attacks', 'study', 'commands'];
+    const layerOf = (f: string) => LAYERS.indexOf(f.split('/')[1]);
+    const offenders: string[] = [];
+    for (const f of SRC.filter((f) => layerOf(f) >= 0)) {
+      for (const d of graph.get(f)!.local) {
+        if (layerOf(d) > layerOf(f) || (layerOf(d) < 0 && d.startsWith('src/') && !['src/fsutil.ts', 'src/progress.ts'].includes(d) && layerOf(f) < LAYERS.indexOf('models'))) {
+          offenders.push(`${f} -> ${d}`);
+        }
+      }
+    }
+    expect(offenders).toEqual([]);
+  });
+
   it('the op families import each other without a circle', () => {
     const ops = SRC.filter((f) => f.startsWith('src/autograd/ops/') && !f.endsWith('index.ts'));
     const state = new Map<string, 'open' | 'done'>();
@@ -51,7 +66,7 @@ describe('layers', () => {
 
   it('below the commands, only the file, data and Dawn modules import Node', () => {
     const allowed = new Set(['src/device.ts', 'src/index.ts', 'src/fsutil.ts', 'src/models/checkpoint.ts', 'src/models/store.ts', 'src/models/train.ts', 'src/data/idx.ts', 'src/data/fetch.ts']);
-    const engine = SRC.filter((f) => /^src\/(core|kernels|autograd|models|attacks|data)\//.test(f) || ['src/engine.ts', 'src/gpu.ts', 'src/browser.ts', 'src/device-browser.ts'].includes(f));
+    const engine = SRC.filter((f) => /^src\/(core|backend|kernels|autograd|models|attacks|data)\//.test(f) || ['src/engine.ts', 'src/browser.ts', 'src/device-browser.ts'].includes(f));
     const offenders = engine.filter((f) => !allowed.has(f) && graph.get(f)!.modules.some((m) => m.startsWith('node:') || m === 'webgpu'));
     expect(offenders).toEqual([]);
   });

@@ -1,3 +1,3 @@
 // Tests import the engine through one module so they exercise the public surface.
 export * from '../src/index.js';
-export type { Runtime } from '../src/kernels/runtime.js';
+export type { Runtime } from '../src/backend/runtime.js';

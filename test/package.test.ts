@@ -52,7 +52,7 @@ export async function f(): Promise<Tensor> {
   void deepfool;
   void opts;
   // @ts-expect-error: the runtime's internals are not exported
-  await import('gencls-webgpu/src/kernels/runtime.js');
+  await import('gencls-webgpu/src/backend/runtime.js');
   return t;
 }
 `;
@@ -100,7 +100,7 @@ describe('the installed package', () => {
     expect(out.advMin).toBeGreaterThanOrEqual(0);
     expect(out.advMax).toBeLessThanOrEqual(1);
     // Internals stay behind the exports map.
-    const deep = spawnSync(process.execPath, ['-e', "import('gencls-webgpu/dist/src/kernels/runtime.js').then(() => process.exit(0), (e) => { console.error(e.code); process.exit(1); })"], { cwd: app, encoding: 'utf8' });
+    const deep = spawnSync(process.execPath, ['-e', "import('gencls-webgpu/dist/src/backend/runtime.js').then(() => process.exit(0), (e) => { console.error(e.code); process.exit(1); })"], { cwd: app, encoding: 'utf8' });
     expect(deep.stderr).toMatch(/ERR_PACKAGE_PATH_NOT_EXPORTED/);
   });
 

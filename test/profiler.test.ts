@@ -29,7 +29,7 @@ describe('runtime profile', () => {
     const p = await r.endProfile();
     expect(Array.from(profiled)).toEqual(Array.from(plain));
     expect(p.dispatches).toBe(r.dispatchCount - before.dispatches);
-    expect(p.dispatches).toBeGreaterThan(3);
+    expect(p.dispatches).toBeGreaterThanOrEqual(3);
     expect(p.submits).toBe(r.submitCount - before.submits);
     expect(p.submits).toBeGreaterThanOrEqual(1);
     expect(p.readbacks).toBe(1);

@@ -1,11 +1,11 @@
-// The kernel generator (src/kernels/program.ts): the uniform layout follows WGSL's uniform address-space rules,
+// The kernel generator (src/backend/program.ts): the uniform layout follows WGSL's uniform address-space rules,
 // values are packed by name (and refused by name), the generated WGSL compiles and the kernel reads every uniform
 // where the writer put it, and a declaration and its WGSL are built once per key.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
 import { useGpu } from './helpers.js';
-import { program, uniformLayout, generateWgsl, flatIndex, type UniformType } from '../src/kernels/program.js';
+import { program, uniformLayout, generateWgsl, flatIndex, type UniformType } from '../src/backend/program.js';
 
 useGpu();
 

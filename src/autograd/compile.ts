@@ -1,5 +1,5 @@
 // Compiled functions: a function of tensors is traced once per input signature (shapes, dtypes, number of seeds)
-// into a recording (src/kernels/runtime.ts): its buffers come from one arena planned by liveness, its bind groups
+// into a recording (src/backend/runtime.ts): its buffers come from one arena planned by liveness, its bind groups
 // and uniforms are built once, and each call replays it as one command buffer with no readback inside. Seeds are
 // arguments: the trace sees tags, and the recording recomputes every key derived from them at each replay
 // (src/core/dynamic.ts). Host state read through `Runtime.hostWrite` (Adam's step counts, its learning rate) is
@@ -7,7 +7,7 @@
 import { Tensor, runtime, keep, tidy, fmt, type DType, type Shape } from './tensor.js';
 import { assertSeed } from './rng.js';
 import { beginSeedTrace, endSeedTrace, seedTag } from '../core/dynamic.js';
-import type { Recording } from '../kernels/runtime.js';
+import type { Recording } from '../backend/runtime.js';
 
 /** The traced function: tensors in (arena-backed copies of the call's), seeds in (tags while tracing), tensors out. */
 export type TracedFunction = (inputs: Tensor[], seeds: number[]) => Tensor | readonly Tensor[];

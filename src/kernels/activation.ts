@@ -1,6 +1,6 @@
 // The activations kernels fuse and the numerically stable forms they use, written once for every kernel:
 // elementwise maps, matmul's epilogue (on vec4 accumulators) and conv's (on scalars).
-import type { Tensor } from '../autograd/tensor.js';
+import type { Tensor } from '../backend/tensor.js';
 
 export type Activation = 'none' | 'relu' | 'sigmoid';
 export const ACTIVATIONS: readonly Activation[] = ['none', 'relu', 'sigmoid'];

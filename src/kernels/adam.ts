@@ -2,8 +2,8 @@
 // (start, size, per-parameter step size and bias correction) tells each element which parameter it belongs to,
 // so parameters without a gradient this step (size 0 in the table) and the alignment padding are left alone.
 // Hyperparameters and bias corrections arrive as data, so one pipeline serves every step and learning rate.
-import { runtime } from '../autograd/tensor.js';
-import { program, flatIndex } from './program.js';
+import { runtime } from '../backend/tensor.js';
+import { program, flatIndex } from '../backend/program.js';
 
 const WG = 256;
 export const ADAM_SEGMENT_BYTES = 16;

@@ -13,8 +13,8 @@
 // are strided by the workgroup's extent, so neighbouring invocations read neighbouring shared words and write
 // neighbouring outputs. Loads past M, N or K read zero, so the loop needs no bounds checks.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
-import { Tensor, runtime } from '../autograd/tensor.js';
-import { program } from './program.js';
+import { Tensor, runtime } from '../backend/tensor.js';
+import { program } from '../backend/program.js';
 import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 import { activationWgsl, gradMaskWgsl, type Activation, type GradMask } from './activation.js';
 import { tunedTiling, sizeBucket, hostTime, type Tiling } from './autotune.js';

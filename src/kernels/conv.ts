@@ -17,8 +17,8 @@
 //   convFilterGrad       dW = G . im2col(X) with the N*Ho*Wo reduction split over invocations, then `sumPartials`:
 //                        conv2dBackwardFilter, and convTranspose2dBackwardFilter (the same sum with x and g swapped)
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
-import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
-import { program, flatIndex } from './program.js';
+import { Tensor, runtime, fmt, type Shape } from '../backend/tensor.js';
+import { program, flatIndex } from '../backend/program.js';
 import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 
 import { activationWgsl, gradMaskWgsl, type Activation, type GradMask } from './activation.js';

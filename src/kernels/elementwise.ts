@@ -3,8 +3,8 @@
 // a chain of them as one kernel; otherwise one pipeline per op (and per broadcast/contiguous variant) serves every
 // shape.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
-import { Tensor, runtime, fmt, type Shape } from '../autograd/tensor.js';
-import { program, flatIndex } from './program.js';
+import { Tensor, runtime, fmt, type Shape } from '../backend/tensor.js';
+import { program, flatIndex } from '../backend/program.js';
 import { STABLE_WGSL } from './activation.js';
 import { broadcastShapes, stridesOf } from '../core/shape.js';
 import { UNARY_OPS, BINARY_OPS, type UnaryOp, type BinaryOp } from './pointwise.js';

@@ -9,8 +9,8 @@
 // the runtime computes it before any dispatch or copy writes into one of those buffers (Adam's in-place update,
 // a parameter upload), so it always sees the values it would have seen eagerly. A tensor disposed before its
 // values were needed costs nothing.
-import { Tensor, Storage, runtime, type Shape, type Deferred } from '../autograd/tensor.js';
-import { program, flatIndex, type UniformDecl, type BindingDecl } from './program.js';
+import { Tensor, Storage, runtime, type Shape, type Deferred } from '../backend/tensor.js';
+import { program, flatIndex, type UniformDecl, type BindingDecl } from '../backend/program.js';
 import { STABLE_WGSL } from './activation.js';
 import { UNARY_OPS, BINARY_OPS, type UnaryOp, type BinaryOp } from './pointwise.js';
 import { sizeOf, stridesOf } from '../core/shape.js';

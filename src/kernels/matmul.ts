@@ -14,8 +14,8 @@
 // reached through the same per-lane loops: a copy into it only pays when it turns scalar loads into vec4
 // ones. GPUs get the staged kernel with a conventional small per-invocation block.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
-import { Tensor, runtime, fmt } from '../autograd/tensor.js';
-import { program, type BindingDecl } from './program.js';
+import { Tensor, runtime, fmt } from '../backend/tensor.js';
+import { program, type BindingDecl } from '../backend/program.js';
 import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 
 import { tunedTiling, sizeBucket, hostTime } from './autotune.js';

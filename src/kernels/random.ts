@@ -2,10 +2,10 @@
 // Philox(counter = [floor(i / 4), stream_lo, stream_hi, tag], key = [seed_lo, seed_hi]), so every value depends
 // only on (seed, stream, i): independent of workgroup layout, reproducible, and recomputable in the backward pass.
 // Each invocation evaluates one Philox block and writes its four elements.
-import { Tensor, runtime, type Shape } from '../autograd/tensor.js';
-import { COUNTER_TAGS, assertSeed, splitSeed } from '../autograd/rng.js';
+import { Tensor, runtime, type Shape } from '../backend/tensor.js';
+import { COUNTER_TAGS, assertSeed, splitSeed } from '../core/philox.js';
 import { seedResolver } from '../core/dynamic.js';
-import { program } from './program.js';
+import { program } from '../backend/program.js';
 
 const WG = 64;
 

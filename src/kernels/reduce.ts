@@ -6,8 +6,8 @@
 //          permuted first, and no barriers are needed (each costs a workgroup-wide switch on llvmpipe).
 // The caller reduces any set of axes as a sequence of these, one contiguous block of axes at a time.
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
-import { Tensor, runtime } from '../autograd/tensor.js';
-import { program, flatIndex } from './program.js';
+import { Tensor, runtime } from '../backend/tensor.js';
+import { program, flatIndex } from '../backend/program.js';
 import { readSource, sourcePrelude, type Source } from './fusion.js';
 
 const WG = 128;
@@ -15,8 +15,11 @@ const WG = 128;
 export type RowReduceOp = 'sum' | 'max' | 'logsumexp';
 export type RowNormalizeOp = 'softmax' | 'logSoftmax';
 
-const rowProgram = (op: RowReduceOp | RowNormalizeOp, src: Source) =>
-  program(`row:${op}${src.key}`, () => {
+// One workgroup per row. Each invocation folds a strided share of the row; the shares are then combined by a
+// workgroup tree, or, with subgroups (runtime().subgroups), by subgroupAdd/subgroupMax within each subgroup and
+// once more over the subgroups' results: one barrier instead of log2(WG).
+const rowProgram = (op: RowReduceOp | RowNormalizeOp, src: Source, sg: boolean) =>
+  program(`row:${op}${sg ? ':sg' : ''}${src.key}`, () => {
     const sumLike = op === 'sum';
     const maxLike = op === 'max';
     const lseLike = op === 'logsumexp' || op === 'softmax' || op === 'logSoftmax';
@@ -27,6 +30,7 @@ const rowProgram = (op: RowReduceOp | RowNormalizeOp, src: Source) =>
       outputs: ['ys'],
       uniforms: { rows: 'u32', cols: 'u32', scale: 'f32', ...src.uniforms },
       workgroupSize: WG,
+      subgroups: sg,
       prelude: () => `${sourcePrelude(src)}
 var<workgroup> sm: array<f32, ${WG}>;
 var<workgroup> ss: array<f32, ${WG}>;
@@ -38,6 +42,11 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
   let m = max(m1, m2);
   return vec2<f32>(m, s1 * exp(m1 - m) + s2 * exp(m2 - m));
 }
+${sg ? `// The (max, sum) pair of every invocation of the subgroup, on every invocation.
+fn lseSubgroup(m: f32, s: f32) -> vec2<f32> {
+  let top = subgroupMax(select(NEG_INF, m, s > 0.0));
+  return vec2<f32>(top, subgroupAdd(select(0.0, s * exp(m - top), s > 0.0)));
+}` : ''}
 `,
       body: () => wgsl`
   let row = groupIndex(wid, nwg);
@@ -46,11 +55,9 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
 #if ${sumLike}
   var acc = 0.0;
   for (var j = lid; j < u.cols; j += ${WG}u) { acc += load_xs(base + j); }
-  sm[lid] = acc;
 #elif ${maxLike}
   var acc = NEG_INF;
   for (var j = lid; j < u.cols; j += ${WG}u) { acc = max(acc, load_xs(base + j)); }
-  sm[lid] = acc;
 #else
   var m = NEG_INF;
   var s = 0.0;
@@ -59,8 +66,47 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
     m = r.x;
     s = r.y;
   }
+#endif
+#if ${sg}
+  // Subgroup k holds local indices [k sgsize, (k + 1) sgsize) (Runtime.probeSubgroups checked it).
+  let nsg = ${WG}u / sgsize;
+#if ${sumLike}
+  let part = subgroupAdd(acc);
+  if (sgid == 0u) { sm[lid / sgsize] = part; }
+  workgroupBarrier();
+  var a = 0.0;
+  for (var k = sgid; k < nsg; k += sgsize) { a += sm[k]; }
+  let total = subgroupAdd(a);
+#elif ${maxLike}
+  let part = subgroupMax(acc);
+  if (sgid == 0u) { sm[lid / sgsize] = part; }
+  workgroupBarrier();
+  var a = NEG_INF;
+  for (var k = sgid; k < nsg; k += sgsize) { a = max(a, sm[k]); }
+  let total = subgroupMax(a);
+#else
+  let part = lseSubgroup(m, s);
+  if (sgid == 0u) {
+    sm[lid / sgsize] = part.x;
+    ss[lid / sgsize] = part.y;
+  }
+  workgroupBarrier();
+  var amax = NEG_INF;
+  var asum = 0.0;
+  for (var k = sgid; k < nsg; k += sgsize) {
+    let r = lseMerge(amax, asum, sm[k], ss[k]);
+    amax = r.x;
+    asum = r.y;
+  }
+  let both = lseSubgroup(amax, asum);
+  let lse = both.x + log(both.y);
+#endif
+#else
+#if ${lseLike}
   sm[lid] = m;
   ss[lid] = s;
+#else
+  sm[lid] = acc;
 #endif
   workgroupBarrier();
   for (var w = ${WG / 2}u; w > 0u; w = w / 2u) {
@@ -77,8 +123,13 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
     }
     workgroupBarrier();
   }
-#if ${normalize}
+#if ${lseLike}
   let lse = sm[0] + log(ss[0]);
+#else
+  let total = sm[0];
+#endif
+#endif
+#if ${normalize}
   for (var j = lid; j < u.cols; j += ${WG}u) {
 #if ${op === 'softmax'}
     ys[base + j] = exp(load_xs(base + j) - lse);
@@ -89,9 +140,9 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
 #else
   if (lid == 0u) {
 #if ${lseLike}
-    ys[row] = sm[0] + log(ss[0]);
+    ys[row] = lse;
 #else
-    ys[row] = sm[0] * u.scale;
+    ys[row] = total * u.scale;
 #endif
   }
 #endif
@@ -103,7 +154,7 @@ fn lseMerge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
 export function rowReduceKernel(op: RowReduceOp, x: Tensor, rows: number, cols: number, scale = 1): Tensor {
   const src = readSource(x);
   const y = Tensor.empty([rows]);
-  rowProgram(op, src).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, scale, ...src.values }, workgroups: runtime().groups1d(rows) });
+  rowProgram(op, src, runtime().subgroups).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, scale, ...src.values }, workgroups: runtime().groups1d(rows) });
   return y;
 }
 
@@ -183,7 +234,7 @@ export function rowNormalizeKernel(op: RowNormalizeOp, x: Tensor, rows: number, 
   const y = Tensor.empty(x.shape);
   const rt = runtime();
   if (cols < SHORT_ROW) shortRowProgram(op, src).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, ...src.values }, workgroups: rt.groups1d(Math.ceil(rows / AXIS_WG)) });
-  else rowProgram(op, src).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, scale: 1, ...src.values }, workgroups: rt.groups1d(rows) });
+  else rowProgram(op, src, runtime().subgroups).run({ inputs: src.bindings, outputs: [y.binding], uniforms: { rows, cols, scale: 1, ...src.values }, workgroups: rt.groups1d(rows) });
   return y;
 }
 

@@ -1,10 +1,10 @@
 // Data-movement kernels: a strided copy (transpose/permute, slice, broadcastTo, writing into a region for
 // concat), row gather by integer index, and one-hot encoding. Plus the shape arithmetic they share.
-import { Tensor, runtime, type Shape } from '../autograd/tensor.js';
+import { Tensor, runtime, type Shape } from '../backend/tensor.js';
 import { stridesOf } from '../core/shape.js';
 
 export { stridesOf, broadcastShapes, normAxes } from '../core/shape.js';
-import { program, flatIndex } from './program.js';
+import { program, flatIndex } from '../backend/program.js';
 import { fillKernel } from './elementwise.js';
 import { readSource, sourcePrelude, fuseBinary, fuseBroadcast, fuseSlice, fusePad, fusePermute, fuseConcat, fuseReshape, type Source } from './fusion.js';
 

@@ -49,7 +49,8 @@ export function describeAdapter(info: GPUAdapterInfo, backend: string, featureLe
 
 /**
  * A device with everything the adapter offers: compatibility-mode defaults are tiny, so every limit at the
- * adapter's value; timestamp queries (bench:profile times each dispatch with them; unused, they cost nothing).
+ * adapter's value; timestamp queries (bench:profile times each dispatch with them; unused, they cost nothing)
+ * and subgroups (the row reductions use them, see Runtime.subgroups).
  */
 export async function requestFullDevice(adapter: GPUAdapter): Promise<GPUDevice> {
   const requiredLimits: Record<string, number> = {};
@@ -57,6 +58,6 @@ export async function requestFullDevice(adapter: GPUAdapter): Promise<GPUDevice>
     const v = (adapter.limits as unknown as Record<string, number>)[key];
     if (typeof v === 'number') requiredLimits[key] = v;
   }
-  const requiredFeatures = (['timestamp-query'] as GPUFeatureName[]).filter((f) => adapter.features.has(f));
+  const requiredFeatures = (['timestamp-query', 'subgroups'] as GPUFeatureName[]).filter((f) => adapter.features.has(f));
   return adapter.requestDevice({ requiredLimits, requiredFeatures });
 }

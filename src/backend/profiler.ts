@@ -3,7 +3,7 @@
 // start and end, resolved at each submission and read back asynchronously, so each kernel gets its GPU-busy time.
 // Everywhere, the host time spent encoding each dispatch (pipeline lookup, uniforms, bind group) and the counts
 // of dispatches, submissions and readbacks are recorded.
-import { USAGE_QUERY_RESOLVE, USAGE_COPY_SRC, USAGE_COPY_DST, USAGE_MAP_READ, MAP_READ } from '../gpu.js';
+import { USAGE_QUERY_RESOLVE, USAGE_COPY_SRC, USAGE_COPY_DST, USAGE_MAP_READ, MAP_READ } from './gpu.js';
 
 export interface KernelTiming {
   /** Pipeline key: kernel, tile and flags. */

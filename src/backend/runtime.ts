@@ -1,9 +1,12 @@
 // The GPU runtime: a size-keyed buffer pool, a pipeline cache keyed by kernel name and compile-time flags,
 // per-dispatch uniforms packed into one arena per submission, many dispatches per command buffer, and
 // batched asynchronous reads. Every kernel in src/kernels runs through `Runtime.dispatch`.
-import { USAGE_STORAGE, USAGE_COPY_SRC, USAGE_COPY_DST, USAGE_MAP_READ, USAGE_MAP_WRITE, USAGE_UNIFORM, MAP_READ, type AcquiredDevice } from '../gpu.js';
+import { USAGE_STORAGE, USAGE_COPY_SRC, USAGE_COPY_DST, USAGE_MAP_READ, USAGE_MAP_WRITE, USAGE_UNIFORM, MAP_READ, type AcquiredDevice } from './gpu.js';
 import { DispatchProfiler, type StepProfile } from './profiler.js';
 import type { SeedResolver } from '../core/dynamic.js';
+
+/** Workgroup size of the subgroup layout probe: the largest workgroup the subgroup kernels use. */
+const SUBGROUP_PROBE_WG = 256;
 
 export interface KernelSource {
   /** Cache key: kernel name plus every compile-time flag that changes the WGSL. */
@@ -133,6 +136,14 @@ export class Runtime {
    * op by op, every call.
    */
   compiling: boolean;
+  /**
+   * Kernels may use subgroup operations: the device has the `subgroups` feature, `probeSubgroups` found its
+   * subgroups laid out as the kernels assume, and env GENCLS_SUBGROUPS is not 0. Settable (to false), e.g. to
+   * compare both paths on one adapter.
+   */
+  subgroups = false;
+  /** The subgroup size the probe saw (0 without subgroups). */
+  subgroupSize = 0;
   /** Deferred computations that read a buffer: computed before anything writes into it. */
   private readers = new Map<GPUBuffer, Set<() => void>>();
   /** The recording being traced: buffers, dispatches, copies and writes go into it instead of the queue. */
@@ -494,7 +505,7 @@ export class Runtime {
 
 
   /**
-   * Opens a profile (src/kernels/profiler.ts): until `endProfile`, every dispatch runs in its own compute pass,
+   * Opens a profile (src/backend/profiler.ts): until `endProfile`, every dispatch runs in its own compute pass,
    * timed on the GPU where the device has timestamp-query, and its encoding is timed on the host.
    */
   beginProfile(): void {
@@ -510,6 +521,48 @@ export class Runtime {
     this.flush();
     this.profiler = null;
     return profiler.finish();
+  }
+
+  /**
+   * Turns `subgroups` on where the device has the feature and its subgroups are what the kernels assume: in a
+   * one-dimensional workgroup, subgroup k holds the consecutive local indices [k s, (k + 1) s) for one size s
+   * that divides the workgroup. WGSL does not promise that layout; every implementation met gives it, and this
+   * checks it once (one dispatch and one read, at start-up) rather than trusting it.
+   */
+  async probeSubgroups(): Promise<void> {
+    if (!this.device.features.has('subgroups') || (typeof process !== 'undefined' && process.env.GENCLS_SUBGROUPS === '0')) return;
+    const n = SUBGROUP_PROBE_WG;
+    const module = this.device.createShaderModule({
+      code: `enable subgroups;
+@group(0) @binding(0) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(${n})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sgid: u32, @builtin(subgroup_size) sgsize: u32) {
+  let first = subgroupBroadcastFirst(lid);
+  o[lid] = select(0u, sgsize, first == (lid / sgsize) * sgsize && sgid == lid % sgsize && ${n}u % sgsize == 0u);
+}`,
+    });
+    if ((await module.getCompilationInfo()).messages.some((m) => m.type === 'error')) return;
+    const out = this.device.createBuffer({ size: 4 * n, usage: USAGE_STORAGE | USAGE_COPY_SRC });
+    const read = this.device.createBuffer({ size: 4 * n, usage: USAGE_MAP_READ | USAGE_COPY_DST });
+    const pipeline = await this.device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+    const encoder = this.device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] }));
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    encoder.copyBufferToBuffer(out, 0, read, 0, 4 * n);
+    this.device.queue.submit([encoder.finish()]);
+    await read.mapAsync(MAP_READ);
+    const seen = new Uint32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    out.destroy();
+    read.destroy();
+    const size = seen[0];
+    if (size > 0 && seen.every((v) => v === size)) {
+      this.subgroups = true;
+      this.subgroupSize = size;
+    }
   }
 
   /** Whether the device can time dispatches on the GPU (timestamp-query). */

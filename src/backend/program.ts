@@ -3,7 +3,7 @@
 // the bindings, the uniform struct and the entry point, packs the uniforms by name in the struct's layout, and
 // builds the WGSL only when the runtime's pipeline cache misses. Binding 0 holds the uniforms (when there are
 // any), then the inputs in order (read), then the outputs (read_write), as Runtime.dispatch binds them.
-import { runtime } from '../autograd/tensor.js';
+import { runtime } from './tensor.js';
 import { GROUP_INDEX_WGSL, type Dispatch, type KernelSource, type UniformPatch } from './runtime.js';
 import type { SeedResolver } from '../core/dynamic.js';
 
@@ -24,6 +24,11 @@ export interface KernelDecl<U extends UniformDecl = UniformDecl> {
   outputs: readonly BindingDecl[];
   uniforms?: U;
   workgroupSize: number | readonly [number, number?, number?];
+  /**
+   * Uses subgroup operations (only where `runtime().subgroups`): the module enables them and the entry point
+   * has `sgid` (subgroup_invocation_id) and `sgsize` (subgroup_size) in scope.
+   */
+  subgroups?: boolean;
   /** WGSL before the entry point: helper functions, workgroup memory, constants, extra structs. */
   prelude?: () => string;
   /**
@@ -71,7 +76,7 @@ const bindingType = (b: BindingDecl) => (typeof b === 'string' ? 'f32' : b.type)
 
 /** The WGSL a declaration describes. */
 export function generateWgsl(decl: KernelDecl): string {
-  const out: string[] = [];
+  const out: string[] = decl.subgroups ? ['enable subgroups;'] : [];
   let binding = 0;
   const uniforms = decl.uniforms && Object.keys(decl.uniforms).length ? decl.uniforms : null;
   if (uniforms) {
@@ -102,7 +107,7 @@ export function generateWgsl(decl: KernelDecl): string {
   out.push(
     `@compute @workgroup_size(${ws.join(', ')})`,
     'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,',
-    '        @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(global_invocation_id) gid: vec3<u32>) {',
+    `        @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(global_invocation_id) gid: vec3<u32>${decl.subgroups ? ',\n        @builtin(subgroup_invocation_id) sgid: u32, @builtin(subgroup_size) sgsize: u32' : ''}) {`,
     decl.body(),
     '}',
   );
