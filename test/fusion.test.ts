@@ -216,8 +216,9 @@ function runViews(p: ViewProgram, inputs: T.Tensor[], consumers = false): T.Tens
       const same = values.filter((v) => v.rank === x.rank && v.shape.every((d, k) => d === x.shape[k]));
       values.push(BINARY[s.op](x, same[s.y % same.length]));
     } else if (s.kind === 'slice') {
-      const begin = x.shape.map((d, k) => s.cuts[k][0] % d);
-      const size = x.shape.map((d, k) => 1 + (s.cuts[k][1] % (d - begin[k])));
+      // A reshape may have added axes beyond the cuts drawn for the leaves' rank: those keep the whole axis.
+      const begin = x.shape.map((d, k) => (k < s.cuts.length ? s.cuts[k][0] % d : 0));
+      const size = x.shape.map((d, k) => (k < s.cuts.length ? 1 + (s.cuts[k][1] % (d - begin[k])) : d));
       values.push(T.slice(x, begin, size));
     } else if (s.kind === 'permute') {
       const perm = [...x.shape.keys()].sort((a, b) => s.order[a] - s.order[b] || a - b);

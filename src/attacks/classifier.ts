@@ -37,7 +37,8 @@ export interface SeededClassifier {
   /** Names everything the seeded logits depend on besides the seed (samples, estimator). */
   readonly key: string;
   nextSeed(): number;
-  logits(x: Tensor, seed: number): Tensor;
+  /** As `Classifier.logits`, with the noise drawn from `seed`. */
+  logits(x: Tensor, seed: number, replicas?: number, rows?: BatchRows): Tensor;
   logitsOfDraws(x: Tensor, seed: number, count: number): Tensor;
 }
 
@@ -64,7 +65,7 @@ export function bayesClassifier(model: LatentVariableClassifier, opts: { samples
       model,
       key: `K=${samples} ${estimator ?? 'shared'}`,
       nextSeed,
-      logits: (x, seed) => model.logits(x, { samples, seed, estimator }),
+      logits: (x, seed, replicas = 1, rows) => model.logits(x, { samples, seed, replicas, rows, estimator }),
       logitsOfDraws,
     },
   };

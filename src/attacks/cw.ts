@@ -5,10 +5,11 @@
 // follows (as in Carlini's reference code: on success c is an upper bound, otherwise a lower bound, and c grows
 // tenfold until some c succeeds). The smallest successful perturbation over all iterations and all search steps
 // is kept per image.
-// Everything per iteration (forward, gradient, Adam, best tracking) stays on the GPU for the whole batch; the host
-// reads once per search step (which images succeeded, for the search) and, with early abort, the total loss ten
-// times per step.
-import { Tensor, tidy, keep, noGrad, readAll, gradients, tensor, full, reshape, add, sub, mul, div, square, sqrt, sum, max, tanh, log, affine, scale, addScalar, maximum, gt, oneHot } from '../engine.js';
+// Everything per iteration (forward, gradient, Adam, best tracking) stays on the GPU for the whole batch, as one
+// step function: compiled (traced once per batch shape, replayed every iteration) for classifiers that take
+// explicit seeds, eager otherwise. The host reads once per search step (which images succeeded, for the search)
+// and, with early abort, the total loss ten times per step.
+import { Tensor, tidy, keep, noGrad, readAll, gradients, tensor, full, reshape, slice, add, sub, mul, div, square, sqrt, sum, max, tanh, log, affine, scale, addScalar, maximum, gt, oneHot, type TracedFunction } from '../engine.js';
 import { type Classifier, checkImages, checkLabels } from './classifier.js';
 
 export interface CwOptions {
@@ -76,6 +77,58 @@ function logitGap(logits: Tensor, hot: Tensor): Tensor {
   return sub(zy, other);
 }
 
+/**
+ * `t` with its values computed (a deferred fused expression becomes a buffer): state carried across iterations
+ * as an expression would grow every iteration, a new kernel to compile each time.
+ */
+const materialised = (t: Tensor): Tensor => (t.buffer, t);
+
+type CwStep = (inputs: Tensor[], drawIds: number[]) => Tensor[];
+
+/**
+ * One Adam iteration of the whole batch: inputs [x, one-hot labels, c [N], scalars [4] (Adam's two bias
+ * corrections, lr, -kappa), w, m, v, the step's success flags, best d2, best adversarial, best c]; `drawIds`
+ * names the noise of each of the classifier's draws. Returns [w, m, v, loss, success flags, best d2, best
+ * adversarial, best c]. Compiled (traced once per shape, replayed per iteration) when the classifier can be called
+ * with explicit seeds; run eagerly otherwise, with the draw numbers as the eager attack numbers them.
+ */
+function cwStep(clf: Classifier): CwStep {
+  const { draws, seeded } = clf;
+  const fn: TracedFunction = (inputs, drawIds) => {
+    const [x, hot, cT, scalars, w, m, v, stepSuccess, bestD2, bestAdv, bestConst] = inputs;
+    const at = (k: number) => slice(scalars, [k], [1]);
+    const negKappa = at(3);
+    const wv = noGrad(() => scale(w, 1)).requireGrad();
+    const adv = affine(tanh(wv), 0.5, 0.5);
+    const d2 = sum(square(sub(adv, x)), [1, 2, 3]);
+    let logitSum: Tensor | null = null;
+    let fSum: Tensor | null = null;
+    for (let d = 0; d < draws; d++) {
+      const z = seeded ? seeded.logits(adv, drawIds[d]) : clf.logits(adv, drawIds[d]);
+      const f = maximum(logitGap(z, hot), negKappa);
+      logitSum = logitSum ? add(logitSum, z) : z;
+      fSum = fSum ? add(fSum, f) : f;
+    }
+    // Summed over the batch, so each image's gradient is that of its own loss.
+    const loss = sum(add(d2, mul(cT, scale(fSum!, 1 / draws))));
+    const g = gradients(loss, null, [wv]).get(wv)!;
+    return noGrad(() => {
+      // Success of this iterate on the logits averaged over the draws it saw.
+      const gap = logitGap(scale(logitSum!, 1 / draws), hot);
+      const success = gt(negKappa, gap);
+      const improved = mul(success, gt(bestD2, d2));
+      const m2 = add(scale(m, BETA1), scale(g, 1 - BETA1));
+      const v2 = add(scale(v, BETA2), scale(square(g), 1 - BETA2));
+      const mHat = mul(m2, at(0));
+      const vHat = mul(v2, at(1));
+      const w2 = sub(w, mul(div(mHat, addScalar(sqrt(vHat), ADAM_EPS)), at(2)));
+      return [w2, m2, v2, loss, maximum(stepSuccess, success), select(improved, d2, bestD2), select(reshape(improved, [x.shape[0], 1, 1, 1]), adv, bestAdv), select(improved, cT, bestConst)].map(materialised);
+    });
+  };
+  if (seeded) return seeded.model.compiled(`cw step ${seeded.key} draws=${draws}`, () => fn);
+  return (inputs, drawIds) => tidy(() => fn(inputs, drawIds) as Tensor[]);
+}
+
 export async function cw(clf: Classifier, x: Tensor, labels: Tensor, opts: CwOptions = {}): Promise<CwResult> {
   const o = resolve(opts);
   await checkImages('cw', x);
@@ -86,7 +139,6 @@ export async function cw(clf: Classifier, x: Tensor, labels: Tensor, opts: CwOpt
   labelHost.forEach((y, i) => {
     if (!(y >= 0 && y < classes)) throw new Error(`cw: label ${i} is ${y}, outside [0, ${classes})`);
   });
-  const perImage = [n, 1, 1, 1];
   const { draws } = clf;
 
   const state = noGrad(() =>
@@ -108,8 +160,9 @@ export async function cw(clf: Classifier, x: Tensor, labels: Tensor, opts: CwOpt
   const lower = new Float64Array(n).fill(0);
   const upper = new Float64Array(n).fill(Infinity);
   const checkEvery = Math.max(1, Math.floor(o.iterations / 10));
+  const step = cwStep(clf);
 
-  for (let step = 0; step < o.binarySearchSteps; step++) {
+  for (let searchStep = 0; searchStep < o.binarySearchSteps; searchStep++) {
     // Every step restarts from the clean image with fresh Adam state, as in Carlini's code.
     let w = keep(noGrad(() => scale(w0, 1)));
     let m = keep(noGrad(() => full(w0.shape, 0)));
@@ -118,59 +171,28 @@ export async function cw(clf: Classifier, x: Tensor, labels: Tensor, opts: CwOpt
     const cT = keep(tensor(c, [n]));
     let prevLoss = Infinity;
     for (let it = 0; it < o.iterations; it++) {
-      const next = tidy(() => {
-        const wv = noGrad(() => scale(w, 1)).requireGrad();
-        const adv = affine(tanh(wv), 0.5, 0.5);
-        const d2 = sum(square(sub(adv, x)), [1, 2, 3]);
-        let logitSum: Tensor | null = null;
-        let fSum: Tensor | null = null;
-        for (let d = 0; d < draws; d++) {
-          const z = clf.logits(adv, (step * o.iterations + it) * draws + d);
-          const f = maximum(logitGap(z, hot), full([], -o.kappa));
-          logitSum = logitSum ? add(logitSum, z) : z;
-          fSum = fSum ? add(fSum, f) : f;
-        }
-        // Summed over the batch, so each image's gradient is that of its own loss.
-        const loss = sum(add(d2, mul(cT, scale(fSum!, 1 / draws))));
-        const g = gradients(loss, null, [wv]).get(wv)!;
-        return noGrad(() => {
-          // Success of this iterate on the logits averaged over the draws it saw.
-          const gap = logitGap(scale(logitSum!, 1 / draws), hot);
-          const success = gt(full([], -o.kappa), gap);
-          const improved = mul(success, gt(bestD2, d2));
-          const t = it + 1;
-          const m2 = add(scale(m, BETA1), scale(g, 1 - BETA1));
-          const v2 = add(scale(v, BETA2), scale(square(g), 1 - BETA2));
-          const mHat = scale(m2, 1 / (1 - BETA1 ** t));
-          const vHat = scale(v2, 1 / (1 - BETA2 ** t));
-          const w2 = sub(w, scale(div(mHat, addScalar(sqrt(vHat), ADAM_EPS)), o.lr));
-          return {
-            w: w2,
-            m: m2,
-            v: v2,
-            loss,
-            stepSuccess: maximum(stepSuccess, success),
-            bestD2: select(improved, d2, bestD2),
-            bestAdv: select(reshape(improved, perImage), adv, bestAdv),
-            bestConst: select(improved, cT, bestConst),
-          };
-        });
-      });
-      w = replace(w, next.w);
-      m = replace(m, next.m);
-      v = replace(v, next.v);
-      stepSuccess = replace(stepSuccess, next.stepSuccess);
-      bestD2 = replace(bestD2, next.bestD2);
-      bestAdv = replace(bestAdv, next.bestAdv);
-      bestConst = replace(bestConst, next.bestConst);
+      const t = it + 1;
+      // Adam's bias corrections, the learning rate and -kappa: host numbers the step takes as a tensor, so one
+      // trace serves every iteration (and every call with this classifier).
+      const scalars = tensor([1 / (1 - BETA1 ** t), 1 / (1 - BETA2 ** t), o.lr, -o.kappa], [4]);
+      const drawIds = Array.from({ length: draws }, (_, d) => (clf.seeded ? clf.seeded.nextSeed() : (searchStep * o.iterations + it) * draws + d));
+      const [w2, m2, v2, loss, success2, d2Best, advBest, constBest] = step([x, hot, cT, scalars, w, m, v, stepSuccess, bestD2, bestAdv, bestConst], drawIds);
+      scalars.dispose();
+      w = replace(w, w2);
+      m = replace(m, m2);
+      v = replace(v, v2);
+      stepSuccess = replace(stepSuccess, success2);
+      bestD2 = replace(bestD2, d2Best);
+      bestAdv = replace(bestAdv, advBest);
+      bestConst = replace(bestConst, constBest);
       let stop = false;
       if (o.abortEarly && it % checkEvery === 0) {
-        const [l] = await readAll([next.loss]);
+        const [l] = await readAll([loss]);
         stop = l[0] > prevLoss * 0.9999;
         prevLoss = l[0];
       }
-      next.loss.dispose();
-      o.onIteration?.(step, it);
+      loss.dispose();
+      o.onIteration?.(searchStep, it);
       if (stop) break;
     }
     const [succeeded] = await readAll([stepSuccess]);
