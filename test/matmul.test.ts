@@ -5,7 +5,6 @@ import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, RUNS, checkVj
 import { matmulKernel, matmulRowSums, type MatmulTiling } from '../src/kernels/matmul.js';
 import { refMatmul, refLinear, type RefActivation } from '../src/reference/matmul.js';
 import { refReduce } from '../src/reference/reduce.js';
-import { type Ref } from '../src/reference/tensor.js';
 
 useGpu();
 

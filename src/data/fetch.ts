@@ -19,7 +19,6 @@ import { join, resolve } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   DataError,
-  defaultDataDir,
   encodeIdx,
   IMAGE_COLS,
   IMAGE_ROWS,

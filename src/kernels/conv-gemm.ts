@@ -18,6 +18,7 @@ import { program } from '../backend/program.js';
 import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 import { activationWgsl, gradMaskWgsl, type Activation, type GradMask } from './activation.js';
 import { tunedTiling, sizeBucket, hostTime, type Tiling } from './autotune.js';
+import { sumFilterPartials } from './conv-partials.js';
 
 export type GemmMode = 'conv' | 'convT' | 'filter';
 
@@ -185,28 +186,6 @@ ${range(R).flatMap((r) => range(C).map((c) => store(r, c))).join('\n')}`,
   };
 }
 
-const SUM_WG = 64;
-// partials [splits, M, N] summed into dw [M, kSize], and with a bias column (N = kSize + 1) its last column into db.
-const sumProgram = (bias: boolean) =>
-  program(`convGemmSum:${bias}`, () => ({
-    name: 'convGemmSum',
-    inputs: ['partials'],
-    outputs: bias ? ['dw', 'db'] : ['dw'],
-    uniforms: { size: 'u32', splits: 'u32', n: 'u32' },
-    workgroupSize: SUM_WG,
-    body: () => wgsl`  let e = groupIndex(wid, nwg) * ${SUM_WG}u + lid;
-  if (e >= u.size) { return; }
-  var acc = 0.0;
-  for (var s = 0u; s < u.splits; s++) { acc += partials[s * u.size + e]; }
-#if ${bias}
-  let row = e / u.n;
-  let col = e % u.n;
-  if (col == u.n - 1u) { db[row] = acc; } else { dw[row * (u.n - 1u) + col] = acc; }
-#else
-  dw[e] = acc;
-#endif`,
-  }));
-
 export interface GemmGeometry {
   /** The gathered tensor's channels and size (x for conv/filter, the transposed problem's input for convT). */
   c: number;
@@ -290,7 +269,6 @@ export function convGemmFilter(x: Tensor, g: Tensor, kernel: readonly [number, n
   const kSize = c * kh * kw;
   const N = kSize + (withBias ? 1 : 0);
   const K = batch * ho * wo;
-  const rt = runtime();
   const run = (t: Tiling, xin: Tensor, gin: Tensor, dw: Tensor, db: Tensor | null) => {
     const tiles = Math.ceil(M / (t.wgY * t.rows)) * Math.ceil(N / (t.wgX * t.cols));
     const wantSplits = Math.min(Math.ceil(TARGET_WORKGROUPS / tiles), Math.ceil(K / (4 * t.depth)));
@@ -307,8 +285,7 @@ export function convGemmFilter(x: Tensor, g: Tensor, kernel: readonly [number, n
       workgroups: [Math.ceil(N / (t.wgX * t.cols)), Math.ceil(M / (t.wgY * t.rows)), splits],
     });
     if (partials !== dw) {
-      const size = M * N;
-      sumProgram(db !== null).run({ inputs: [partials.binding], outputs: db ? [dw.binding, db.binding] : [dw.binding], uniforms: { size, splits, n: N }, workgroups: rt.groups1d(Math.ceil(size / SUM_WG)) });
+      sumFilterPartials(partials, dw, db);
       partials.dispose();
     }
   };

@@ -18,11 +18,12 @@
 //                        conv2dBackwardFilter, and convTranspose2dBackwardFilter (the same sum with x and g swapped)
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { Tensor, runtime, fmt, type Shape } from '../backend/tensor.js';
-import { program, flatIndex } from '../backend/program.js';
+import { program } from '../backend/program.js';
 import { readSource, sourcePrelude, heavyPrologue, type Source } from './fusion.js';
 
 import { activationWgsl, gradMaskWgsl, type Activation, type GradMask } from './activation.js';
 import { convGemm, convGemmFilter } from './conv-gemm.js';
+import { sumFilterPartials } from './conv-partials.js';
 
 export type { Activation, GradMask };
 
@@ -435,29 +436,6 @@ ${grid(tm, tn, (i, j) => `  if (m0 + ${i}u < u.m && k0 + ${j}u < kTotal) { ${sto
   };
 }
 
-const SUM_WG = 64;
-// partials [splits, m, kTotal] summed over the splits into the weight gradient [m, kSize], and with `bias` the
-// last column (kTotal = kSize + 1) into the bias's [m].
-const sumPartialsProgram = (bias: boolean) =>
-  program(`convSumPartials:${bias}`, () => ({
-    name: 'convSumPartials',
-    inputs: ['partials'],
-    outputs: bias ? ['dw', 'db'] : ['dw'],
-    uniforms: { size: 'u32', splits: 'u32', kSize: 'u32' },
-    workgroupSize: SUM_WG,
-    body: () => wgsl`${flatIndex(SUM_WG, 'u.size', 'e')}
-  var acc = 0.0;
-  for (var s = 0u; s < u.splits; s++) { acc += partials[s * u.size + e]; }
-#if ${bias}
-  let row = e / (u.kSize + 1u);
-  let col = e % (u.kSize + 1u);
-  if (col == u.kSize) { db[row] = acc; } else { dw[row * u.kSize + col] = acc; }
-#else
-  dw[e] = acc;
-#endif`,
-  }));
-
-/** Reduction steps per invocation, trading the partials pass against enough invocations for every core. */
 /** Rows of the N*Ho*Wo reduction an invocation sums at least, and the invocations the split aims for, per profile. */
 const MIN_CHUNK = 32;
 const TARGET_THREADS = { software: 1024, gpu: 65536 };
@@ -505,8 +483,7 @@ function convFilterGrad(
     workgroups: rt.groups1d(Math.ceil(threads / wg)),
   });
   if (partials) {
-    const size = m * kTotal;
-    sumPartialsProgram(withBias).run({ inputs: [partials.binding], outputs: db ? [dw.binding, db.binding] : [dw.binding], uniforms: { size, splits, kSize }, workgroups: rt.groups1d(Math.ceil(size / SUM_WG)) });
+    sumFilterPartials(partials, dw, db);
     partials.dispose();
   }
   return { dw, db };
