@@ -1,7 +1,7 @@
 import { describe, it, expect, onTestFinished } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
-import { useGpu, download, expectClose, randomRef, arbSeed, checkVjp, toGpu } from './helpers.js';
+import { useGpu, download, expectClose, randomRef, arbSeed, checkVjp, toGpu, SWIFTSHADER } from './helpers.js';
 import { refLinear, type RefActivation } from '../src/reference/matmul.js';
 import { refConv2d, refConvTranspose2d } from '../src/reference/conv.js';
 import type { Ref } from '../src/reference/tensor.js';
@@ -144,7 +144,6 @@ function netRef(s: Net) {
 
 // SwiftShader compiles these nets' many kernel variants about 10x slower than llvmpipe: one case there checks
 // the gpu profile's kernels against the unfolded passes.
-const SWIFTSHADER = process.env.GENCLS_TEST_ADAPTER === 'swiftshader';
 
 describe('activation derivatives folded into the producing kernels', () => {
   (SWIFTSHADER ? it.skip : it)('gradients of every input match finite differences on random nets', async () => {

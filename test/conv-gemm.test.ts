@@ -3,7 +3,7 @@
 // The profile is forced, so the file runs on llvmpipe (default project) as well as on SwiftShader.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fc from 'fast-check';
-import { useGpu, toGpu, download, expectClose, randomRef, arbSeed } from './helpers.js';
+import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, SWIFTSHADER } from './helpers.js';
 import { refConv2d, refConvTranspose2d } from '../src/reference/conv.js';
 import type { Ref } from '../src/reference/tensor.js';
 import * as K from '../src/kernels/conv.js';
@@ -13,7 +13,7 @@ import type { KernelProfile } from '../src/backend/runtime.js';
 
 const gpu = useGpu();
 const TOL = { rtol: 1e-4, atol: 1e-5 };
-const RUNS = { numRuns: process.env.GENCLS_TEST_ADAPTER === 'swiftshader' ? 6 : 15 };
+const RUNS = { numRuns: SWIFTSHADER ? 6 : 15 };
 
 // Tiles of 4 x 6 outputs and 8-deep slices: no test shape is a multiple of them.
 const SMALL: Tiling = { wgX: 3, wgY: 2, rows: 2, cols: 2, depth: 8 };

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
-import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, RUNS, checkVjp } from './helpers.js';
+import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, RUNS, checkVjp, SWIFTSHADER } from './helpers.js';
 import { refConv2d, refConvTranspose2d } from '../src/reference/conv.js';
 import type { Ref } from '../src/reference/tensor.js';
 import * as K from '../src/kernels/conv.js';
@@ -197,7 +197,7 @@ async function checkMaskedInputGrad(act: K.Activation, shape: number[], dx: Ref,
 // SwiftShader's resident memory grows by gigabytes over the gradient properties (16 GB before the kernel's OOM
 // killer stopped the file, 2026-12-02), so on that adapter only the forward kernels and the ops run; every
 // property runs on the default adapter under both tilings.
-const heavy = process.env.GENCLS_TEST_ADAPTER === 'swiftshader' ? it.skip : it;
+const heavy = SWIFTSHADER ? it.skip : it;
 
 // Every kernel under both tilings: the software renderer's large register tiles and the GPU's small ones.
 for (const profile of ['software', 'gpu'] as const) {

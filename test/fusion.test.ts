@@ -6,7 +6,7 @@
 import { describe, it, expect, onTestFinished } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
-import { useGpu, randomRef, arbSeed, expectClose } from './helpers.js';
+import { useGpu, randomRef, arbSeed, expectClose, runs } from './helpers.js';
 import { MAX_NODES } from '../src/kernels/fusion.js';
 
 const { rt } = useGpu();
@@ -142,7 +142,7 @@ describe('fused elementwise graphs', () => {
         await expectFusedLikeEager(() => run(p, inputs, true), { rtol: 1e-5, atol: 1e-6 });
         inputs.forEach((t) => t.dispose());
       }),
-      { numRuns: 30 },
+      runs(30),
     );
   });
 
@@ -153,7 +153,7 @@ describe('fused elementwise graphs', () => {
         const loss = (inputs: T.Tensor[]) => run(p, inputs).map((t) => T.sum(t)).reduce((a, b) => T.add(a, b));
         await expectFusedGradients(() => inputsOf(p), loss, { rtol: 1e-4, atol: 1e-5 });
       }),
-      { numRuns: 15 },
+      runs(15),
     );
   });
 });
@@ -247,7 +247,7 @@ describe('fused data movement', () => {
         inputs.forEach((t) => t.dispose());
       }),
       // Every program compiles its own kernels: few runs, each a different structure.
-      { numRuns: 10 },
+      runs(10),
     );
   });
 
@@ -262,7 +262,7 @@ describe('fused data movement', () => {
             .reduce((a, b) => T.add(a, b));
         await expectFusedGradients(() => viewInputs(p), loss, { rtol: 1e-4, atol: 1e-4 });
       }),
-      { numRuns: 8 },
+      runs(8),
     );
   });
 
@@ -345,7 +345,7 @@ describe('fused prologues of conv kernels', () => {
         const fused = await T.readAll(step(true));
         fused.forEach((f, k) => expectClose(f, eager[k], { rtol: 1e-4, atol: 1e-5 }, ['loss', 'dW', 'dV'][k]));
       }),
-      { numRuns: 8 },
+      runs(8),
     );
   });
 });
@@ -437,7 +437,7 @@ describe('deferred values', () => {
         expect(Array.from(got)).toEqual(labels.slice(0, n).flatMap((l) => Array.from({ length: depth }, (_, k) => (k === l ? 1 : 0))));
         h.dispose();
       }),
-      { numRuns: 15 },
+      runs(15),
     );
   });
 

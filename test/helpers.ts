@@ -9,13 +9,16 @@ import { type Ref } from '../src/reference/tensor.js';
 /** Where Debian's chromium package puts SwiftShader's Vulkan driver (its ICD file), which .ci/setup installs. */
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
+/** Whether this run is the `swiftshader` project (vitest.config.ts): slow, so the heaviest properties run fewer cases there. */
+export const SWIFTSHADER = process.env.GENCLS_TEST_ADAPTER === 'swiftshader';
+
 /**
  * The adapter the tests run on: the default one (Dawn's OpenGL backend on llvmpipe on machines without a GPU), or
  * with GENCLS_TEST_ADAPTER=swiftshader (the `swiftshader` project in vitest.config.ts) Dawn's Vulkan backend on
  * SwiftShader: the core feature level, with timestamp queries and subgroups, on any machine.
  */
 async function testRuntime(): Promise<Runtime> {
-  if (process.env.GENCLS_TEST_ADAPTER !== 'swiftshader') return init();
+  if (!SWIFTSHADER) return init();
   if (!existsSync(SWIFTSHADER_ICD)) throw new Error(`GENCLS_TEST_ADAPTER=swiftshader: ${SWIFTSHADER_ICD} is missing; install Debian's chromium package (bash .ci/setup does)`);
   process.env.VK_DRIVER_FILES = SWIFTSHADER_ICD;
   const rt = await init({ backend: 'native' });
@@ -85,7 +88,12 @@ export const arbSeed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
  * each kernel variant several times slower still, and there the properties check the gpu profile's code paths
  * that the llvmpipe runs already cover under both profiles, so fewer.
  */
-export const RUNS = { numRuns: process.env.GENCLS_TEST_ADAPTER === 'swiftshader' ? 10 : 25 };
+export const RUNS = { numRuns: SWIFTSHADER ? 6 : 25 };
+
+/** `n` property cases on the default adapter, about a third of them on SwiftShader (at least 2). */
+export function runs(n: number): { numRuns: number } {
+  return { numRuns: SWIFTSHADER ? Math.max(2, Math.ceil(n / 3)) : n };
+}
 
 /**
  * Random-projection gradient check. For GPU function f and its float64 reference fRef over the same inputs:
