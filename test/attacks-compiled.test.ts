@@ -9,6 +9,9 @@ import { useGpu, randomRef, arbSeed, expectClose } from './helpers.js';
 import { type Classifier, bayesClassifier } from '../src/attacks/classifier.js';
 import { deepfool, type DeepFoolOptions, type DeepFoolVariant } from '../src/attacks/deepfool.js';
 import { cw } from '../src/attacks/cw.js';
+import { adaptivePgd } from '../src/attacks/adaptive.js';
+import { fitDetectors, type DetectorName } from '../src/attacks/detection.js';
+import { type NoiseMode } from '../src/attacks/classifier.js';
 import { createModel, modelConfig, type LatentVariableClassifier } from '../src/models/factorisations.js';
 
 const { rt } = useGpu();
@@ -350,6 +353,58 @@ describe('compiled Carlini-Wagner step', () => {
     expectClose(compiled.adv, eager.adv, { atol: 1e-6, rtol: 0 }, 'adversarial');
     model.params.dispose();
   }, 60_000);
+});
+
+describe('compiled detection-aware PGD step', () => {
+  it('gives what the eager step gives for every detector, both norms and every noise mode, one command buffer per iteration', async () => {
+    const model = createModel(modelConfig('gfz', 'compact', { channels: 2, hidden: 8, latent: 3, seed: 2, preset: 'custom' }));
+    const x = T.randomUniform([2, 1, 28, 28], 4);
+    const labels = T.tensor([1, 7], [2], 'i32');
+    // Thresholds from logits that favour their label, so every class has members and every detector a cut.
+    const rows = 300;
+    const noise = randomRef([rows, 10], 9, -1, 1).data;
+    const fitted = Float32Array.from(noise, (v, i) => v + (i % 10 === Math.floor(i / 10) % 10 ? 4 : 0) - 60);
+    const detectors = fitDetectors({ logits: fitted, labels: Int32Array.from({ length: rows }, (_, i) => i % 10), numClasses: 10 });
+    const cases: [DetectorName, 'linf' | 'l2', NoiseMode][] = [
+      ['marginal', 'linf', { kind: 'fixed', seed: 5 }],
+      ['logit', 'l2', { kind: 'expectation', seed: 5, draws: 2 }],
+      ['kl', 'linf', { kind: 'fresh', seed: 6 }],
+    ];
+    const iterations = 4;
+    for (const [detector, norm, noiseMode] of cases) {
+      const run = async (compiling: boolean) => {
+        rt().compiling = compiling;
+        try {
+          const clf = bayesClassifier(model, { samples: 2, noise: noiseMode });
+          const submits: number[] = [];
+          const opts = { detector, lambda: 1, eps: 0.1, stepSize: 0.03, iterations, norm, randomStart: true, seed: 3, onIteration: () => void submits.push(rt().submitCount) };
+          const adv = await adaptivePgd(clf, x, labels, detectors, opts);
+          const out = { adv: await adv.data(), submits, next: clf.seeded!.nextSeed() };
+          adv.dispose();
+          return out;
+        } finally {
+          rt().compiling = true;
+        }
+      };
+      const compiled = await run(true);
+      const eager = await run(false);
+      const what = `${detector} ${norm} ${noiseMode.kind}`;
+      expectClose(compiled.adv, eager.adv, { atol: 1e-6, rtol: 0 }, what);
+      // After the trace, each iteration is one replay: one submission.
+      for (let i = 1; i < iterations; i++) expect(compiled.submits[i] - compiled.submits[i - 1], what).toBe(1);
+      expect(compiled.next, what).toBe(eager.next);
+      // The attack moved the images, within the ball.
+      const x0 = await x.data();
+      for (let i = 0; i < 2; i++) {
+        const moved = Array.from(compiled.adv.subarray(i * 784, (i + 1) * 784), (v, j) => v - x0[i * 784 + j]);
+        const size = norm === 'linf' ? Math.max(...moved.map(Math.abs)) : Math.hypot(...moved);
+        expect(size, what).toBeGreaterThan(0.02);
+        expect(size, what).toBeLessThanOrEqual(0.1 + 1e-5);
+      }
+    }
+    labels.dispose();
+    model.params.dispose();
+  }, 90_000);
 });
 
 describe('bad input', () => {

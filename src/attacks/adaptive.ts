@@ -2,8 +2,9 @@
 // chosen detector's statistic on the accepted side of its threshold,
 //   maximise  CE(logits(x'), y) - lambda * max(0, how far the statistic is past the threshold),
 // with L-inf (or L2) steps projected onto the eps-ball around x and onto [0, 1]. The per-class detectors (logit, KL) use
-// the thresholds of the class the iterate is currently predicted as, which is what they will be judged by.
-import { Tensor, tidy, noGrad, scale, add, sub, mul, div, sign, clamp, relu, logsumexp, logSoftmax, gather, reshape, sum, square, sqrt, addScalar, minimum, tensor, argmax, crossEntropy, gradients, Rng, randomUniform, full } from '../engine.js';
+// the thresholds of the class the iterate is currently predicted as, which is what they will be judged by. The
+// iteration is one compiled step (traced once per call, replayed per iteration) for classifiers that take seeds.
+import { Tensor, tidy, noGrad, scale, add, sub, mul, div, sign, clamp, relu, logsumexp, logSoftmax, gather, reshape, sum, square, sqrt, addScalar, minimum, tensor, argmax, crossEntropy, gradients, Rng, randomUniform, full, compile, type TracedFunction } from '../engine.js';
 import { type Classifier, checkImages, checkLabels } from './classifier.js';
 import type { Detectors, DetectorName } from './detection.js';
 
@@ -56,6 +57,8 @@ export function detectorExcess(logits: Tensor, detectors: Detectors, detector: D
   }
 }
 
+const materialised = (t: Tensor): Tensor => (t.buffer, t);
+
 function identity(c: number): number[] {
   return Array.from({ length: c * c }, (_, i) => (Math.floor(i / c) === i % c ? 1 : 0));
 }
@@ -75,27 +78,45 @@ export async function adaptivePgd(clf: Classifier, x: Tensor, labels: Tensor, de
   checkLabels('adaptive', x, labels);
   const rng = new Rng(opts.seed ?? 0);
   let adv = tidy(() => (opts.randomStart && opts.eps > 0 ? clamp(add(x, randomUniform(x.shape, rng.nextSeed(), -opts.eps, opts.eps)), 0, 1) : scale(x, 1)));
-  for (let i = 0; i < opts.iterations; i++) {
-    const next = tidy(() => {
-      const xv = noGrad(() => scale(adv, 1)).requireGrad();
-      let objective: Tensor | null = null;
-      for (let d = 0; d < clf.draws; d++) {
-        const logits = clf.logits(xv, i * clf.draws + d);
-        const predicted = noGrad(() => argmax(logits));
-        // Sums over the batch, so each image's gradient is its own objective's.
-        const ce = scale(crossEntropy(logits, labels), x.shape[0]);
-        const term = opts.lambda > 0 ? sub(ce, scale(sum(detectorExcess(logits, detectors, opts.detector, predicted, margin)), opts.lambda)) : ce;
-        objective = objective ? add(objective, term) : term;
-      }
-      const g = gradients(objective!, null, [xv]).get(xv)!;
-      if (norm === 'linf') return clamp(add(x, clamp(sub(add(adv, scale(sign(g), opts.stepSize)), x), -opts.eps, opts.eps)), 0, 1);
+  const { draws, seeded } = clf;
+  const logitsOf = (xv: Tensor, seed: number) => (seeded ? seeded.logits(xv, seed) : clf.logits(xv, seed));
+  /** One iteration of the whole batch: [x, labels, iterate] in, the next iterate out; draw d's noise from seeds[d]. */
+  const fn: TracedFunction = ([x0, y, a], seeds) => {
+    const xv = noGrad(() => scale(a, 1)).requireGrad();
+    let objective: Tensor | null = null;
+    for (let d = 0; d < draws; d++) {
+      const logits = logitsOf(xv, seeds[d]);
+      const predicted = noGrad(() => argmax(logits));
+      // Sums over the batch, so each image's gradient is its own objective's.
+      const ce = scale(crossEntropy(logits, y), x0.shape[0]);
+      const term = opts.lambda > 0 ? sub(ce, scale(sum(detectorExcess(logits, detectors, opts.detector, predicted, margin)), opts.lambda)) : ce;
+      objective = objective ? add(objective, term) : term;
+    }
+    const g = gradients(objective!, null, [xv]).get(xv)!;
+    return noGrad(() => {
+      if (norm === 'linf') return clamp(add(x0, clamp(sub(add(a, scale(sign(g), opts.stepSize)), x0), -opts.eps, opts.eps)), 0, 1);
       const l2 = (t: Tensor) => sqrt(addScalar(sum(square(t), [1, 2, 3], true), 1e-24));
-      const delta = sub(add(adv, scale(div(g, l2(g)), opts.stepSize)), x);
-      return clamp(add(x, mul(delta, minimum(full([], 1), div(full([], opts.eps), l2(delta))))), 0, 1);
+      const delta = sub(add(a, scale(div(g, l2(g)), opts.stepSize)), x0);
+      return clamp(add(x0, mul(delta, minimum(full([], 1), div(full([], opts.eps), l2(delta))))), 0, 1);
     });
+  };
+  // Traced once for this call (the detectors' thresholds and the options are constants of the trace) and replayed
+  // every iteration, when the classifier takes explicit seeds; eager otherwise, the draws numbered per iteration.
+  const step = seeded ? compile(fn, { name: 'adaptive step', maxTraces: 1 }) : null;
+  try {
+    for (let i = 0; i < opts.iterations; i++) {
+      const seeds = Array.from({ length: draws }, (_, d) => (seeded ? seeded.nextSeed() : i * draws + d));
+      // Eagerly, the iterate is computed now: carried as a fused expression it would grow every iteration.
+      const [next] = step ? step([x, labels, adv], seeds) : [materialised(tidy(() => fn([x, labels, adv], seeds) as Tensor))];
+      adv.dispose();
+      adv = next;
+      opts.onIteration?.(i + 1);
+    }
+  } catch (e) {
     adv.dispose();
-    adv = next;
-    opts.onIteration?.(i + 1);
+    throw e;
+  } finally {
+    step?.dispose();
   }
   return adv;
 }
