@@ -10,6 +10,8 @@ import { type Classifier, bayesClassifier } from '../src/attacks/classifier.js';
 import { deepfool, type DeepFoolOptions, type DeepFoolVariant } from '../src/attacks/deepfool.js';
 import { cw } from '../src/attacks/cw.js';
 import { adaptivePgd } from '../src/attacks/adaptive.js';
+import { squareAttack } from '../src/attacks/square.js';
+import { hopSkipJump } from '../src/attacks/hopskipjump.js';
 import { fitDetectors, type DetectorName } from '../src/attacks/detection.js';
 import { type NoiseMode } from '../src/attacks/classifier.js';
 import { createModel, modelConfig, type LatentVariableClassifier } from '../src/models/factorisations.js';
@@ -405,6 +407,67 @@ describe('compiled detection-aware PGD step', () => {
     labels.dispose();
     model.params.dispose();
   }, 90_000);
+});
+
+describe('compiled black-box queries', () => {
+  it('Square and HopSkipJump give what eager queries give, with one trace per bucket of active images', async () => {
+    const model = createModel(modelConfig('gfz', 'compact', { channels: 2, hidden: 8, latent: 3, seed: 2, preset: 'custom' }));
+    const n = 5;
+    const x = T.randomUniform([n, 1, 28, 28], 8);
+    for (const noise of [{ kind: 'fixed' as const, seed: 5 }, { kind: 'expectation' as const, seed: 5, draws: 2 }]) {
+      // Labels: the clean prediction under the draws Square's first query sees for the first three images, another
+      // class for the last two, which are misclassified from the start: the first query has five images, the next three.
+      const probe = bayesClassifier(model, { samples: 2, noise });
+      const predicted = T.tidy(() => T.argmax(noise.kind === 'fixed' ? probe.logits(x, 0) : T.add(probe.logits(x, 0), probe.logits(x, 1))));
+      const labels = T.tensor(Array.from(await predicted.data(), (c, i) => (i < 3 ? c : (c + 1) % 10)), [n], 'i32');
+      predicted.dispose();
+      const run = async (compiling: boolean, seeded = true) => {
+        rt().compiling = compiling;
+        try {
+          const full = bayesClassifier(model, { samples: 2, noise });
+          const clf: Classifier = seeded ? full : { ...full, seeded: undefined };
+          const sq = await squareAttack(clf, x, labels, { norm: 'linf', eps: 0.1, queryBudget: 12, seed: 4 });
+          const hsj = await hopSkipJump(clf, x, labels, { queryBudget: 60, initNumEvals: 4, maxNumEvals: 8, maxIterations: 2, maxInitTrials: 20, seed: 4 });
+          const out = { square: await sq.adversarial.data(), squareQueries: Array.from(sq.queries), hsj: await hsj.adversarial.data(), hsjQueries: Array.from(hsj.queries), next: full.seeded!.nextSeed() };
+          [sq.adversarial, hsj.adversarial].forEach((t) => t.dispose());
+          return out;
+        } finally {
+          rt().compiling = true;
+        }
+      };
+      const compiled = await run(true);
+      const eager = await run(false);
+      const unpadded = await run(true, false);
+      expectClose(compiled.square, eager.square, { atol: 1e-6, rtol: 0 }, `${noise.kind} square`);
+      expect(compiled.squareQueries).toEqual(eager.squareQueries);
+      expectClose(compiled.hsj, eager.hsj, { atol: 1e-6, rtol: 0 }, `${noise.kind} hopskipjump`);
+      expect(compiled.hsjQueries).toEqual(eager.hsjQueries);
+      expect(compiled.next).toBe(eager.next);
+      // Padding a query to its bucket with other rows of the batch leaves the queried rows' logits as they were.
+      expect(compiled.squareQueries).toEqual(unpadded.squareQueries);
+      expectClose(compiled.square, unpadded.square, { atol: 1e-5, rtol: 0 }, `${noise.kind} square, unpadded`);
+      expect(compiled.hsjQueries).toEqual(unpadded.hsjQueries);
+      // The active set shrank through more than one bucket, and each bucket was traced once; HopSkipJump's
+      // searches queried subsets too.
+      // Query q held the images that made more than q queries.
+      const sizes = Array.from({ length: Math.max(...compiled.squareQueries) }, (_, q) => compiled.squareQueries.filter((c) => c > q).length);
+      const buckets = new Set(sizes.map((m) => Math.min(n, 2 ** Math.ceil(Math.log2(m)))));
+      expect(buckets.size, noise.kind).toBeGreaterThan(1);
+      const draws = noise.kind === 'fixed' ? 1 : 2;
+      const traced = model.compiled(`square row query K=2 shared draws=${draws} of ${n}`, () => {
+        throw new Error('the square queries were not compiled');
+      });
+      expect(traced.traces).toBe(buckets.size);
+      // Under fixed noise HopSkipJump searches (under fresh draws the untrained model's labels flip at the first check).
+      if (noise.kind === 'fixed') expect(compiled.hsjQueries.some((q) => q > 1)).toBe(true);
+      const searched = model.compiled(`hopskipjump row query K=2 shared draws=${draws} of ${n}`, () => {
+        throw new Error('the hopskipjump queries were not compiled');
+      });
+      expect(searched.traces, noise.kind).toBeGreaterThan(0);
+      labels.dispose();
+    }
+    model.params.dispose();
+  }, 120_000);
 });
 
 describe('bad input', () => {

@@ -2,7 +2,7 @@
 // logits are importance-sampled); `NoiseMode` says whether every call sees the same z draws (fixed), new draws
 // (fresh: the reference's default, in the attack and in the final evaluation alike), or new draws with attack
 // gradients averaged over several of them (expectation over noise, EOT).
-import { Tensor, Rng, scale, add, mul, sum, logSoftmax, oneHot, gradients, noGrad, tidy, max, readAll } from '../engine.js';
+import { Tensor, Rng, scale, add, mul, sum, logSoftmax, oneHot, gradients, noGrad, tidy, max, readAll, tensor, type CompiledFunction } from '../engine.js';
 import { fmt } from '../autograd/tensor.js';
 import { tileRows, type LatentVariableClassifier, type BatchRows, type Estimator } from '../models/factorisations.js';
 
@@ -85,6 +85,84 @@ export function checkLabels(op: string, x: Tensor, labels: Tensor): void {
   if (labels.dtype !== 'i32' || labels.rank !== 1 || labels.shape[0] !== x.shape[0]) {
     throw new Error(`${op}: labels must be i32 [${x.shape[0]}], got ${labels.dtype} ${fmt(labels.shape)}`);
   }
+}
+
+/** A black-box query: host logits [m, C] of `images` ([m * d] values), rows `rows` of the batch, draws numbered from `draw0`. */
+export type RowQuery = (images: Float32Array, rows: number[], draw0: number) => Promise<Float32Array>;
+
+/**
+ * What a score-based black-box attack asks: logits [m, C] of images [m, 1, h, w] that are rows `rows` of a batch
+ * of `of` images (each with the noise it has in that batch), averaged over the classifier's draws, read to the
+ * host. For seeded classifiers the query is a compiled function of (images, row indices), traced once per bucket
+ * of rows (powers of two, and `of`) with the bucket filled by other rows of the batch (their images from `fill`,
+ * [of * d] values; their logits are dropped): an attack whose active set shrinks replays a few traces rather than
+ * encoding the forward pass anew at every query. Other classifiers are called eagerly, draw d numbered draw0 + d.
+ */
+export function rowQuery(op: string, clf: Classifier, of: number, fill: Float32Array, h: number, w: number): RowQuery {
+  const { draws, numClasses, seeded } = clf;
+  const d = h * w;
+  const check = (logits: Tensor, m: number) => {
+    if (logits.rank !== 2 || logits.shape[0] !== m || logits.shape[1] !== numClasses) {
+      throw new Error(`${op}: classifier '${clf.name}' returned logits ${fmt(logits.shape)}, expected [${m}, ${numClasses}]`);
+    }
+  };
+  const read = async (logits: Tensor) => {
+    const z = (await logits.data()) as Float32Array;
+    logits.dispose();
+    return z;
+  };
+  if (!seeded) {
+    return async (images, rows, draw0) => {
+      const m = rows.length;
+      const logits = noGrad(() =>
+        tidy(() => {
+          const xt = tensor(images, [m, 1, h, w]);
+          const batchRows = { indices: rows, of };
+          const first = clf.logits(xt, draw0, 1, batchRows);
+          check(first, m);
+          let total = first;
+          for (let k = 1; k < draws; k++) total = add(total, clf.logits(xt, draw0 + k, 1, batchRows));
+          return draws > 1 ? scale(total, 1 / draws) : total;
+        }),
+      );
+      return read(logits);
+    };
+  }
+  const buckets = Math.ceil(Math.log2(Math.max(of, 1))) + 1;
+  const f: CompiledFunction = seeded.model.compiled(
+    `${op} row query ${seeded.key} draws=${draws} of ${of}`,
+    () => ([xt, indices], seeds) => {
+      const batchRows = { indices, of };
+      let total = seeded.logits(xt, seeds[0], 1, batchRows);
+      for (let k = 1; k < draws; k++) total = add(total, seeded.logits(xt, seeds[k], 1, batchRows));
+      return draws > 1 ? scale(total, 1 / draws) : total;
+    },
+    buckets,
+  );
+  return async (images, rows, _draw0) => {
+    const m = rows.length;
+    const size = Math.min(of, 2 ** Math.ceil(Math.log2(Math.max(m, 1))));
+    const indices = [...rows];
+    const batch = new Float32Array(size * d);
+    batch.set(images.subarray(0, m * d));
+    if (size > m) {
+      const taken = new Set(rows);
+      for (let i = 0; indices.length < size; i++) {
+        if (taken.has(i)) continue;
+        batch.set(fill.subarray(i * d, (i + 1) * d), indices.length * d);
+        indices.push(i);
+      }
+    }
+    // Seeds drawn in the order the eager calls draw them, so both see the same noise.
+    const seeds = Array.from({ length: draws }, () => seeded.nextSeed());
+    const xt = tensor(batch, [size, 1, h, w]);
+    const it = tensor(indices, [size], 'i32');
+    const [logits] = f([xt, it], seeds);
+    xt.dispose();
+    it.dispose();
+    check(logits, size);
+    return (await read(logits)).subarray(0, m * numClasses);
+  };
 }
 
 /** Rows one EOT call may hold: the draws of a small batch go through the model together, as large as a full batch. */

@@ -15,11 +15,13 @@
 // A query is one image's candidate in one classifier call. All images of the batch advance together: every
 // step evaluates the candidates of every image still being attacked in batched classifier calls of at most
 // `chunkRows` rows, and the gradient samples are drawn, clipped and reduced on the GPU. The bookkeeping (budgets,
-// binary-search bounds, the iterates) stays on the host, a few vectors per image next to the model's cost.
+// binary-search bounds, the iterates) stays on the host, a few vectors per image next to the model's cost. The
+// searches' one-candidate queries (`rowQuery`) are compiled per bucket of images for seeded classifiers; the
+// gradient estimates, whose sample count grows every iteration, are encoded eagerly.
 import { Tensor, tensor, tidy, noGrad, add, sub, mul, div, sqrt, sum, square, clamp, affine, scale, reshape, argmax, oneHot, randomNormal, randomUniform, readAll } from '../engine.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
 import { fmt } from '../autograd/tensor.js';
-import { type Classifier, hostBatch } from './classifier.js';
+import { type Classifier, hostBatch, rowQuery } from './classifier.js';
 
 export interface HopSkipJumpOptions {
   /** Most classifier queries per image, the check of the clean prediction included. */
@@ -123,17 +125,19 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
     return out;
   };
 
+  const query = rowQuery('hopskipjump', clf, n, xHost, h, w);
   /** Whether each candidate (row j of `images`, one per image owners[j]) is adversarial; one query each. */
   const decide = async (owners: number[], images: Float32Array): Promise<Uint8Array> => {
     const out = new Uint8Array(owners.length);
     for (const { j0, images: m } of chunks(owners.length, 1)) {
       const part = owners.slice(j0, j0 + m);
-      const pred = noGrad(() => tidy(() => argmax(logitsOf(tensor(images.subarray(j0 * d, (j0 + m) * d), [m, 1, h, w]), part, 1))));
-      const p = await pred.data();
-      pred.dispose();
+      const z = await query(images.subarray(j0 * d, (j0 + m) * d), part, calls++ * draws);
       part.forEach((i, j) => {
         queries[i]++;
-        out[j0 + j] = p[j] !== labelsHost[i] ? 1 : 0;
+        // The first largest logit, as argmax takes it.
+        let best = 0;
+        for (let c = 1; c < numClasses; c++) if (z[j * numClasses + c] > z[j * numClasses + best]) best = c;
+        out[j0 + j] = best !== labelsHost[i] ? 1 : 0;
       });
     }
     return out;

@@ -5,11 +5,11 @@
 //
 // The perturbations live on the host (they are tiny next to a classifier's forward pass, and the L_inf re-draw
 // and the L2 window norms need per-window values); every iteration evaluates all active images in one batched
-// classifier call. Unlike the reference code, window positions and signs are drawn per image, not per batch.
-import { Tensor, tensor, tidy, noGrad, add, scale } from '../engine.js';
+// classifier call (`rowQuery`: compiled per bucket of active images for seeded classifiers). Unlike the reference
+// code, window positions and signs are drawn per image, not per batch.
+import { Tensor, tensor } from '../engine.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
-import { fmt } from '../autograd/tensor.js';
-import { type Classifier, hostBatch } from './classifier.js';
+import { type Classifier, hostBatch, rowQuery } from './classifier.js';
 import type { Norm } from './gradient.js';
 
 export interface SquareOptions {
@@ -94,25 +94,11 @@ export async function squareAttack(clf: Classifier, x: Tensor, labels: Tensor, o
   // Under expectation over noise, each query averages the classifier's draws (and still counts as one query).
   const { draws } = clf;
 
+  const query = rowQuery('square', clf, n, xHost, h, w);
   /** Margins of the images in `rows` of `images` ([rows.length * d] values), one batched query. */
   const margins = async (images: Float32Array, rows: number[], iteration: number): Promise<Float64Array> => {
-    const m = rows.length;
-    const logits = noGrad(() =>
-      tidy(() => {
-        const xt = tensor(images, [m, 1, h, w]);
-        // Each image keeps the noise it has in the whole batch, however few images are still being queried.
-        const batchRows = { indices: rows, of: n };
-        let total = clf.logits(xt, iteration * draws, 1, batchRows);
-        for (let k = 1; k < draws; k++) total = add(total, clf.logits(xt, iteration * draws + k, 1, batchRows));
-        return draws > 1 ? scale(total, 1 / draws) : total;
-      }),
-    );
-    if (logits.rank !== 2 || logits.shape[0] !== m || logits.shape[1] !== numClasses) {
-      logits.dispose();
-      throw new Error(`square: classifier '${clf.name}' returned logits ${fmt(logits.shape)}, expected [${m}, ${numClasses}]`);
-    }
-    const z = await logits.data();
-    logits.dispose();
+    // Each image keeps the noise it has in the whole batch, however few images are still being queried.
+    const z = await query(images, rows, iteration * draws);
     return Float64Array.from(rows, (row, j) => {
       const y = labelsHost[row];
       let other = -Infinity;

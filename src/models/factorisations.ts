@@ -100,9 +100,13 @@ export function passPlan(n: number, k: number, maxRows: number): { imagesPerPass
   return { imagesPerPass, classesPerPass: Math.max(1, Math.min(NUM_CLASSES, Math.floor(maxRows / (k * imagesPerPass)))) };
 }
 
-/** The images of a batch are rows `indices` of a larger batch of `of` images (an attack's still-active subset). */
+/**
+ * The images of a batch are rows `indices` of a larger batch of `of` images (an attack's still-active subset).
+ * The indices may be an i32 [m] tensor (so a compiled function takes them as an input); their values are then
+ * the caller's to keep distinct and in range.
+ */
 export interface BatchRows {
-  indices: number[];
+  indices: number[] | Tensor;
   of: number;
 }
 
@@ -111,11 +115,14 @@ export interface BatchRows {
  * its z draws however the batch around it shrinks (fixed-noise attacks query subsets).
  */
 function noiseForRows(rows: BatchRows, m: number, draws: number, z: number, seed: number): Tensor {
-  if (rows.indices.length !== m || rows.indices.some((i) => !Number.isInteger(i) || i < 0 || i >= rows.of)) {
+  const { indices } = rows;
+  if (indices instanceof Tensor) {
+    if (indices.dtype !== 'i32' || indices.rank !== 1 || indices.shape[0] !== m) throw new Error(`logits: rows must be i32 [${m}] indices, got ${indices.dtype} ${fmt(indices.shape)}`);
+  } else if (indices.length !== m || indices.some((i) => !Number.isInteger(i) || i < 0 || i >= rows.of)) {
     throw new Error(`logits: rows must be ${m} distinct indices into a batch of ${rows.of}`);
   }
   const full = transpose(randomNormal([draws, rows.of, z], seed), [1, 0, 2]);
-  const picked = gather(full, tensor(rows.indices, [m], 'i32'));
+  const picked = gather(full, indices instanceof Tensor ? indices : tensor(indices, [m], 'i32'));
   return reshape(transpose(picked, [1, 0, 2]), [draws, 1, m, z]);
 }
 
