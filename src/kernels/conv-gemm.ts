@@ -63,6 +63,29 @@ const tilingKey = (t: Tiling) => `${t.wgX}x${t.wgY}:${t.rows}x${t.cols}:${t.dept
 const variantKey = (v: Variant) => `${v.mode}:${v.bias}:${v.act}:${v.mask}${v.xs.key}${v.gs?.key ?? ''}`;
 
 /** A[m, k] and B[k, n] of each mode (zero outside [0, M) x [kBegin, kEnd) and [kBegin, kEnd) x [0, N)). */
+/**
+ * loadA(m, k): element (m, k) of A, read at `at` (an expression in mc, kc: m and k clamped into A, so the read
+ * stays in bounds), zero outside A and from kEnd on.
+ */
+const loadA = (at: string) => `fn loadA(m: u32, k: u32, kEnd: u32) -> f32 {
+  let khkw = u.kh * u.kw;
+  let howo = u.ho * u.wo;
+  let mc = min(m, u.M - 1u);
+  let kc = min(k, u.K - 1u);
+  return select(0.0, ${at}, m < u.M && k < kEnd);
+}`;
+
+/** loadB(k, n): element (k, n) of B, from `body`, which has the window size khkw and the output grid's size howo. */
+const loadB = (body: string) => `fn loadB(k: u32, n: u32, kEnd: u32) -> f32 {
+  let khkw = u.kh * u.kw;
+  let howo = u.ho * u.wo;
+${body}
+}`;
+
+/** The input position (iy, ix) that tap t of output position p's window reads (forward conv and filter gradient). */
+const windowTap = `  let iy = i32((p / u.wo) * u.sh + t / u.kw) - u.padT;
+  let ix = i32((p % u.wo) * u.sw + t % u.kw) - u.padL;`;
+
 function indexMaps(mode: GemmMode): string {
   // The gathered input element x[b, ci, iy, ix] or zero; iy, ix are i32 and may fall outside the image.
   const gather = `fn gatherX(ok: bool, b: u32, ci: u32, iy: i32, ix: i32) -> f32 {
@@ -72,50 +95,28 @@ function indexMaps(mode: GemmMode): string {
 }`;
   if (mode === 'conv')
     return `${gather}
-fn loadA(m: u32, k: u32, kEnd: u32) -> f32 { return select(0.0, ws[min(m, u.M - 1u) * u.K + min(k, u.K - 1u)], m < u.M && k < kEnd); }
-fn loadB(k: u32, n: u32, kEnd: u32) -> f32 {
-  let khkw = u.kh * u.kw;
-  let howo = u.ho * u.wo;
-  let p = n % howo;
+${loadA('ws[mc * u.K + kc]')}
+${loadB(`  let p = n % howo;
   let t = k % khkw;
-  let iy = i32((p / u.wo) * u.sh + t / u.kw) - u.padT;
-  let ix = i32((p % u.wo) * u.sw + t % u.kw) - u.padL;
-  return gatherX(k < kEnd && n < u.N, n / howo, k / khkw, iy, ix);
-}`;
+${windowTap}
+  return gatherX(k < kEnd && n < u.N, n / howo, k / khkw, iy, ix);`)}`;
   if (mode === 'convT')
     return `${gather}
-fn loadA(m: u32, k: u32, kEnd: u32) -> f32 {
-  let khkw = u.kh * u.kw;
-  let kc = min(k, u.K - 1u);
-  return select(0.0, ws[((kc / khkw) * u.M + min(m, u.M - 1u)) * khkw + kc % khkw], m < u.M && k < kEnd);
-}
-fn loadB(k: u32, n: u32, kEnd: u32) -> f32 {
-  let khkw = u.kh * u.kw;
-  let howo = u.ho * u.wo;
-  let p = n % howo;
+${loadA('ws[((kc / khkw) * u.M + mc) * khkw + kc % khkw]')}
+${loadB(`  let p = n % howo;
   let t = k % khkw;
   let ty = i32(p / u.wo) + u.padT - i32(t / u.kw);
   let tx = i32(p % u.wo) + u.padL - i32(t % u.kw);
   let hit = ty >= 0 && tx >= 0 && ty % i32(u.sh) == 0 && tx % i32(u.sw) == 0;
-  return gatherX(k < kEnd && n < u.N && hit, n / howo, k / khkw, ty / i32(u.sh), tx / i32(u.sw));
-}`;
+  return gatherX(k < kEnd && n < u.N && hit, n / howo, k / khkw, ty / i32(u.sh), tx / i32(u.sw));`)}`;
   // filter: A = g as [M, batch*Ho*Wo], B = im2col(x)^T, whose column c*kh*kw (the bias column) is all ones.
   return `${gather}
-fn loadA(m: u32, k: u32, kEnd: u32) -> f32 {
-  let howo = u.ho * u.wo;
-  let kc = min(k, u.K - 1u);
-  return select(0.0, load_gs(((kc / howo) * u.M + min(m, u.M - 1u)) * howo + kc % howo), m < u.M && k < kEnd);
-}
-fn loadB(k: u32, n: u32, kEnd: u32) -> f32 {
-  let khkw = u.kh * u.kw;
-  let howo = u.ho * u.wo;
-  let p = k % howo;
+${loadA('load_gs(((kc / howo) * u.M + mc) * howo + kc % howo)')}
+${loadB(`  let p = k % howo;
   let t = n % khkw;
-  let iy = i32((p / u.wo) * u.sh + t / u.kw) - u.padT;
-  let ix = i32((p % u.wo) * u.sw + t % u.kw) - u.padL;
+${windowTap}
   let ones = n == u.c * khkw;
-  return select(gatherX(k < kEnd && n < u.N, k / howo, min(n / khkw, u.c - 1u), iy, ix), select(0.0, 1.0, k < kEnd), ones);
-}`;
+  return select(gatherX(k < kEnd && n < u.N, k / howo, min(n / khkw, u.c - 1u), iy, ix), select(0.0, 1.0, k < kEnd), ones);`)}`;
 }
 
 const gemmProgram = (v: Variant, t: Tiling) => program(`convGemm:${variantKey(v)}:${tilingKey(t)}`, () => gemmDecl(v, t));
