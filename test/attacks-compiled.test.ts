@@ -1,76 +1,22 @@
-// DeepFool and Carlini-Wagner with their per-iteration work on the GPU. DeepFool against a float64 host reference
-// of the same algorithm (both variants, p = 2, Infinity and 3), run both eagerly and as a compiled step; the
-// compiled CW step against the eager one on a small generative classifier; the readbacks per DeepFool iteration;
-// and the errors bad input gets.
+// Attacks as compiled steps. DeepFool against a float64 host reference of the same algorithm (both variants, p = 2,
+// Infinity and 3), run both eagerly and as a compiled step; the compiled CW, DeepFool and detection-aware PGD steps
+// and Square's and HopSkipJump's compiled queries against the eager ones on a small generative classifier; the
+// readbacks per DeepFool iteration; and the errors bad input gets.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
 import { useGpu, randomRef, arbSeed, expectClose } from './helpers.js';
-import { type Classifier, bayesClassifier } from '../src/attacks/classifier.js';
+import { affineModel, reluModel, randomMatrix, imagesAtBounds, maxAbs, argmaxOf, type PiecewiseLinearModel } from './fixtures.js';
+import { type Classifier, type NoiseMode, bayesClassifier } from '../src/attacks/classifier.js';
 import { deepfool, type DeepFoolOptions, type DeepFoolVariant } from '../src/attacks/deepfool.js';
 import { cw } from '../src/attacks/cw.js';
 import { adaptivePgd } from '../src/attacks/adaptive.js';
 import { squareAttack } from '../src/attacks/square.js';
 import { hopSkipJump } from '../src/attacks/hopskipjump.js';
 import { fitDetectors, type DetectorName } from '../src/attacks/detection.js';
-import { type NoiseMode } from '../src/attacks/classifier.js';
-import { createModel, modelConfig, type LatentVariableClassifier } from '../src/models/factorisations.js';
+import { createModel, modelConfig } from '../src/models/factorisations.js';
 
 const { rt } = useGpu();
-
-/**
- * A classifier on [N, 1, 1, D] images in two forms, eager (`clf`) and seeded (`compiled`, so DeepFool traces its
- * step once per batch and replays it), with its float64 twin: logits, the gradient of every logit, and how far
- * x is from a kink of the piecewise-linear map relative to the pre-activations (Infinity if affine).
- */
-interface Model {
-  clf: Classifier;
-  compiled: Classifier;
-  logits(x: number[]): number[];
-  grads(x: number[]): number[][];
-  kink(x: number[]): number;
-}
-
-const matVec = (w: number[][], x: number[], b: number[]) => w.map((row, k) => row.reduce((s, v, e) => s + v * x[e], b[k]));
-const maxAbs = (v: number[]) => Math.max(0, ...v.map(Math.abs));
-const argmaxOf = (v: number[]) => v.indexOf(Math.max(...v));
-const randomMatrix = (rows: number, cols: number, seed: number, lo: number, hi: number) =>
-  Array.from({ length: rows }, (_, k) => Array.from(randomRef([cols], seed + 31 * k, lo, hi).data));
-
-/** The same deterministic logits as a classifier with explicit seeds (which it ignores). */
-function withSeeds(name: string, c: number, logits: (x: T.Tensor) => T.Tensor): [Classifier, Classifier] {
-  const eager: Classifier = { name, numClasses: c, draws: 1, logits: (x) => logits(x) };
-  // DeepFool's compiled step needs only the seeded logits; `model` keeps compiled functions for other attacks.
-  const model = null as unknown as LatentVariableClassifier;
-  const seeded = { model, key: name, nextSeed: () => 1, logits: (x: T.Tensor) => logits(x), logitsOfDraws: (x: T.Tensor) => logits(x) };
-  return [eager, { ...eager, seeded }];
-}
-
-/** f(x) = W x + b. */
-function affineModel(w: number[][], b: number[]): Model {
-  const [W, B] = [T.keep(T.tensor(w.flat(), [w.length, w[0].length])), T.keep(T.tensor(b, [b.length]))];
-  const [clf, compiled] = withSeeds('affine', w.length, (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B));
-  return { clf, compiled, logits: (x) => matVec(w, x, b), grads: () => w, kink: () => Infinity };
-}
-
-/** f(x) = W2 relu(W1 x + b1) + b2; relu' is taken as 0 at 0, as the engine's reluGrad does. */
-function reluModel(w1: number[][], b1: number[], w2: number[][], b2: number[]): Model {
-  const [W1, B1, W2, B2] = [T.tensor(w1.flat(), [w1.length, w1[0].length]), T.tensor(b1, [b1.length]), T.tensor(w2.flat(), [w2.length, w2[0].length]), T.tensor(b2, [b2.length])].map(T.keep);
-  const [clf, compiled] = withSeeds('relu2', w2.length, (x) => T.linear(T.linear(T.reshape(x, [x.shape[0], -1]), W1, B1, 'relu'), W2, B2));
-  return {
-    clf,
-    compiled,
-    logits: (x) => matVec(w2, matVec(w1, x, b1).map((h) => Math.max(h, 0)), b2),
-    grads: (x) => {
-      const on = matVec(w1, x, b1).map((h) => (h > 0 ? 1 : 0));
-      return w2.map((row) => w1[0].map((_, e) => row.reduce((s, v, j) => s + v * on[j] * w1[j][e], 0)));
-    },
-    kink: (x) => {
-      const h = matVec(w1, x, b1);
-      return Math.min(...h.map(Math.abs)) / (1 + maxAbs(h));
-    },
-  };
-}
 
 interface RefOptions {
   p: number;
@@ -87,7 +33,7 @@ interface RefOptions {
  * sign of a component of w where it matters (the box mask at held pixels; the step for p = Infinity), and an
  * unclipped iterate's distance from a bound of the box.
  */
-function reference(model: Model, x0: number[], o: RefOptions) {
+function reference(model: PiecewiseLinearModel, x0: number[], o: RefOptions) {
   const q = o.p === Infinity ? 1 : o.p / (o.p - 1);
   const f0 = model.logits(x0);
   const c = f0.length;
@@ -140,7 +86,6 @@ function reference(model: Model, x0: number[], o: RefOptions) {
 }
 
 /** n images of d pixels, about a quarter of them at 0 and a quarter at 1. */
-const imagesAtBounds = (n: number, d: number, seed: number) => Array.from(randomRef([n * d], seed, -0.5, 1.5).data, (v) => Math.min(1, Math.max(0, v)));
 const row = (x: ArrayLike<number>, i: number, d: number) => Array.from(x).slice(i * d, (i + 1) * d);
 
 /** As in test/deepfool-foolbox.test.ts: paths with every decision's margin above this are compared exactly. */
@@ -151,7 +96,7 @@ const SLACK = 1e-5;
  * kernels, so they agree bit for bit. Each image whose reference path has slack above SLACK must have the
  * reference's label, iteration count and flip, and its adversarial to atol 1e-4 + rtol 1e-3 per pixel.
  */
-async function expectMatchesReference(model: Model, x: number[], n: number, d: number, o: RefOptions) {
+async function expectMatchesReference(model: PiecewiseLinearModel, x: number[], n: number, d: number, o: RefOptions) {
   const opts: DeepFoolOptions = { p: o.p, variant: o.variant, overshoot: o.overshoot, maxIterations: o.maxIterations, ...(o.variant === 'foolbox' ? { candidates: o.candidates } : {}) };
   const xt = T.tensor(x, [n, 1, 1, d]);
   const eager = await deepfool(model.clf, xt, opts);

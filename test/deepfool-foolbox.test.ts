@@ -5,54 +5,10 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
 import { useGpu, randomRef, arbSeed, expectClose, RUNS } from './helpers.js';
-import { type Classifier } from '../src/attacks/classifier.js';
 import { deepfool } from '../src/attacks/deepfool.js';
+import { affineModel, reluModel, randomMatrix, imagesAtBounds, maxAbs, argmaxOf, type PiecewiseLinearModel } from './fixtures.js';
 
 useGpu();
-
-/** A classifier on [N, 1, 1, D] images with its float64 twin: logits and the gradient of every logit. */
-interface Model {
-  clf: Classifier;
-  logits(x: number[]): number[];
-  /** grads[k][e] = d f_k / d x_e. */
-  grads(x: number[]): number[][];
-  /** How far x is from a kink of the piecewise-linear map, relative to the pre-activations (Infinity if affine). */
-  kink(x: number[]): number;
-}
-
-const matVec = (w: number[][], x: number[], b: number[]) => w.map((row, k) => row.reduce((s, v, e) => s + v * x[e], b[k]));
-const maxAbs = (v: number[]) => Math.max(...v.map(Math.abs));
-
-/** f(x) = W x + b. */
-function affineModel(w: number[][], b: number[]): Model {
-  const W = T.keep(T.tensor(w.flat(), [w.length, w[0].length]));
-  const B = T.keep(T.tensor(b, [b.length]));
-  return {
-    clf: { name: 'affine', numClasses: w.length, draws: 1, logits: (x) => T.linear(T.reshape(x, [x.shape[0], -1]), W, B) },
-    logits: (x) => matVec(w, x, b),
-    grads: () => w,
-    kink: () => Infinity,
-  };
-}
-
-/** f(x) = W2 relu(W1 x + b1) + b2; relu' is taken as 0 at 0, as the engine's reluGrad does. */
-function reluModel(w1: number[][], b1: number[], w2: number[][], b2: number[]): Model {
-  const [W1, B1, W2, B2] = [T.tensor(w1.flat(), [w1.length, w1[0].length]), T.tensor(b1, [b1.length]), T.tensor(w2.flat(), [w2.length, w2[0].length]), T.tensor(b2, [b2.length])].map(T.keep);
-  return {
-    clf: { name: 'relu2', numClasses: w2.length, draws: 1, logits: (x) => T.linear(T.linear(T.reshape(x, [x.shape[0], -1]), W1, B1, 'relu'), W2, B2) },
-    logits: (x) => matVec(w2, matVec(w1, x, b1).map((h) => Math.max(h, 0)), b2),
-    grads: (x) => {
-      const on = matVec(w1, x, b1).map((h) => (h > 0 ? 1 : 0));
-      return w2.map((row) => w1[0].map((_, e) => row.reduce((s, v, j) => s + v * on[j] * w1[j][e], 0)));
-    },
-    kink: (x) => {
-      const h = matVec(w1, x, b1);
-      return Math.min(...h.map(Math.abs)) / (1 + maxAbs(h));
-    },
-  };
-}
-
-const argmaxOf = (v: number[]) => v.indexOf(Math.max(...v));
 
 /**
  * Foolbox 3's DeepFool for one image, written out plainly: classes ranked once by the clean logits, loss_k =
@@ -64,7 +20,7 @@ const argmaxOf = (v: number[]) => v.indexOf(Math.max(...v));
  * check, the ReLU pattern at each iterate, the argmin between the two nearest candidates, and (Linf) the sign of
  * each component of the step. Float32 may decide a near-tie the other way and then follow a different path.
  */
-function foolboxReference(model: Model, x0: number[], o: { p: number; overshoot: number; maxIterations: number; candidates: number }) {
+function foolboxReference(model: PiecewiseLinearModel, x0: number[], o: { p: number; overshoot: number; maxIterations: number; candidates: number }) {
   const f0 = model.logits(x0);
   const c = f0.length;
   const label = argmaxOf(f0);
@@ -102,11 +58,6 @@ function foolboxReference(model: Model, x0: number[], o: { p: number; overshoot:
   return { x, iterations: adversarial ? o.maxIterations : o.maxIterations + 1, label, flipped: adversarial, slack };
 }
 
-/** n images of d pixels, about a quarter of them at 0 and a quarter at 1. */
-function imagesAtBounds(n: number, d: number, seed: number): number[] {
-  return Array.from(randomRef([n * d], seed, -0.5, 1.5).data, (v) => Math.min(1, Math.max(0, v)));
-}
-
 const row = (x: ArrayLike<number>, i: number, d: number) => Array.from(x).slice(i * d, (i + 1) * d);
 
 /**
@@ -124,7 +75,7 @@ const narrowest = (s: Record<string, number>) => Math.min(...Object.values(s));
  * (the GPU works in float32 through up to maxIterations steps). Returns the iteration counts of the images
  * compared, and how many were left out as near-ties.
  */
-async function expectMatchesReference(model: Model, x: number[], n: number, d: number, o: { p: number; overshoot: number; maxIterations: number; candidates?: number }) {
+async function expectMatchesReference(model: PiecewiseLinearModel, x: number[], n: number, d: number, o: { p: number; overshoot: number; maxIterations: number; candidates?: number }) {
   const res = await deepfool(model.clf, T.tensor(x, [n, 1, 1, d]), { ...o, variant: 'foolbox' });
   const adv = await res.adversarial.data();
   const iterations: number[] = [];
@@ -144,9 +95,6 @@ async function expectMatchesReference(model: Model, x: number[], n: number, d: n
   }
   return { iterations, nearTies };
 }
-
-const randomMatrix = (rows: number, cols: number, seed: number, lo: number, hi: number) =>
-  Array.from({ length: rows }, (_, k) => Array.from(randomRef([cols], seed + 31 * k, lo, hi).data));
 
 describe("DeepFool variant 'foolbox' matches a float64 reference of Foolbox 3", () => {
   // Candidates from 2 (only the runner-up class) to beyond the class count (all of them, Foolbox's default 10).
