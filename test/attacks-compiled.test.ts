@@ -11,6 +11,7 @@ import { type Classifier, type NoiseMode, bayesClassifier } from '../src/attacks
 import { deepfool, type DeepFoolOptions, type DeepFoolVariant } from '../src/attacks/deepfool.js';
 import { cw } from '../src/attacks/cw.js';
 import { adaptivePgd } from '../src/attacks/adaptive.js';
+import { iterativeAttack } from '../src/attacks/gradient.js';
 import { squareAttack } from '../src/attacks/square.js';
 import { hopSkipJump } from '../src/attacks/hopskipjump.js';
 import { fitDetectors, type DetectorName } from '../src/attacks/detection.js';
@@ -300,6 +301,57 @@ describe('compiled Carlini-Wagner step', () => {
     expectClose(compiled.adv, eager.adv, { atol: 1e-6, rtol: 0 }, 'adversarial');
     model.params.dispose();
   }, 60_000);
+});
+
+describe('compiled PGD and MIM steps', () => {
+  it('give what the eager steps give, one command buffer per iteration, one trace for every eps of a sweep', async () => {
+    const model = createModel(modelConfig('dfz', 'compact', { channels: 2, hidden: 8, latent: 3, seed: 2, preset: 'custom' }));
+    const x = T.randomUniform([3, 1, 28, 28], 4);
+    const labels = T.tensor([1, 7, 3], [3], 'i32');
+    const iterations = 3;
+    const cases = [
+      { norm: 'linf' as const, momentum: 0, noise: { kind: 'fixed' as const, seed: 5 } },
+      { norm: 'l2' as const, momentum: 0, noise: { kind: 'expectation' as const, seed: 5, draws: 2 } },
+      { norm: 'linf' as const, momentum: 1, noise: { kind: 'fresh' as const, seed: 6 } },
+    ];
+    for (const { norm, momentum, noise } of cases) {
+      const what = `${momentum ? 'mim' : 'pgd'} ${norm} ${noise.kind}`;
+      const run = async (compiling: boolean, eps: number) => {
+        rt().compiling = compiling;
+        try {
+          const clf = bayesClassifier(model, { samples: 2, noise });
+          const submits: number[] = [];
+          const adv = await iterativeAttack(clf, x, labels, { eps, norm, stepSize: eps / 2, iterations, randomStart: true, momentum, seed: 3, onIteration: () => void submits.push(rt().submitCount) });
+          const out = { adv: await adv.data(), submits, next: clf.seeded!.nextSeed() };
+          adv.dispose();
+          return out;
+        } finally {
+          rt().compiling = true;
+        }
+      };
+      const x0 = await x.data();
+      for (const eps of [0.1, 0.05]) {
+        const compiled = await run(true, eps);
+        const eager = await run(false, eps);
+        expectClose(compiled.adv, eager.adv, { atol: 1e-6, rtol: 0 }, `${what} eps ${eps}`);
+        expect(compiled.next, what).toBe(eager.next);
+        for (let i = 1; i < iterations; i++) expect(compiled.submits[i] - compiled.submits[i - 1], what).toBe(1);
+        for (let i = 0; i < 3; i++) {
+          const moved = Array.from(compiled.adv.subarray(i * 784, (i + 1) * 784), (v, j) => v - x0[i * 784 + j]);
+          const size = norm === 'linf' ? Math.max(...moved.map(Math.abs)) : Math.hypot(...moved);
+          expect(size, what).toBeGreaterThan(eps / 4);
+          expect(size, what).toBeLessThanOrEqual(eps + 1e-5);
+        }
+      }
+      const draws = noise.kind === 'expectation' ? 2 : 1;
+      const step = model.compiled(`${momentum ? 'mim' : 'pgd'} step K=2 shared draws=${draws} ${norm}`, () => {
+        throw new Error(`the ${what} step was not compiled`);
+      });
+      expect(step.traces, what).toBe(1);
+    }
+    labels.dispose();
+    model.params.dispose();
+  }, 120_000);
 });
 
 describe('compiled detection-aware PGD step', () => {

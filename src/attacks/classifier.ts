@@ -176,21 +176,37 @@ const EOT_ROWS = 100;
  */
 export function lossGradient(clf: Classifier, x: Tensor, labels: Tensor, draw0 = 0): { grad: Tensor; loss: Tensor } {
   const { draws } = clf;
-  const n = x.shape[0];
-  const perCall = clf.logitsOfDraws ? Math.max(1, Math.min(draws, Math.floor(EOT_ROWS / n))) : 1;
-  const calls = Math.ceil(draws / perCall);
+  const { perCall, calls } = drawCalls(clf, x.shape[0]);
   const seeded = clf.seeded;
   if (seeded) {
     // Seeds drawn here, in the order the eager calls draw them, so compiled and eager attacks see the same noise.
     const seeds = Array.from({ length: calls }, () => seeded.nextSeed());
     const f = seeded.model.compiled(`loss gradient ${seeded.key} draws=${draws} per call=${perCall}`, () => ([xs, ys], s) => {
-      const { grad, loss } = lossGraph(xs, ys, clf.numClasses, draws, perCall, (xv, k, c) => (c === 1 ? seeded.logits(xv, s[k]) : seeded.logitsOfDraws(xv, s[k], c)));
+      const { grad, loss } = seededLossGradient(clf, xs, ys, s);
       return [grad, loss];
     });
     const [grad, loss] = f([x, labels], seeds);
     return { grad, loss };
   }
   return lossGraph(x, labels, clf.numClasses, draws, perCall, (xv, k, c) => (c === 1 ? clf.logits(xv, draw0 + k * perCall) : clf.logitsOfDraws!(xv, draw0 + k * perCall, c)));
+}
+
+/** How `lossGradient` splits the draws for a batch of n images: draws per classifier call, and calls (a seed each). */
+export function drawCalls(clf: Classifier, n: number): { perCall: number; calls: number } {
+  const perCall = clf.logitsOfDraws ? Math.max(1, Math.min(clf.draws, Math.floor(EOT_ROWS / n))) : 1;
+  return { perCall, calls: Math.ceil(clf.draws / perCall) };
+}
+
+/**
+ * `lossGradient`'s loss and input gradient for a seeded classifier, call k's noise drawn from seeds[k] (the
+ * `drawCalls` of the batch): the ops a compiled attack step traces, with the seeds as its arguments.
+ */
+export function seededLossGradient(clf: Classifier, x: Tensor, labels: Tensor, seeds: readonly number[]): { grad: Tensor; loss: Tensor } {
+  const seeded = clf.seeded;
+  if (!seeded) throw new Error(`lossGradient: classifier '${clf.name}' does not take explicit seeds`);
+  const { perCall, calls } = drawCalls(clf, x.shape[0]);
+  if (seeds.length !== calls) throw new Error(`lossGradient: ${calls} seeds expected (one per call), got ${seeds.length}`);
+  return lossGraph(x, labels, clf.numClasses, clf.draws, perCall, (xv, k, c) => (c === 1 ? seeded.logits(xv, seeds[k]) : seeded.logitsOfDraws(xv, seeds[k], c)));
 }
 
 /** The loss of `lossGradient` over `draws` draws in calls of `perCall` (call k from `logitsOf(x, k, count)`), and its input gradient. */

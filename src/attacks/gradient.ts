@@ -1,8 +1,8 @@
 // Gradient-sign attacks: FGS (Goodfellow et al.), and the iterative attacks the paper also uses: PGD/BIM with
 // L_inf or L2 steps and an optional random start (Madry et al.), and MIM (momentum iterative, Dong et al.).
 // All operate on whole batches on the GPU; inputs are never modified.
-import { Tensor, tidy, sign, scale, add, sub, mul, clamp, div, sqrt, sum, square, abs, mean, addScalar, minimum, randomUniform, randomNormal, full, Rng } from '../engine.js';
-import { type Classifier, lossGradient, checkImages, checkLabels } from './classifier.js';
+import { Tensor, tidy, sign, scale, add, sub, mul, clamp, div, sqrt, sum, square, abs, mean, addScalar, minimum, maximum, neg, slice, randomUniform, randomNormal, full, tensor, keep, Rng, type TracedFunction } from '../engine.js';
+import { type Classifier, lossGradient, seededLossGradient, drawCalls, checkImages, checkLabels } from './classifier.js';
 
 function checkEps(op: string, eps: number, what = 'eps'): void {
   if (!Number.isFinite(eps) || eps < 0) throw new Error(`${op}: ${what} must be a finite number >= 0, got ${eps}`);
@@ -98,36 +98,59 @@ export async function iterativeAttack(clf: Classifier, x: Tensor, labels: Tensor
           project(scale(randomNormal(x.shape, rng.nextSeed()), opts.eps / Math.sqrt(x.size / x.shape[0])), opts.eps, 'l2');
     return clamp(add(x, start), 0, 1);
   });
-  let velocity: Tensor | null = null;
-  for (let i = 0; i < opts.iterations; i++) {
-    const next = tidy(() => {
-      const { grad } = lossGradient(clf, adv, labels, i * clf.draws);
-      let direction = grad;
-      if (opts.momentum) {
-        // MIM: accumulate L1-normalised gradients.
-        const normalised = div(grad, addScalar(mean(abs(grad), [1, 2, 3], true), 1e-12));
-        direction = velocity ? add(scale(velocity, opts.momentum), normalised) : normalised;
-      }
-      const stepped = add(adv, scale(ascentDirection(direction, opts.norm), opts.stepSize));
-      const delta = project(sub(stepped, x), opts.eps, opts.norm);
-      return { adv: clamp(add(x, delta), 0, 1), velocity: opts.momentum ? direction : null };
-    });
-    adv.dispose();
-    velocity?.dispose();
-    adv = next.adv;
-    velocity = next.velocity;
-    try {
-      await opts.onIteration?.(i, adv);
-    } catch (e) {
-      // A callback that stops the attack (the page's Stop button) leaves nothing allocated behind.
+  const momentum = opts.momentum ?? 0;
+  // The step's numbers as a tensor [eps, step size, momentum], so one trace serves every eps of a sweep.
+  const scalars = keep(tensor([opts.eps, opts.stepSize, momentum], [3]));
+  /** The iteration after the gradient: MIM's velocity, the ascent step, the projections onto the ball and [0, 1]. */
+  const advance = (x0: Tensor, a: Tensor, velocity: Tensor | null, grad: Tensor, s: Tensor): Tensor[] => {
+    const [eps, step, mu] = [0, 1, 2].map((k) => slice(s, [k], [1]));
+    let direction = grad;
+    if (momentum) {
+      // MIM: accumulate L1-normalised gradients (the velocity starts at zero).
+      const normalised = div(grad, addScalar(mean(abs(grad), [1, 2, 3], true), 1e-12));
+      direction = add(mul(velocity!, mu), normalised);
+    }
+    const stepped = add(a, mul(ascentDirection(direction, opts.norm), step));
+    const delta = opts.norm === 'linf' ? minimum(maximum(sub(stepped, x0), neg(eps)), eps) : mul(sub(stepped, x0), minimum(full([], 1), div(eps, l2PerImage(sub(stepped, x0)))));
+    return momentum ? [clamp(add(x0, delta), 0, 1), direction] : [clamp(add(x0, delta), 0, 1)];
+  };
+  const seeded = clf.seeded;
+  const { calls } = drawCalls(clf, x.shape[0]);
+  // For seeded classifiers the whole iteration (gradient and step) is one compiled function the model keeps,
+  // replayed every iteration and by every later call with this batch shape.
+  const step = seeded
+    ? seeded.model.compiled(`${op} step ${seeded.key} draws=${clf.draws} ${opts.norm}`, (): TracedFunction => ([x0, y, s, a, v], seeds) => advance(x0, a, v ?? null, seededLossGradient(clf, a, y, seeds).grad, s), 2)
+    : null;
+  let velocity: Tensor | null = momentum ? keep(full(x.shape, 0)) : null;
+  try {
+    for (let i = 0; i < opts.iterations; i++) {
+      const inputs = [x, labels, scalars, adv, ...(velocity ? [velocity] : [])];
+      const next = step
+        ? step(inputs, Array.from({ length: calls }, () => seeded!.nextSeed()))
+        : tidy(() => advance(x, adv, velocity, lossGradient(clf, adv, labels, i * clf.draws).grad, scalars).map(materialised));
       adv.dispose();
       velocity?.dispose();
-      throw e;
+      [adv, velocity = null] = next.map((t) => keep(t));
+      await opts.onIteration?.(i, adv);
     }
+  } catch (e) {
+    // A callback that stops the attack (the page's Stop button) leaves nothing allocated behind.
+    adv.dispose();
+    velocity?.dispose();
+    throw e;
+  } finally {
+    scalars.dispose();
   }
   velocity?.dispose();
   return adv;
 }
+
+/**
+ * `t` with its values computed (a deferred fused expression becomes a buffer): an iterate carried across
+ * iterations as an expression would grow every iteration.
+ */
+const materialised = (t: Tensor): Tensor => (t.buffer, t);
+
 
 /** Per-image L2 and L_inf norms of x_adv - x, on the host. */
 export async function perturbationNorms(x: Tensor, adv: Tensor): Promise<{ l2: Float64Array; linf: Float64Array; x2: Float64Array }> {
