@@ -247,7 +247,7 @@ describe('fused data movement', () => {
         inputs.forEach((t) => t.dispose());
       }),
       // Every program compiles its own kernels: few runs, each a different structure.
-      runs(10),
+      runs(6),
     );
   });
 

@@ -88,7 +88,7 @@ export const arbSeed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
  * each kernel variant several times slower still, and there the properties check the gpu profile's code paths
  * that the llvmpipe runs already cover under both profiles, so fewer.
  */
-export const RUNS = { numRuns: SWIFTSHADER ? 6 : 25 };
+export const RUNS = { numRuns: SWIFTSHADER ? 4 : 25 };
 
 /** `n` property cases on the default adapter, about a third of them on SwiftShader (at least 2). */
 export function runs(n: number): { numRuns: number } {

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import * as T from './lib.js';
-import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, RUNS, checkVjp } from './helpers.js';
+import { useGpu, toGpu, download, expectClose, randomRef, arbSeed, RUNS, runs, checkVjp } from './helpers.js';
 import { matmulKernel, matmulRowSums, type MatmulTiling } from '../src/kernels/matmul.js';
 import { refMatmul, refLinear, type RefActivation } from '../src/reference/matmul.js';
 import { refReduce } from '../src/reference/reduce.js';
@@ -193,7 +193,7 @@ describe('matmul kernel matches the float64 reference', () => {
           expectClose(gotSums, wantSums, tolFor(K * (batched ? batch : 1)), `${what} row sums`);
         },
       ),
-      { numRuns: 12 },
+      runs(12),
     );
   });
 
