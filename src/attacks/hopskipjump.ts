@@ -16,9 +16,9 @@
 // step evaluates the candidates of every image still being attacked in batched classifier calls of at most
 // `chunkRows` rows, and the gradient samples are drawn, clipped and reduced on the GPU. The bookkeeping (budgets,
 // binary-search bounds, the iterates) stays on the host, a few vectors per image next to the model's cost. The
-// searches' one-candidate queries (`rowQuery`) are compiled per bucket of images for seeded classifiers; the
-// gradient estimates, whose sample count grows every iteration, are encoded eagerly.
-import { Tensor, tensor, tidy, noGrad, add, sub, mul, div, sqrt, sum, square, clamp, affine, scale, reshape, argmax, oneHot, randomNormal, randomUniform, readAll } from '../engine.js';
+// searches' one-candidate queries (`rowQuery`) are compiled per bucket of images for seeded classifiers, and so
+// are the gradient estimates, their sample count (which grows every iteration) padded to a bucket and masked.
+import { Tensor, tensor, tidy, noGrad, add, sub, mul, div, sqrt, sum, square, clamp, affine, scale, reshape, broadcastTo, slice, argmax, oneHot, randomNormal, randomUniform, readAll } from '../engine.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
 import { fmt } from '../autograd/tensor.js';
 import { type Classifier, hostBatch, rowQuery } from './classifier.js';
@@ -218,6 +218,69 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
   };
 
   /**
+   * One chunk of a gradient estimate, as tensors: r random unit directions u of size delta around each of k
+   * images xt [1, k, d], clipped to [0, 1]; v the direction actually taken once clipped (as the reference code
+   * uses it), phi = +1 where the perturbed image is adversarial. Returns [sum_b v, sum_b phi v, sum_b phi] per
+   * image; `mask` [r, 1, 1] (0 for padding samples) leaves samples out of the sums.
+   */
+  const estimateTerms = (xt: Tensor, dl: Tensor, truth: Tensor, mask: Tensor | null, seed: number, r: number, k: number, logits: (images: Tensor) => Tensor): Tensor[] => {
+    const z = randomNormal([r, k, d], seed);
+    const u = div(z, sqrt(sum(square(z), -1, true)));
+    const perturbed = clamp(add(xt, mul(dl, u)), 0, 1);
+    const v = div(sub(perturbed, xt), dl);
+    const correct = sum(mul(oneHot(argmax(logits(reshape(perturbed, [r * k, 1, h, w]))), numClasses), truth), -1);
+    const phi = reshape(affine(correct, -2, 1), [r, k, 1]);
+    const [mv, mphi] = mask ? [mul(v, mask), mul(phi, mask)] : [v, phi];
+    return [sum(mv, 0), sum(mul(mphi, v), 0), sum(mphi, 0)];
+  };
+
+  /**
+   * For seeded classifiers a chunk is a compiled function, traced per bucket of (samples, images): samples padded
+   * up to the bucket are masked out of the sums, images padded with other rows of the batch are dropped. The
+   * sample count grows every iteration, so a bucket spans a quarter of an octave and is replayed until it grows past.
+   */
+  const seeded = clf.seeded;
+  const estimateChunk = seeded
+    ? (() => {
+        const f = seeded.model.compiled(
+          `hopskipjump estimate ${seeded.key} draws=${draws} of ${n}`,
+          () => ([xt, dl, labelHot, mask, rowIds], seeds) => {
+            const [r, k] = [mask.shape[0], xt.shape[1]];
+            const truth = reshape(broadcastTo(reshape(labelHot, [1, k, numClasses]), [r, k, numClasses]), [r * k, numClasses]);
+            return estimateTerms(xt, dl, truth, mask, seeds[0], r, k, (images) => {
+              const rows = { indices: rowIds, of: n };
+              let total = seeded.logits(images, seeds[1], r, rows);
+              for (let q = 1; q < draws; q++) total = add(total, seeded.logits(images, seeds[1 + q], r, rows));
+              return total;
+            });
+          },
+          16,
+        );
+        return (part: number[], base: Float32Array, deltas: Float32Array, r: number): Tensor[] => {
+          const k = part.length;
+          const [rb, kb] = [quarterOctave(r), Math.min(n, quarterOctave(k))];
+          const rows = [...part];
+          const xt = new Float32Array(kb * d);
+          xt.set(base);
+          const dl = new Float32Array(kb).fill(1);
+          dl.set(deltas);
+          const taken = new Set(part);
+          for (let i = 0; rows.length < kb; i++) if (!taken.has(i)) rows.push(i);
+          const hot = new Float32Array(kb * numClasses);
+          rows.forEach((i, j) => (hot[j * numClasses + labelsHost[i]] = 1));
+          const seeds = [rng.nextSeed(), ...Array.from({ length: draws }, () => seeded.nextSeed())];
+          const inputs = [tensor(xt, [1, kb, d]), tensor(dl, [1, kb, 1]), tensor(hot, [kb, numClasses]), tensor(Float32Array.from({ length: rb }, (_, b) => (b < r ? 1 : 0)), [rb, 1, 1]), tensor(rows, [kb], 'i32')];
+          const out = f(inputs, seeds);
+          inputs.forEach((t) => t.dispose());
+          // The first k images' sums; the padding images' are dropped.
+          const cut = out.map((t) => noGrad(() => slice(t, [0, 0], [k, t.shape[1]])));
+          out.forEach((t) => t.dispose());
+          return cut;
+        };
+      })()
+    : null;
+
+  /**
    * Boundary-normal estimates at x_t for images `owners` with `samples` directions each, step sizes delta[i];
    * returns unit directions (or null where the estimate vanished).
    */
@@ -232,20 +295,12 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
       const r = ch.copies;
       const base = new Float32Array(k * d);
       part.forEach((i, j) => base.set(image(current, i), j * d));
-      const res = noGrad(() =>
+      const res = estimateChunk ? estimateChunk(part, base, Float32Array.from(part, (i) => delta[i]), r) : noGrad(() =>
         tidy(() => {
           const xt = tensor(base, [1, k, d]);
           const dl = tensor(Float32Array.from(part, (i) => delta[i]), [1, k, 1]);
-          const z = randomNormal([r, k, d], rng.nextSeed());
-          const u = div(z, sqrt(sum(square(z), -1, true)));
-          const perturbed = clamp(add(xt, mul(dl, u)), 0, 1);
-          // The direction actually taken once clipped, as the reference code uses it.
-          const v = div(sub(perturbed, xt), dl);
-          const logits = logitsOf(reshape(perturbed, [r * k, 1, h, w]), part, r);
           const truth = oneHot(tensor(Array.from({ length: r * k }, (_, row) => labelsHost[part[row % k]]), [r * k], 'i32'), numClasses);
-          const correct = sum(mul(oneHot(argmax(logits), numClasses), truth), -1);
-          const phi = reshape(affine(correct, -2, 1), [r, k, 1]);
-          return [sum(v, 0), sum(mul(phi, v), 0), sum(phi, 0)];
+          return estimateTerms(xt, dl, truth, null, rng.nextSeed(), r, k, (images) => logitsOf(images, part, r));
         }),
       );
       const [v, phiV, phi] = await readAll(res);
@@ -349,4 +404,11 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
   }
 
   return { adversarial: tensor(adversarialOut, x.shape), queries, success, l2 };
+}
+
+/** v rounded up to a quarter of its octave (v itself up to 4): the padded size of a compiled chunk. */
+function quarterOctave(v: number): number {
+  if (v <= 4) return v;
+  const step = 2 ** (Math.floor(Math.log2(v)) - 2);
+  return Math.ceil(v / step) * step;
 }
