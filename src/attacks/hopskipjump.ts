@@ -237,7 +237,8 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
   /**
    * For seeded classifiers a chunk is a compiled function, traced per bucket of (samples, images): samples padded
    * up to the bucket are masked out of the sums, images padded with other rows of the batch are dropped. The
-   * sample count grows every iteration, so a bucket spans a quarter of an octave and is replayed until it grows past.
+   * sample count grows every iteration, so a bucket spans a quarter of an octave and is replayed until it grows past;
+   * the model keeps the last few buckets' traces only, since the count never comes back down.
    */
   const seeded = clf.seeded;
   const estimateChunk = seeded
@@ -254,7 +255,7 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
               return total;
             });
           },
-          16,
+          4,
         );
         return (part: number[], base: Float32Array, deltas: Float32Array, r: number): Tensor[] => {
           const k = part.length;
