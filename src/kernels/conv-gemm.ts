@@ -62,7 +62,6 @@ export function defaultConvGemmTiling(M: number): Tiling {
 const tilingKey = (t: Tiling) => `${t.wgX}x${t.wgY}:${t.rows}x${t.cols}:${t.depth}`;
 const variantKey = (v: Variant) => `${v.mode}:${v.bias}:${v.act}:${v.mask}${v.xs.key}${v.gs?.key ?? ''}`;
 
-/** A[m, k] and B[k, n] of each mode (zero outside [0, M) x [kBegin, kEnd) and [kBegin, kEnd) x [0, N)). */
 /**
  * loadA(m, k): element (m, k) of A, read at `at` (an expression in mc, kc: m and k clamped into A, so the read
  * stays in bounds), zero outside A and from kEnd on.
@@ -86,6 +85,7 @@ ${body}
 const windowTap = `  let iy = i32((p / u.wo) * u.sh + t / u.kw) - u.padT;
   let ix = i32((p % u.wo) * u.sw + t % u.kw) - u.padL;`;
 
+/** A[m, k] and B[k, n] of each mode (zero outside [0, M) x [kBegin, kEnd) and [kBegin, kEnd) x [0, N)). */
 function indexMaps(mode: GemmMode): string {
   // The gathered input element x[b, ci, iy, ix] or zero; iy, ix are i32 and may fall outside the image.
   const gather = `fn gatherX(ok: bool, b: u32, ci: u32, iy: i32, ix: i32) -> f32 {
