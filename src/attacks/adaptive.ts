@@ -5,7 +5,7 @@
 // the thresholds of the class the iterate is currently predicted as, which is what they will be judged by. The
 // iteration is one compiled step (traced once per call, replayed per iteration) for classifiers that take seeds.
 import { Tensor, tidy, noGrad, scale, add, sub, mul, div, sign, clamp, relu, logsumexp, logSoftmax, gather, reshape, sum, square, sqrt, addScalar, minimum, tensor, argmax, crossEntropy, gradients, Rng, randomUniform, full, compile, type TracedFunction } from '../engine.js';
-import { type Classifier, checkImages, checkLabels } from './classifier.js';
+import { type Classifier, checkImages, checkLabels, materialised } from './classifier.js';
 import type { Detectors, DetectorName } from './detection.js';
 
 export interface AdaptiveOptions {
@@ -56,8 +56,6 @@ export function detectorExcess(logits: Tensor, detectors: Detectors, detector: D
       throw new Error(`adaptive: unknown detector '${detector as string}' (expected marginal, logit or kl)`);
   }
 }
-
-const materialised = (t: Tensor): Tensor => (t.buffer, t);
 
 function identity(c: number): number[] {
   return Array.from({ length: c * c }, (_, i) => (Math.floor(i / c) === i % c ? 1 : 0));

@@ -101,11 +101,6 @@ export type RowQuery = (images: Float32Array, rows: number[], draw0: number) => 
 export function rowQuery(op: string, clf: Classifier, of: number, fill: Float32Array, h: number, w: number): RowQuery {
   const { draws, numClasses, seeded } = clf;
   const d = h * w;
-  const check = (logits: Tensor, m: number) => {
-    if (logits.rank !== 2 || logits.shape[0] !== m || logits.shape[1] !== numClasses) {
-      throw new Error(`${op}: classifier '${clf.name}' returned logits ${fmt(logits.shape)}, expected [${m}, ${numClasses}]`);
-    }
-  };
   const read = async (logits: Tensor) => {
     const z = (await logits.data()) as Float32Array;
     logits.dispose();
@@ -118,11 +113,7 @@ export function rowQuery(op: string, clf: Classifier, of: number, fill: Float32A
         tidy(() => {
           const xt = tensor(images, [m, 1, h, w]);
           const batchRows = { indices: rows, of };
-          const first = clf.logits(xt, draw0, 1, batchRows);
-          check(first, m);
-          let total = first;
-          for (let k = 1; k < draws; k++) total = add(total, clf.logits(xt, draw0 + k, 1, batchRows));
-          return draws > 1 ? scale(total, 1 / draws) : total;
+          return meanOverDraws(draws, (k) => checkLogits(op, clf, clf.logits(xt, draw0 + k, 1, batchRows), m));
         }),
       );
       return read(logits);
@@ -131,28 +122,16 @@ export function rowQuery(op: string, clf: Classifier, of: number, fill: Float32A
   const buckets = Math.ceil(Math.log2(Math.max(of, 1))) + 1;
   const f: CompiledFunction = seeded.model.compiled(
     `${op} row query ${seeded.key} draws=${draws} of ${of}`,
-    () => ([xt, indices], seeds) => {
-      const batchRows = { indices, of };
-      let total = seeded.logits(xt, seeds[0], 1, batchRows);
-      for (let k = 1; k < draws; k++) total = add(total, seeded.logits(xt, seeds[k], 1, batchRows));
-      return draws > 1 ? scale(total, 1 / draws) : total;
-    },
+    () => ([xt, indices], seeds) => meanOverDraws(draws, (k) => seeded.logits(xt, seeds[k], 1, { indices, of })),
     buckets,
   );
   return async (images, rows, _draw0) => {
     const m = rows.length;
-    const size = Math.min(of, 2 ** Math.ceil(Math.log2(Math.max(m, 1))));
-    const indices = [...rows];
+    const indices = padRows(rows, Math.min(of, 2 ** Math.ceil(Math.log2(Math.max(m, 1)))));
+    const size = indices.length;
     const batch = new Float32Array(size * d);
     batch.set(images.subarray(0, m * d));
-    if (size > m) {
-      const taken = new Set(rows);
-      for (let i = 0; indices.length < size; i++) {
-        if (taken.has(i)) continue;
-        batch.set(fill.subarray(i * d, (i + 1) * d), indices.length * d);
-        indices.push(i);
-      }
-    }
+    for (let j = m; j < size; j++) batch.set(fill.subarray(indices[j] * d, (indices[j] + 1) * d), j * d);
     // Seeds drawn in the order the eager calls draw them, so both see the same noise.
     const seeds = Array.from({ length: draws }, () => seeded.nextSeed());
     const xt = tensor(batch, [size, 1, h, w]);
@@ -160,10 +139,43 @@ export function rowQuery(op: string, clf: Classifier, of: number, fill: Float32A
     const [logits] = f([xt, it], seeds);
     xt.dispose();
     it.dispose();
-    check(logits, size);
+    checkLogits(op, clf, logits, size);
     return (await read(logits)).subarray(0, m * numClasses);
   };
 }
+
+/** `rows` of a batch followed by its lowest other rows, `size` in all: a compiled query's bucket filled up. */
+export function padRows(rows: readonly number[], size: number): number[] {
+  const out = [...rows];
+  const taken = new Set(rows);
+  for (let i = 0; out.length < size; i++) if (!taken.has(i)) out.push(i);
+  return out;
+}
+
+/** The mean of `logitsOfDraw(k)` over the classifier's `draws` noise draws. */
+export function meanOverDraws(draws: number, logitsOfDraw: (k: number) => Tensor): Tensor {
+  let total = logitsOfDraw(0);
+  for (let k = 1; k < draws; k++) total = add(total, logitsOfDraw(k));
+  return draws > 1 ? scale(total, 1 / draws) : total;
+}
+
+/**
+ * `logits` if they are [m, C] for the classifier's C classes; otherwise they are freed and the error names the
+ * attack and the classifier.
+ */
+export function checkLogits(op: string, clf: Classifier, logits: Tensor, m: number): Tensor {
+  if (logits.rank !== 2 || logits.shape[0] !== m || logits.shape[1] !== clf.numClasses) {
+    logits.dispose();
+    throw new Error(`${op}: classifier '${clf.name}' returned logits ${fmt(logits.shape)}, expected [${m}, ${clf.numClasses}]`);
+  }
+  return logits;
+}
+
+/**
+ * `t` with its values computed (a deferred fused expression becomes a buffer): state an attack carries across
+ * iterations would otherwise grow as an expression every iteration, a new kernel to compile each time.
+ */
+export const materialised = (t: Tensor): Tensor => (t.buffer, t);
 
 /** Rows one EOT call may hold: the draws of a small batch go through the model together, as large as a full batch. */
 const EOT_ROWS = 100;

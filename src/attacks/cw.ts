@@ -10,7 +10,7 @@
 // explicit seeds, eager otherwise. The host reads once per search step (which images succeeded, for the search)
 // and, with early abort, the total loss ten times per step.
 import { Tensor, tidy, keep, noGrad, readAll, gradients, tensor, full, reshape, slice, add, sub, mul, div, square, sqrt, sum, max, tanh, log, affine, scale, addScalar, maximum, gt, oneHot, type TracedFunction } from '../engine.js';
-import { type Classifier, checkImages, checkLabels } from './classifier.js';
+import { type Classifier, checkImages, checkLabels, materialised } from './classifier.js';
 
 export interface CwOptions {
   /** Adam iterations per binary-search step. */
@@ -76,12 +76,6 @@ function logitGap(logits: Tensor, hot: Tensor): Tensor {
   const other = max(sub(logits, scale(hot, NONE)), -1);
   return sub(zy, other);
 }
-
-/**
- * `t` with its values computed (a deferred fused expression becomes a buffer): state carried across iterations
- * as an expression would grow every iteration, a new kernel to compile each time.
- */
-const materialised = (t: Tensor): Tensor => (t.buffer, t);
 
 type CwStep = (inputs: Tensor[], drawIds: number[]) => Tensor[];
 

@@ -26,7 +26,7 @@
 // while a batch keeps its shape for several iterations. With a classifier that can be called with explicit seeds
 // (`Classifier.seeded`) the iteration is a compiled function, traced once per batch and replayed per iteration.
 import { Tensor, tidy, keep, reshape, broadcastTo, gradients, slice, tensor, gather, add, sub, sum, abs, sqrt, powAbs, square, sign, mul, div, gt, affine, addScalar, scale, clamp, maximum, full, concat, transpose, noGrad, argmax, readAll, oneHot, compile, type CompiledFunction, type TracedFunction } from '../engine.js';
-import { type Classifier, checkImages } from './classifier.js';
+import { type Classifier, checkImages, materialised } from './classifier.js';
 import type { BatchRows } from '../models/factorisations.js';
 
 export type DeepFoolVariant = 'box' | 'foolbox';
@@ -68,9 +68,6 @@ function powNormQ(w: Tensor, q: number): Tensor {
   if (q === 2) return sum(square(w), -1);
   return sum(powAbs(w, q), -1);
 }
-
-/** `t` with its values computed (a deferred fused expression becomes a buffer). */
-const materialised = (t: Tensor): Tensor => (t.buffer, t);
 
 /** max(t, lo) elementwise, for a scalar floor. */
 const atLeast = (t: Tensor, lo: number) => maximum(t, full([], lo));

@@ -2,7 +2,7 @@
 // L_inf or L2 steps and an optional random start (Madry et al.), and MIM (momentum iterative, Dong et al.).
 // All operate on whole batches on the GPU; inputs are never modified.
 import { Tensor, tidy, sign, scale, add, sub, mul, clamp, div, sqrt, sum, square, abs, mean, addScalar, minimum, maximum, neg, slice, randomUniform, randomNormal, full, tensor, keep, Rng, type TracedFunction } from '../engine.js';
-import { type Classifier, lossGradient, seededLossGradient, drawCalls, checkImages, checkLabels } from './classifier.js';
+import { type Classifier, lossGradient, seededLossGradient, drawCalls, checkImages, checkLabels, materialised } from './classifier.js';
 
 function checkEps(op: string, eps: number, what = 'eps'): void {
   if (!Number.isFinite(eps) || eps < 0) throw new Error(`${op}: ${what} must be a finite number >= 0, got ${eps}`);
@@ -67,11 +67,11 @@ function l2PerImage(t: Tensor): Tensor {
   return sqrt(addScalar(sum(square(t), [1, 2, 3], true), 1e-24));
 }
 
-/** Projects the perturbation onto the eps-ball of the norm. */
-function project(delta: Tensor, eps: number, norm: Norm): Tensor {
-  if (norm === 'linf') return clamp(delta, -eps, eps);
+/** Projects the perturbation onto the eps-ball of the norm (eps a number, or a tensor of one element). */
+function project(delta: Tensor, eps: number | Tensor, norm: Norm): Tensor {
+  if (norm === 'linf') return typeof eps === 'number' ? clamp(delta, -eps, eps) : minimum(maximum(delta, neg(eps)), eps);
   const n = l2PerImage(delta);
-  return mul(delta, minimum(full([], 1), div(full([], eps), n)));
+  return mul(delta, minimum(full([], 1), div(typeof eps === 'number' ? full([], eps) : eps, n)));
 }
 
 /** The steepest-ascent step of unit norm for the gradient: its sign (L_inf) or its direction (L2). */
@@ -111,7 +111,7 @@ export async function iterativeAttack(clf: Classifier, x: Tensor, labels: Tensor
       direction = add(mul(velocity!, mu), normalised);
     }
     const stepped = add(a, mul(ascentDirection(direction, opts.norm), step));
-    const delta = opts.norm === 'linf' ? minimum(maximum(sub(stepped, x0), neg(eps)), eps) : mul(sub(stepped, x0), minimum(full([], 1), div(eps, l2PerImage(sub(stepped, x0)))));
+    const delta = project(sub(stepped, x0), eps, opts.norm);
     return momentum ? [clamp(add(x0, delta), 0, 1), direction] : [clamp(add(x0, delta), 0, 1)];
   };
   const seeded = clf.seeded;
@@ -144,12 +144,6 @@ export async function iterativeAttack(clf: Classifier, x: Tensor, labels: Tensor
   velocity?.dispose();
   return adv;
 }
-
-/**
- * `t` with its values computed (a deferred fused expression becomes a buffer): an iterate carried across
- * iterations as an expression would grow every iteration.
- */
-const materialised = (t: Tensor): Tensor => (t.buffer, t);
 
 
 /** Per-image L2 and L_inf norms of x_adv - x, on the host. */

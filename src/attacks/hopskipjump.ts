@@ -18,10 +18,9 @@
 // binary-search bounds, the iterates) stays on the host, a few vectors per image next to the model's cost. The
 // searches' one-candidate queries (`rowQuery`) are compiled per bucket of images for seeded classifiers, and so
 // are the gradient estimates, their sample count (which grows every iteration) padded to a bucket and masked.
-import { Tensor, tensor, tidy, noGrad, add, sub, mul, div, sqrt, sum, square, clamp, affine, scale, reshape, broadcastTo, slice, argmax, oneHot, randomNormal, randomUniform, readAll } from '../engine.js';
+import { Tensor, tensor, tidy, noGrad, add, sub, mul, div, sqrt, sum, square, clamp, affine, reshape, broadcastTo, slice, argmax, oneHot, randomNormal, randomUniform, readAll } from '../engine.js';
 import { assertSeed, Rng } from '../autograd/rng.js';
-import { fmt } from '../autograd/tensor.js';
-import { type Classifier, hostBatch, rowQuery } from './classifier.js';
+import { type Classifier, hostBatch, rowQuery, padRows, meanOverDraws, checkLogits } from './classifier.js';
 
 export interface HopSkipJumpOptions {
   /** Most classifier queries per image, the check of the clean prediction included. */
@@ -104,13 +103,7 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
   const logitsOf = (images: Tensor, owners: number[], copies: number): Tensor => {
     const rows = { indices: owners, of: n };
     const draw0 = calls++ * draws;
-    let total = clf.logits(images, draw0, copies, rows);
-    const m = copies * owners.length;
-    if (total.rank !== 2 || total.shape[0] !== m || total.shape[1] !== numClasses) {
-      throw new Error(`hopskipjump: classifier '${clf.name}' returned logits ${fmt(total.shape)}, expected [${m}, ${numClasses}]`);
-    }
-    for (let k = 1; k < draws; k++) total = add(total, clf.logits(images, draw0 + k, copies, rows));
-    return draws > 1 ? scale(total, 1 / draws) : total;
+    return meanOverDraws(draws, (k) => checkLogits('hopskipjump', clf, clf.logits(images, draw0 + k, copies, rows), copies * owners.length));
   };
 
   /** Classifier calls for `copies` candidates of each of m images, each call at most chunkRows rows. */
@@ -248,25 +241,18 @@ export async function hopSkipJump(clf: Classifier, x: Tensor, labels: Tensor, op
           () => ([xt, dl, labelHot, mask, rowIds], seeds) => {
             const [r, k] = [mask.shape[0], xt.shape[1]];
             const truth = reshape(broadcastTo(reshape(labelHot, [1, k, numClasses]), [r, k, numClasses]), [r * k, numClasses]);
-            return estimateTerms(xt, dl, truth, mask, seeds[0], r, k, (images) => {
-              const rows = { indices: rowIds, of: n };
-              let total = seeded.logits(images, seeds[1], r, rows);
-              for (let q = 1; q < draws; q++) total = add(total, seeded.logits(images, seeds[1 + q], r, rows));
-              return total;
-            });
+            return estimateTerms(xt, dl, truth, mask, seeds[0], r, k, (images) => meanOverDraws(draws, (q) => seeded.logits(images, seeds[1 + q], r, { indices: rowIds, of: n })));
           },
           4,
         );
         return (part: number[], base: Float32Array, deltas: Float32Array, r: number): Tensor[] => {
           const k = part.length;
           const [rb, kb] = [quarterOctave(r), Math.min(n, quarterOctave(k))];
-          const rows = [...part];
+          const rows = padRows(part, kb);
           const xt = new Float32Array(kb * d);
           xt.set(base);
           const dl = new Float32Array(kb).fill(1);
           dl.set(deltas);
-          const taken = new Set(part);
-          for (let i = 0; rows.length < kb; i++) if (!taken.has(i)) rows.push(i);
           const hot = new Float32Array(kb * numClasses);
           rows.forEach((i, j) => (hot[j * numClasses + labelsHost[i]] = 1));
           const seeds = [rng.nextSeed(), ...Array.from({ length: draws }, () => seeded.nextSeed())];
