@@ -15,12 +15,30 @@ import { iterativeAttack } from '../src/attacks/gradient.js';
 import { squareAttack } from '../src/attacks/square.js';
 import { hopSkipJump } from '../src/attacks/hopskipjump.js';
 import { fitDetectors, type DetectorName } from '../src/attacks/detection.js';
-import { createModel, modelConfig } from '../src/models/factorisations.js';
+import { createModel, modelConfig, type LatentVariableClassifier } from '../src/models/factorisations.js';
+import type { CompiledFunction } from '../src/autograd/compile.js';
 import { loadModel } from '../src/models/store.js';
 import { parseIdx } from '../src/data/idx-format.js';
 import { readFileSync } from 'node:fs';
 
 const { rt } = useGpu();
+
+/** `run` with compiled functions on (traced and replayed) or off (the same functions op by op), then on again. */
+async function withCompiling<T>(compiling: boolean, run: () => Promise<T>): Promise<T> {
+  rt().compiling = compiling;
+  try {
+    return await run();
+  } finally {
+    rt().compiling = true;
+  }
+}
+
+/** The compiled function the model keeps under `key`; an error if the attack did not make it. */
+function compiledOf(model: LatentVariableClassifier, key: string): CompiledFunction {
+  return model.compiled(key, () => {
+    throw new Error(`${key}: not compiled`);
+  });
+}
 
 interface RefOptions {
   p: number;
@@ -251,9 +269,8 @@ describe('compiled Carlini-Wagner step', () => {
       // Attacked from its clean prediction under the draws its first iteration sees, so that it has work to do.
       const probe = bayesClassifier(model, { samples: 2, noise });
       const labels = T.tidy(() => T.argmax(Array.from({ length: probe.draws - 1 }, (_, k) => k + 1).reduce((z, k) => T.add(z, probe.logits(x, k)), probe.logits(x, 0))));
-      const run = async (compiling: boolean) => {
-        rt().compiling = compiling;
-        try {
+      const run = (compiling: boolean) =>
+        withCompiling(compiling, async () => {
           const clf = bayesClassifier(model, { samples: 2, noise });
           const reads: number[] = [];
           const r = await cw(clf, x, labels, { iterations: 6, binarySearchSteps: 2, initialConst: 100, lr: 0.1, onIteration: () => void reads.push(rt().readCount) });
@@ -261,10 +278,7 @@ describe('compiled Carlini-Wagner step', () => {
           expect(reads.slice(1, 6).every((v) => v === reads[0])).toBe(true);
           expect(reads[6] - reads[5]).toBe(1);
           return { adv: await r.adversarial.data(), l2: Array.from(r.l2), success: Array.from(r.success), c: Array.from(r.const), next: clf.seeded!.nextSeed() };
-        } finally {
-          rt().compiling = true;
-        }
-      };
+        });
       const compiled = await run(true);
       const eager = await run(false);
       expectClose(compiled.adv, eager.adv, { atol: 1e-6, rtol: 0 }, `${noise.kind} adversarial`);
@@ -278,9 +292,7 @@ describe('compiled Carlini-Wagner step', () => {
       expect(compiled.c).toEqual(eager.c);
       // Both drew the same seeds from the classifier's stream.
       expect(compiled.next).toBe(eager.next);
-      const step = model.compiled(`cw step K=2 shared draws=${noise.kind === 'fixed' ? 1 : 2}`, () => {
-        throw new Error('the CW step was not compiled');
-      });
+      const step = compiledOf(model, `cw step K=2 shared draws=${noise.kind === 'fixed' ? 1 : 2}`);
       expect(step.traces).toBe(1);
       labels.dispose();
     }
@@ -290,15 +302,11 @@ describe('compiled Carlini-Wagner step', () => {
   it('DeepFool on the same classifier: the compiled step gives what the eager step gives', async () => {
     const model = createModel(modelConfig('gfz', 'compact', { channels: 2, hidden: 8, latent: 3, seed: 2, preset: 'custom' }));
     const x = T.randomUniform([3, 1, 28, 28], 4);
-    const run = async (compiling: boolean) => {
-      rt().compiling = compiling;
-      try {
+    const run = (compiling: boolean) =>
+      withCompiling(compiling, async () => {
         const r = await deepfool(bayesClassifier(model, { samples: 2, noise: { kind: 'fixed', seed: 5 } }), x, { p: 2, maxIterations: 3 });
         return { adv: await r.adversarial.data(), iterations: Array.from(r.iterations) };
-      } finally {
-        rt().compiling = true;
-      }
-    };
+      });
     const [compiled, eager] = [await run(true), await run(false)];
     expect(compiled.iterations).toEqual(eager.iterations);
     expectClose(compiled.adv, eager.adv, { atol: 1e-6, rtol: 0 }, 'adversarial');
@@ -319,19 +327,15 @@ describe('compiled PGD and MIM steps', () => {
     ];
     for (const { norm, momentum, noise } of cases) {
       const what = `${momentum ? 'mim' : 'pgd'} ${norm} ${noise.kind}`;
-      const run = async (compiling: boolean, eps: number) => {
-        rt().compiling = compiling;
-        try {
+      const run = (compiling: boolean, eps: number) =>
+        withCompiling(compiling, async () => {
           const clf = bayesClassifier(model, { samples: 2, noise });
           const submits: number[] = [];
           const adv = await iterativeAttack(clf, x, labels, { eps, norm, stepSize: eps / 2, iterations, randomStart: true, momentum, seed: 3, onIteration: () => void submits.push(rt().submitCount) });
           const out = { adv: await adv.data(), submits, next: clf.seeded!.nextSeed() };
           adv.dispose();
           return out;
-        } finally {
-          rt().compiling = true;
-        }
-      };
+        });
       const x0 = await x.data();
       for (const eps of [0.1, 0.05]) {
         const compiled = await run(true, eps);
@@ -347,9 +351,7 @@ describe('compiled PGD and MIM steps', () => {
         }
       }
       const draws = noise.kind === 'expectation' ? 2 : 1;
-      const step = model.compiled(`${momentum ? 'mim' : 'pgd'} step K=2 shared draws=${draws} ${norm}`, () => {
-        throw new Error(`the ${what} step was not compiled`);
-      });
+      const step = compiledOf(model, `${momentum ? 'mim' : 'pgd'} step K=2 shared draws=${draws} ${norm}`);
       expect(step.traces, what).toBe(1);
     }
     labels.dispose();
@@ -374,9 +376,8 @@ describe('compiled detection-aware PGD step', () => {
     ];
     const iterations = 4;
     for (const [detector, norm, noiseMode] of cases) {
-      const run = async (compiling: boolean) => {
-        rt().compiling = compiling;
-        try {
+      const run = (compiling: boolean) =>
+        withCompiling(compiling, async () => {
           const clf = bayesClassifier(model, { samples: 2, noise: noiseMode });
           const submits: number[] = [];
           const opts = { detector, lambda: 1, eps: 0.1, stepSize: 0.03, iterations, norm, randomStart: true, seed: 3, onIteration: () => void submits.push(rt().submitCount) };
@@ -384,10 +385,7 @@ describe('compiled detection-aware PGD step', () => {
           const out = { adv: await adv.data(), submits, next: clf.seeded!.nextSeed() };
           adv.dispose();
           return out;
-        } finally {
-          rt().compiling = true;
-        }
-      };
+        });
       const compiled = await run(true);
       const eager = await run(false);
       const what = `${detector} ${norm} ${noiseMode.kind}`;
@@ -421,19 +419,15 @@ describe('compiled black-box queries', () => {
       const predicted = T.tidy(() => T.argmax(noise.kind === 'fixed' ? probe.logits(x, 0) : T.add(probe.logits(x, 0), probe.logits(x, 1))));
       const labels = T.tensor(Array.from(await predicted.data(), (c, i) => (i < 3 ? c : (c + 1) % 10)), [n], 'i32');
       predicted.dispose();
-      const run = async (compiling: boolean, seeded = true) => {
-        rt().compiling = compiling;
-        try {
+      const run = (compiling: boolean, seeded = true) =>
+        withCompiling(compiling, async () => {
           const full = bayesClassifier(model, { samples: 2, noise });
           const clf: Classifier = seeded ? full : { ...full, seeded: undefined };
           const sq = await squareAttack(clf, x, labels, { norm: 'linf', eps: 0.1, queryBudget: 12, seed: 4 });
           const out = { square: await sq.adversarial.data(), squareQueries: Array.from(sq.queries), next: full.seeded!.nextSeed() };
           sq.adversarial.dispose();
           return out;
-        } finally {
-          rt().compiling = true;
-        }
-      };
+        });
       const compiled = await run(true);
       const eager = await run(false);
       const unpadded = await run(true, false);
@@ -449,9 +443,7 @@ describe('compiled black-box queries', () => {
       const buckets = new Set(sizes.map((m) => Math.min(n, 2 ** Math.ceil(Math.log2(m)))));
       expect(buckets.size, noise.kind).toBeGreaterThan(1);
       const draws = noise.kind === 'fixed' ? 1 : 2;
-      const traced = model.compiled(`square row query K=2 shared draws=${draws} of ${n}`, () => {
-        throw new Error('the square queries were not compiled');
-      });
+      const traced = compiledOf(model, `square row query K=2 shared draws=${draws} of ${n}`);
       expect(traced.traces).toBe(buckets.size);
       labels.dispose();
     }
@@ -467,9 +459,8 @@ describe('compiled HopSkipJump', () => {
     const labelsIdx = parseIdx(readFileSync('web/public/data/test-labels.idx1-ubyte'), 'labels', 'test-labels');
     const x = T.tensor(Float32Array.from(images.data.subarray(0, n * 784), (v) => v / 255), [n, 1, 28, 28]);
     const labels = T.tensor(Array.from(labelsIdx.data.subarray(0, n)), [n], 'i32');
-    const run = async (compiling: boolean, seeded = true) => {
-      rt().compiling = compiling;
-      try {
+    const run = (compiling: boolean, seeded = true) =>
+      withCompiling(compiling, async () => {
         const full = bayesClassifier(model, { samples: 2, noise: { kind: 'fixed', seed: 5 } });
         const clf: Classifier = seeded ? full : { ...full, seeded: undefined };
         // 9 samples, then 12: the first padded to a bucket of 10 and masked.
@@ -477,10 +468,7 @@ describe('compiled HopSkipJump', () => {
         const out = { adv: await r.adversarial.data(), queries: Array.from(r.queries), l2: Array.from(r.l2) };
         r.adversarial.dispose();
         return out;
-      } finally {
-        rt().compiling = true;
-      }
-    };
+      });
     const compiled = await run(true);
     const eager = await run(false);
     const unpadded = await run(true, false);
@@ -491,9 +479,7 @@ describe('compiled HopSkipJump', () => {
     expectClose(compiled.adv, unpadded.adv, { atol: 1e-4, rtol: 0 }, 'adversarial, unpadded');
     // The attack went past its starting points into gradient steps.
     expect(compiled.queries.some((q) => q > 40)).toBe(true);
-    const estimated = model.compiled('hopskipjump estimate K=2 shared draws=1 of 3', () => {
-      throw new Error('the hopskipjump estimates were not compiled');
-    });
+    const estimated = compiledOf(model, 'hopskipjump estimate K=2 shared draws=1 of 3');
     expect(estimated.traces).toBeGreaterThan(0);
     [x, labels].forEach((t) => t.dispose());
     model.dispose();
