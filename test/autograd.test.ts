@@ -170,7 +170,11 @@ describe('activation derivatives folded into the producing kernels', () => {
           expect(unfolded.has(t)).toBe(true);
         });
         for (const [i, p] of params.entries()) {
-          expectClose(await download(folded.get(p)!), await download(unfolded.get(p)!), { rtol: 1e-5, atol: 1e-6 }, `param ${i} of ${JSON.stringify(s)}`);
+          const want = await download(unfolded.get(p)!);
+          // The two paths sum the same terms in different orders in f32; where an element cancels, the error is
+          // relative to the terms, not to the sum, so the absolute bound follows the gradient's largest element.
+          const scale = Math.max(1, ...Array.from(want, Math.abs));
+          expectClose(await download(folded.get(p)!), want, { rtol: 1e-5, atol: 1e-5 * scale }, `param ${i} of ${JSON.stringify(s)}`);
         }
         for (const m of [folded, unfolded]) for (const g of m.values()) g.dispose();
       }),
